@@ -1,0 +1,76 @@
+"""Typed configuration: model specs, hnsw parameters and engine settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+LOCAL_DIR_PREFIX = "local-dir:"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_INDEX_DIR = REPO_ROOT / "assets" / "demo" / "index"
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderSpec:
+    """An open_clip model: a built-in name + pretrained tag or weights file, `hf-hub:ID` or `local-dir:DIR`."""
+
+    model: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED
+
+    def __post_init__(self) -> None:
+        # open_clip ignores `pretrained` for schema names; drop it so equal models compare equal.
+        if self.model.startswith(("hf-hub:", LOCAL_DIR_PREFIX)) and self.pretrained is not None:
+            object.__setattr__(self, "pretrained", None)
+
+    def __str__(self) -> str:
+        return self.model if self.pretrained is None else f"{self.model} / {self.pretrained}"
+
+    @property
+    def local_dir(self) -> Path | None:
+        """The folder of a `local-dir:` spec, else None."""
+        if not self.model.startswith(LOCAL_DIR_PREFIX):
+            return None
+        return Path(self.model.removeprefix(LOCAL_DIR_PREFIX))
+
+    def resolved(self, base: Path) -> EncoderSpec:
+        """This spec with a relative `local-dir:` path made absolute against `base`."""
+        folder = self.local_dir
+        if folder is None or folder.is_absolute():
+            return self
+        return EncoderSpec(f"{LOCAL_DIR_PREFIX}{(base / folder).resolve()}", None)
+
+    def relative_to(self, base: Path) -> EncoderSpec:
+        """This spec with a `local-dir:` path written relative to `base` (for a portable manifest)."""
+        folder = self.local_dir
+        if folder is None:
+            return self
+        return EncoderSpec(f"{LOCAL_DIR_PREFIX}{os.path.relpath(folder.resolve(), base.resolve())}", None)
+
+
+@dataclass(frozen=True, slots=True)
+class HnswParams:
+    """hnswlib graph parameters; ef_search is not saved by hnswlib, so the bundle manifest keeps it."""
+
+    m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Where the index comes from and how the model runs."""
+
+    index: str = str(DEMO_INDEX_DIR)
+    device: str = "cpu"
+
+    @classmethod
+    def from_env(cls) -> EngineConfig:
+        """Read SEARCH_INDEX and SEARCH_DEVICE; unset variables keep the defaults."""
+        defaults = cls()
+        return cls(
+            index=os.environ.get("SEARCH_INDEX", defaults.index),
+            device=os.environ.get("SEARCH_DEVICE", defaults.device),
+        )

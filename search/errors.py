@@ -1,0 +1,33 @@
+"""Exceptions raised by the search package; each message says what went wrong and what to do."""
+
+
+class SearchError(Exception):
+    """Base class: anything the user can fix by changing input, files or configuration."""
+
+
+class BadQueryError(SearchError, ValueError):
+    """A query, top-k or threshold that cannot be searched."""
+
+
+class BadImageError(SearchError, ValueError):
+    """An image file or upload that cannot be read as a picture."""
+
+
+class UnknownItemError(SearchError, KeyError):
+    """An item id that is not in the index."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; show it plainly like every other error.
+        return str(self.args[0]) if self.args else ""
+
+
+class BundleError(SearchError):
+    """An index bundle that is missing, corrupt, or of an unknown format."""
+
+
+class EncoderMismatchError(SearchError):
+    """An encoder that differs from the one an index was built with."""
+
+
+class EncoderLoadError(SearchError):
+    """A model spec that open_clip cannot load (unknown name, missing files, no network)."""
