@@ -1,0 +1,78 @@
+"""Command line: `python -m search "QUERY" [--image PATH]... [--not TEXT]... [--index DIR] ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from typing import NoReturn
+
+from search.config import EngineConfig
+from search.engine import MAX_TOP_K, Query, Term, load_engine
+from search.errors import SearchError
+from search.types import Hit
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's arguments."""
+    parser = OneLineParser(prog="python -m search", description="Search an image index by text and/or images.")
+    parser.add_argument("query", nargs="?", help="text describing the pictures you want")
+    parser.add_argument("--image", action="append", default=[], metavar="PATH",
+                        help="an example image (repeatable; combined with the text)")
+    parser.add_argument("--not", dest="negatives", action="append", default=[], metavar="TEXT",
+                        help="text to steer away from (repeatable)")
+    parser.add_argument("--index", help="bundle folder or Hub repo owner/name[@rev] "
+                        "(default: $SEARCH_INDEX, else the bundled demo)")
+    parser.add_argument("--top-k", type=int, default=10, help=f"most hits to return, 0..{MAX_TOP_K} (default 10)")
+    parser.add_argument("--threshold", type=float, default=0.0,
+                        help="lowest cosine similarity to keep, -1..1 (default 0.0)")
+    parser.add_argument("--device", help="cpu, cuda or auto (default: $SEARCH_DEVICE, else cpu)")
+    parser.add_argument("--json", action="store_true", help="print the hits as a JSON array")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return parser
+
+
+def query_from_args(args: argparse.Namespace) -> Query:
+    """The combined query the arguments describe (validated later by the engine)."""
+    terms = [Term(text=args.query)] if args.query is not None else []
+    terms += [Term(image=path) for path in args.image]
+    return Query(tuple(terms), tuple(args.negatives))
+
+
+def format_table(hits: list[Hit]) -> str:
+    """Hits as aligned text lines, best first."""
+    if not hits:
+        return "no results above the threshold; lower --threshold"
+    return "\n".join(f"{hit.score:7.4f}  {hit.id}  {hit.description}  {hit.image}" for hit in hits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one search and print the hits; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    config = EngineConfig.from_env()
+    config = replace(config, index=args.index or config.index, device=args.device or config.device)
+    query = query_from_args(args)
+    try:
+        if not query.positives:
+            raise SearchError("give a text QUERY and/or --image PATH (see --help)")
+        engine = load_engine(config)
+        hits = engine.search(query, top_k=args.top_k, threshold=args.threshold)
+    except SearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
+    else:
+        print(format_table(hits))
+    return 0

@@ -1,0 +1,112 @@
+"""CLIP encoder over open_clip: texts and images to float32, L2-normalised feature vectors."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.transformer import text_global_pool
+from PIL import Image
+
+from search.config import EncoderSpec
+from search.errors import EncoderLoadError
+from search.types import FeatureVector
+
+logger = logging.getLogger(__name__)
+
+PAD_TOKEN = 0  # open_clip's SimpleTokenizer pads with 0 after the end-of-text token
+TRIMMABLE_POOLING = ("argmax", "eos", "first")  # pooling that never reads the padding positions
+
+
+def resolve_device(device: str) -> str:
+    """'auto' becomes 'cuda' when a GPU is present, else 'cpu'; other names pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class ClipEncoder:
+    """One open_clip model, loaded once, in eval mode, used under `torch.inference_mode`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        spec: EncoderSpec,
+    ) -> None:
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = next(model.parameters()).device
+        self.can_trim_text = isinstance(model, open_clip.CLIP) and model.text_pool_type in TRIMMABLE_POOLING
+        self.dim = int(self.encode_text([""]).shape[1])
+
+    @classmethod
+    def load(cls, spec: EncoderSpec, device: str = "cpu") -> ClipEncoder:
+        """Load a model by open_clip name + pretrained tag or file, `hf-hub:ID` or `local-dir:DIR`."""
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model, pretrained=spec.pretrained, device=resolve_device(device))
+            tokenizer = open_clip.get_tokenizer(spec.model)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise EncoderLoadError(_load_failure_message(spec, exc)) from exc
+        logger.info("loaded CLIP model %s on %s", spec, device)
+        return cls(model, preprocess, tokenizer, spec)
+
+    def encode_text(self, texts: Sequence[str]) -> FeatureVector:
+        """Feature vectors for texts, one row each."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode():
+            features = self._text_tower_trimmed(tokens) if self.can_trim_text else self.model.encode_text(tokens)
+        return _normalised(features)
+
+    def _text_tower_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
+        # Same maths as CLIP.encode_text, but only over the real tokens: the causal mask means the
+        # padding never influences them, so this equals the full 77-token run at a third of the cost.
+        model = self.model
+        real = tokens != PAD_TOKEN
+        length = int(real.any(dim=0).nonzero().max()) + 1 if real.any() else 1
+        tokens = tokens[:, :length]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+        mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
+        x = model.ln_final(model.transformer(x, attn_mask=mask))
+        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        if isinstance(model.text_projection, torch.nn.Linear):
+            return model.text_projection(x)
+        return x if model.text_projection is None else x @ model.text_projection
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The model's eval transform applied to RGB images, stacked into one batch tensor."""
+        return torch.stack([self.preprocess(image) for image in images])
+
+    def encode_pixels(self, pixels: torch.Tensor) -> FeatureVector:
+        """Feature vectors for an already preprocessed batch (N, 3, H, W)."""
+        with torch.inference_mode():
+            return _normalised(self.model.encode_image(pixels.to(self.device)))
+
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> FeatureVector:
+        """Feature vectors for RGB images (see `search.images.load_image`), encoded in batches."""
+        if not images:
+            return np.empty((0, self.dim), np.float32)
+        batches = [self.encode_pixels(self.preprocess_images(images[start:start + batch_size]))
+                   for start in range(0, len(images), batch_size)]
+        return np.concatenate(batches)
+
+
+def _normalised(features: torch.Tensor) -> FeatureVector:
+    vectors = torch.nn.functional.normalize(features.float(), dim=-1)
+    return vectors.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _load_failure_message(spec: EncoderSpec, exc: BaseException) -> str:
+    detail = re.sub(r"\s+", " ", str(exc)).strip()
+    return (f"cannot load CLIP model {spec}: {detail}. Check the open_clip model name and pretrained tag "
+            "(open_clip.list_pretrained()), the network for Hub downloads, or pass local-dir:FOLDER "
+            "with open_clip_config.json and weights")

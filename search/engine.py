@@ -1,0 +1,140 @@
+"""SearchEngine: text, image, similar-item and combined queries over one bundle, returning hits."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.bundle import Bundle
+from search.config import EngineConfig
+from search.encoder import ClipEncoder
+from search.errors import BadQueryError, EncoderMismatchError
+from search.hub import fetch_bundle
+from search.images import load_image
+from search.types import FeatureVector, Hit
+
+logger = logging.getLogger(__name__)
+
+MAX_TOP_K = 1000
+MAX_QUERY_CHARS = 1000  # the tokenizer keeps 77 tokens; longer text only costs time
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One positive part of a combined query: a text or an image (path, bytes or PIL image), weighted."""
+
+    text: str | None = None
+    image: Any = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A combined query: weighted positive terms minus negative texts (rclip-style)."""
+
+    positives: tuple[Term, ...]
+    negatives: tuple[str, ...] = ()
+
+
+class SearchEngine:
+    """Answers queries against one bundle with the encoder it was built with."""
+
+    def __init__(self, encoder: ClipEncoder, bundle: Bundle) -> None:
+        expected = bundle.encoder_spec
+        actual = encoder.spec.resolved(Path.cwd())
+        if actual != expected:
+            raise EncoderMismatchError(
+                f"index {bundle.root} was built with model {expected}, not {actual}; load it with the "
+                "model its manifest names, or rebuild the index with this model")
+        if encoder.dim != bundle.manifest.dim:
+            raise EncoderMismatchError(
+                f"model {actual} makes {encoder.dim}-d vectors but index {bundle.root} holds "
+                f"{bundle.manifest.dim}-d ones; rebuild the index with this model")
+        self.encoder = encoder
+        self.bundle = bundle
+
+    def search_text(self, text: str, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+        """Items that match a text description."""
+        return self.search(Query((Term(text=text),)), top_k, threshold)
+
+    def search_image(self, image: Any, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+        """Items that look like an image (a path, bytes, file object or PIL image)."""
+        return self.search(Query((Term(image=image),)), top_k, threshold)
+
+    def similar(self, item_id: str, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+        """Items like a collection item, from its stored embedding; the item itself is left out."""
+        _check_limits(top_k, threshold)
+        row = self.bundle.catalog.row_of(str(item_id))
+        return self._nearest(self.bundle.embeddings[row], top_k, threshold, exclude_row=row)
+
+    def search(self, query: Query, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+        """Items nearest to the weighted sum of the positive terms minus the negative texts."""
+        _check_limits(top_k, threshold)
+        return self._nearest(self.query_vector(query), top_k, threshold)
+
+    def query_vector(self, query: Query) -> FeatureVector:
+        """The unit vector a combined query searches with."""
+        if not query.positives:
+            raise BadQueryError("empty query: type a description or give an image")
+        total = np.zeros(self.encoder.dim, np.float32)
+        for term in query.positives:
+            total += _checked_weight(term.weight) * self._term_vector(term)
+        negatives = [_checked_text(text) for text in query.negatives]
+        if negatives:
+            total -= self.encoder.encode_text(negatives).sum(axis=0)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise BadQueryError("the query terms cancel each other out; drop a negative term or change a weight")
+        return total / norm
+
+    def _term_vector(self, term: Term) -> FeatureVector:
+        if (term.text is None) == (term.image is None):
+            raise BadQueryError("each query term needs exactly one of a text or an image")
+        if term.image is not None:
+            return self.encoder.encode_images([load_image(term.image)])[0]
+        return self.encoder.encode_text([_checked_text(term.text)])[0]
+
+    def _nearest(self, vector: FeatureVector, top_k: int, threshold: float, exclude_row: int | None = None
+                 ) -> list[Hit]:
+        wanted = top_k + (exclude_row is not None)
+        rows, scores = self.bundle.index.query(vector, wanted)
+        hits = [self.bundle.catalog.hit(int(row), float(score)) for row, score in zip(rows, scores, strict=True)
+                if row != exclude_row and score >= threshold]
+        return sorted(hits, key=lambda hit: hit.score, reverse=True)[:top_k]
+
+
+def _check_limits(top_k: Any, threshold: Any) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or not 0 <= top_k <= MAX_TOP_K:
+        raise BadQueryError(f"top_k must be a whole number from 0 to {MAX_TOP_K}, got {top_k!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating) \
+            or not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
+        raise BadQueryError(f"threshold must be a cosine similarity from -1 to 1, got {threshold!r}")
+
+
+def _checked_weight(weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) \
+            or weight <= 0:
+        raise BadQueryError(f"a term weight must be a positive number, got {weight!r}")
+    return float(weight)
+
+
+def _checked_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise BadQueryError("empty query: type a description or give an image")
+    text = text.strip()
+    if len(text) > MAX_QUERY_CHARS:
+        logger.info("query of %d characters cut to %d", len(text), MAX_QUERY_CHARS)
+        text = text[:MAX_QUERY_CHARS]
+    return text
+
+
+def load_engine(config: EngineConfig) -> SearchEngine:
+    """Fetch and verify the configured bundle, then load the encoder its manifest names."""
+    bundle = Bundle.load(fetch_bundle(config.index))
+    encoder = ClipEncoder.load(bundle.encoder_spec, config.device)
+    return SearchEngine(encoder, bundle)

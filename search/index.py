@@ -1,0 +1,145 @@
+"""Approximate nearest-neighbour index over hnswlib in cosine space, safe to share between threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import numpy.typing as npt
+
+from search.config import HnswParams
+from search.types import FeatureVector
+
+logger = logging.getLogger(__name__)
+
+Labels = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float32]
+
+
+class ReadWriteLock:
+    """Many concurrent readers or one writer; a waiting writer blocks new readers so it cannot starve."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the lock shared."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and self._writers_waiting == 0)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the lock exclusively."""
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class VectorIndex:
+    """hnswlib index whose labels are row numbers 0..count-1 and whose scores are cosine similarities."""
+
+    def __init__(self, raw: hnswlib.Index, params: HnswParams) -> None:
+        self._raw = raw
+        self._params = params
+        self._lock = ReadWriteLock()
+        raw.set_ef(params.ef_search)
+
+    @classmethod
+    def create(cls, dim: int, params: HnswParams, capacity: int) -> VectorIndex:
+        """An empty index with room for `capacity` items (it grows on add when needed)."""
+        raw = hnswlib.Index(space="cosine", dim=dim)
+        raw.init_index(max_elements=max(capacity, 1), ef_construction=params.ef_construction, M=params.m)
+        return cls(raw, params)
+
+    @classmethod
+    def build(cls, vectors: FeatureVector, params: HnswParams) -> VectorIndex:
+        """An index over `vectors`, labelled by row number."""
+        index = cls.create(vectors.shape[1], params, capacity=len(vectors))
+        index.add(vectors, np.arange(len(vectors), dtype=np.int64))
+        return index
+
+    @classmethod
+    def load(cls, path: Path, dim: int, params: HnswParams) -> VectorIndex:
+        """Load a saved index; `params.ef_search` is re-applied because hnswlib does not save it."""
+        raw = hnswlib.Index(space="cosine", dim=dim)
+        raw.load_index(str(path))
+        return cls(raw, params)
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self._raw.dim)
+
+    @property
+    def params(self) -> HnswParams:
+        """The graph parameters this index was built and is searched with."""
+        return self._params
+
+    def __len__(self) -> int:
+        return int(self._raw.get_current_count())
+
+    def add(self, vectors: FeatureVector, labels: Labels) -> None:
+        """Insert vectors under the given labels, growing capacity as needed."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(labels):
+            raise ValueError(f"expected {len(labels)} vectors of dim {self.dim}, got shape {vectors.shape}")
+        with self._lock.writing():
+            needed = len(self) + len(vectors)
+            if needed > self._raw.get_max_elements():
+                self._raw.resize_index(max(needed, 2 * self._raw.get_max_elements()))
+            self._raw.add_items(vectors, labels)
+
+    def query(self, vector: FeatureVector, k: int) -> tuple[Labels, Scores]:
+        """The k nearest labels with their cosine similarities, best first; k is clamped to the count."""
+        k = min(k, len(self))
+        if k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        with self._lock.reading():
+            labels, distances = self._knn(vector.reshape(1, -1), k)
+        # hnswlib's cosine distance is 1 - cosine similarity; this is the one place it is converted.
+        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+
+    def _knn(self, vectors: FeatureVector, k: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return self._raw.knn_query(vectors, k=k, num_threads=1)
+        except RuntimeError:
+            # hnswlib raises when its graph walk reaches fewer than k items (tiny M, clustered data,
+            # k near the count). An exact scan of the stored vectors always finds them.
+            logger.debug("hnswlib found fewer than %d results; answering by exact search", k)
+            return self._exact_knn(vectors, k)
+
+    def _exact_knn(self, vectors: FeatureVector, k: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.asarray(self._raw.get_ids_list(), dtype=np.int64)
+        stored = self._raw.get_items(labels, return_type="numpy")  # normalised by hnswlib on add
+        query = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        similarity = query @ stored.T
+        order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+        return labels[order], 1.0 - np.take_along_axis(similarity, order, axis=1)
+
+    def save(self, path: Path) -> None:
+        """Write the hnswlib graph to `path` (ef_search must be stored elsewhere: the bundle manifest)."""
+        with self._lock.reading():
+            self._raw.save_index(str(path))
