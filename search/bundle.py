@@ -80,7 +80,8 @@ class Manifest:
         try:
             info = BundleInfo(
                 encoder=EncoderSpec(str(data["encoder"]["model"]), data["encoder"].get("pretrained")),
-                hnsw=HnswParams(**data["hnsw"]),
+                hnsw=HnswParams(int(data["hnsw"]["m"]), int(data["hnsw"]["ef_construction"]),
+                                int(data["hnsw"]["ef_search"])),
                 source=str(data["source"]["name"]),
                 source_revision=data["source"].get("revision"),
                 failures=int(data.get("failures", 0)),

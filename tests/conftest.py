@@ -1,0 +1,48 @@
+"""Shared fixtures: small synthetic bundles, the shipped demo model and bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from search.bundle import BundleInfo, write_bundle
+from search.config import REPO_ROOT, EncoderSpec, HnswParams
+
+DEMO_MODEL_DIR = REPO_ROOT / "assets" / "demo" / "model"
+DEMO_INDEX_DIR = REPO_ROOT / "assets" / "demo" / "index"
+DEMO_SPEC = EncoderSpec(f"local-dir:{DEMO_MODEL_DIR}", None)
+
+
+def unit_vectors(count: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Random float32 rows of length 1."""
+    vectors = np.random.default_rng(seed).normal(size=(count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def metadata_table(count: int) -> pa.Table:
+    """Metadata rows with the bundle's required columns; every third item has no page or photographer."""
+    return pa.table({
+        "id": [f"item-{row:04d}" for row in range(count)],
+        "image": [f"https://images.example/{row}.jpg" for row in range(count)],
+        "page_url": [None if row % 3 == 0 else f"https://example.com/p/{row}" for row in range(count)],
+        "description": [f"picture number {row}" for row in range(count)],
+        "photographer": [None if row % 3 == 0 else f"Person {row}" for row in range(count)],
+    })
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: write a bundle of random vectors into a fresh folder and return the folder."""
+
+    def make(count: int = 50, dim: int = 16, spec: EncoderSpec | None = None, name: str = "bundle") -> Path:
+        root = tmp_path / name
+        info = BundleInfo(spec or EncoderSpec("ViT-B-32", None), HnswParams(m=8, ef_construction=64, ef_search=32),
+                          source="unit-test", source_revision="r1", failures=2)
+        write_bundle(root, unit_vectors(count, dim), metadata_table(count), info)
+        return root
+
+    return make
