@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import struct
-import warnings
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +24,7 @@ MAX_IMAGE_PIXELS: int = 64_000_000
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
 
 _FORMATS_HINT = "use a JPEG, PNG, GIF, WebP, BMP or TIFF image"
+_CORRUPT_HINT = "it may be truncated or corrupt; re-download or re-export it"
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # What PIL and its plugins raise on broken files; anything else is a bug worth a traceback.
@@ -59,21 +59,21 @@ def _load_path(path: Path, min_side: int | None) -> Image.Image:
         raise BadImageError(f"{path}: cannot open the file ({exc.strerror}); check its permissions") from exc
     with stream:
         if os.fstat(stream.fileno()).st_size == 0:
-            raise BadImageError(f"{path}: the file is empty (0 bytes); re-download or re-export it")
+            raise BadImageError(f"{path}: the file is empty (0 bytes); {_CORRUPT_HINT}")
         return _load_stream(stream, str(path), min_side)
 
 
 def _load_stream(stream: BinaryIO, name: str, min_side: int | None) -> Image.Image:
     """Identify the format lazily, check the declared size, then decode and normalise."""
     try:
-        # PIL only warns between MAX_IMAGE_PIXELS and twice that; make its warning a refusal too.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+        # PIL only warns between its limit and twice that; ours is lower, so _check_pixels refuses
+        # those. (warnings.catch_warnings would be simpler but is not thread-safe in a server.)
+        image = Image.open(stream)
     except Image.UnidentifiedImageError as exc:
-        raise BadImageError(f"{name}: {_describe_unreadable(stream)}; {_FORMATS_HINT}") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(f"{name}: {_one_line(exc)}; resize the image before adding it") from exc
+        raise BadImageError(f"{name}: {_describe_unreadable(stream)}") from exc
+    except Image.DecompressionBombError as exc:
+        reason = _one_line(exc).rstrip(".")
+        raise BadImageError(f"{name}: too large to decode safely ({reason}); resize it before adding it") from exc
     except _DECODE_ERRORS as exc:
         raise _decode_error(name, exc) from exc
     with image:
@@ -91,10 +91,8 @@ def _check_pixels(image: Image.Image, name: str) -> None:
     if width < 1 or height < 1:
         raise BadImageError(f"{name}: declares an empty {width}×{height} picture; re-export the image")
     if width * height > MAX_IMAGE_PIXELS:
-        raise BadImageError(
-            f"{name}: declares {width}×{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}; "
-            "resize the image before adding it"
-        )
+        limit = f"over the limit of {MAX_IMAGE_PIXELS:,}"
+        raise BadImageError(f"{name}: declares {width}×{height} pixels, {limit}; resize it before adding it")
 
 
 def _normalise(image: Image.Image, name: str) -> Image.Image:
@@ -142,7 +140,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def _describe_unreadable(stream: BinaryIO) -> str:
-    """Say what a file PIL cannot identify looks like, so the user knows how to convert it."""
+    """Say what a file PIL cannot identify looks like, and how to turn it into an image."""
     stream.seek(0)
     head = stream.read(1024)
     if head.startswith(b"%PDF"):
@@ -153,16 +151,13 @@ def _describe_unreadable(stream: BinaryIO) -> str:
         # Incremental, so a character cut at the 1 KiB boundary does not count as binary.
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
-        return "is not in an image format this program can read"
-    return "is a text file, not an image (whatever its name says)"
+        return f"is not in an image format this program can read; {_FORMATS_HINT}"
+    return f"is a text file, not an image (whatever its name says); {_FORMATS_HINT}"
 
 
 def _decode_error(name: str, exc: BaseException) -> BadImageError:
     """A one-line BadImageError for a file that PIL identified but could not decode."""
-    return BadImageError(
-        f"{name}: cannot decode the image ({_one_line(exc)}); it may be truncated or corrupt, "
-        "re-download or re-export it"
-    )
+    return BadImageError(f"{name}: cannot decode the image ({_one_line(exc)}); {_CORRUPT_HINT}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -46,3 +46,33 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def demo_encoder():
+    """The shipped demo CLIP, loaded through open_clip's local-dir path."""
+    from search.encoder import ClipEncoder
+
+    return ClipEncoder.load(DEMO_SPEC)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_encoder):
+    """A SearchEngine over the shipped demo bundle."""
+    from search.bundle import Bundle
+    from search.engine import SearchEngine
+
+    return SearchEngine(demo_encoder, Bundle.load(DEMO_INDEX_DIR))
+
+
+@pytest.fixture(scope="session")
+def random_vit_b32():
+    """A ViT-B-32 with random weights: the real architecture and cost, no download."""
+    import open_clip
+    import torch
+
+    from search.encoder import ClipEncoder
+
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    return ClipEncoder(model, preprocess, open_clip.get_tokenizer("ViT-B-32"), EncoderSpec("ViT-B-32", None))

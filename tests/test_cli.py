@@ -1,0 +1,93 @@
+"""`python -m search` end to end on the demo bundle: the acceptance commands and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from search.config import REPO_ROOT
+from tests.conftest import DEMO_INDEX_DIR
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "search", *args], check=False, cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _assert_one_line_error(result_code: int, stderr: str, *fragments: str) -> None:
+    assert result_code != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_text_query_prints_json_hits() -> None:
+    result = _run("a red circle", "--index", "assets/demo/index", "--top-k", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert len(hits) == 5
+    for hit in hits:
+        assert {"id", "score", "image", "page_url", "description"} <= hit.keys()
+        assert "red" in hit["description"] and "circle" in hit["description"]
+        assert Path(hit["image"]).is_file()
+    assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits), reverse=True)
+
+
+def test_image_query_finds_that_image_first() -> None:
+    image = sorted((DEMO_INDEX_DIR / "images").iterdir())[7]
+    result = _run("--image", str(image), "--index", "assets/demo/index", "--json")
+    assert result.returncode == 0, result.stderr
+    best = json.loads(result.stdout)[0]
+    assert Path(best["image"]).resolve() == image.resolve() and best["score"] >= 0.99
+
+
+def test_a_threshold_above_every_score_prints_an_empty_array() -> None:
+    result = _run("a red circle", "--index", "assets/demo/index", "--threshold", "0.9999", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_a_text_file_as_image_is_a_one_line_error(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("remember the milk\n")
+    result = _run("--image", str(notes), "--index", "assets/demo/index")
+    _assert_one_line_error(result.returncode, result.stderr, "notes.txt")
+
+
+def test_a_bad_number_is_a_one_line_error() -> None:
+    result = _run("a red circle", "--top-k", "many")
+    _assert_one_line_error(result.returncode, result.stderr, "--top-k", "many")
+
+
+@pytest.mark.parametrize(("argv", "fragments"), [
+    (["   "], ["empty query"]),
+    ([], ["give a text QUERY"]),
+    (["--image", "/no/such/photo.jpg"], ["/no/such/photo.jpg"]),
+    (["a red circle", "--threshold", "2"], ["threshold must be"]),
+    (["a red circle", "--threshold", "nan"], ["threshold must be"]),
+    (["a red circle", "--top-k", "-1"], ["top_k must be"]),
+    (["a red circle", "--not", ""], ["empty query"]),
+    (["a red circle", "--index", "/no/such/bundle"], ["/no/such/bundle"]),
+])
+def test_bad_input_exits_non_zero_with_one_line(argv: list[str], fragments: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([*argv, "--index", str(DEMO_INDEX_DIR)] if "--index" not in argv else argv)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    _assert_one_line_error(code, captured.err, *fragments)
+
+
+def test_combined_query_and_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    image = sorted((DEMO_INDEX_DIR / "images").iterdir())[0]
+    code = main(["a circle", "--image", str(image), "--not", "red", "--index", str(DEMO_INDEX_DIR), "--top-k", "3"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(lines) == 3
+    scores = [float(line.split()[0]) for line in lines]
+    assert scores == sorted(scores, reverse=True)

@@ -1,0 +1,89 @@
+"""ClipEncoder: the trimmed text tower equals open_clip, vectors are unit float32, specs load or fail clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from search.config import EncoderSpec
+from search.encoder import ClipEncoder
+from search.errors import EncoderLoadError
+from tests.conftest import DEMO_MODEL_DIR
+
+TEXTS = [
+    "a red circle",
+    "a foggy forest at dawn, seen from a hill above the valley with a river and two small boats",
+    "x",
+    "",
+    "😀 مرحبا שלום — ünïcödé",
+    "word " * 200,  # longer than the 77-token context: truncated, so nothing to trim
+]
+
+
+def _open_clip_full_context(encoder: ClipEncoder, texts: list[str]) -> np.ndarray:
+    with torch.inference_mode():
+        features = encoder.model.encode_text(encoder.tokenizer(texts))
+    return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+
+@pytest.mark.parametrize("encoder_name", ["random_vit_b32", "demo_encoder"])
+def test_trimmed_text_tower_equals_open_clip_full_context(encoder_name: str, request: pytest.FixtureRequest) -> None:
+    encoder: ClipEncoder = request.getfixturevalue(encoder_name)
+    assert encoder.can_trim_text
+    for texts in ([text] for text in TEXTS[:5]):  # one at a time: each is trimmed to its own length
+        trimmed = encoder.encode_text(texts)
+        assert encoder.tokenizer(texts).count_nonzero() < 77
+        assert np.abs(trimmed - _open_clip_full_context(encoder, texts)).max() <= 1e-5
+    batch = encoder.encode_text(TEXTS)
+    assert np.abs(batch - _open_clip_full_context(encoder, TEXTS)).max() <= 1e-5
+
+
+def test_text_vectors_are_unit_float32_rows(demo_encoder: ClipEncoder) -> None:
+    vectors = demo_encoder.encode_text(["a red circle", "a blue square", "a yellow star"])
+    assert vectors.dtype == np.float32 and vectors.shape == (3, demo_encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_images_encode_the_same_in_any_batch_size(demo_encoder: ClipEncoder) -> None:
+    images = [Image.new("RGB", (40 + 10 * n, 50), colour) for n, colour in
+              enumerate(["red", "blue", "yellow", "green", "white"])]
+    together = demo_encoder.encode_images(images, batch_size=2)
+    one_by_one = np.concatenate([demo_encoder.encode_images([image]) for image in images])
+    assert together.shape == (5, demo_encoder.dim) and together.dtype == np.float32
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert demo_encoder.encode_images([]).shape == (0, demo_encoder.dim)
+
+
+def test_a_named_config_with_a_local_weights_file_loads_the_same_model(demo_encoder: ClipEncoder,
+                                                                       tmp_path: Path) -> None:
+    config = json.loads((DEMO_MODEL_DIR / "open_clip_config.json").read_text())
+    (tmp_path / "demo-tiny.json").write_text(json.dumps(config["model_cfg"]))
+    open_clip.add_model_config(tmp_path / "demo-tiny.json")
+    weights = next(DEMO_MODEL_DIR.glob("*.safetensors"))
+    by_file = ClipEncoder.load(EncoderSpec("demo-tiny", str(weights)))
+    np.testing.assert_allclose(by_file.encode_text(TEXTS[:3]), demo_encoder.encode_text(TEXTS[:3]), atol=1e-6)
+
+
+@pytest.mark.parametrize(("spec", "detail"), [
+    (EncoderSpec("no-such-model", None), "not found in built-ins"),
+    (EncoderSpec("local-dir:/nonexistent/model", None), "not found"),
+    (EncoderSpec("ViT-B-32", "laion2b_s34b_b79k"), "Failed to download"),
+])
+def test_unloadable_specs_fail_with_one_clear_line(spec: EncoderSpec, detail: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the download case must fail fast even with a network
+    with pytest.raises(EncoderLoadError, match=f"cannot load CLIP model .*{detail}.*local-dir") as info:
+        ClipEncoder.load(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_schema_specs_ignore_pretrained_so_equal_models_compare_equal() -> None:
+    assert EncoderSpec("hf-hub:org/model", "ignored") == EncoderSpec("hf-hub:org/model", None)
+    assert str(EncoderSpec("ViT-B-32", "laion2b_s34b_b79k")) == "ViT-B-32 / laion2b_s34b_b79k"

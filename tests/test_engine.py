@@ -1,0 +1,145 @@
+"""SearchEngine on the demo bundle: every query kind, top-k and threshold edges, bad input, mismatches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from search.bundle import Bundle
+from search.config import EncoderSpec, EngineConfig
+from search.encoder import ClipEncoder
+from search.engine import Query, SearchEngine, Term, load_engine
+from search.errors import BadImageError, BadQueryError, EncoderLoadError, EncoderMismatchError, UnknownItemError
+from search.types import Hit
+from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
+
+
+def _labels(hits: list[Hit]) -> list[str]:
+    # Demo descriptions read "a <colour> <shape> on a <tone> background".
+    return [" ".join(hit.description.split()[1:3]) for hit in hits]
+
+
+def _demo_image(engine: SearchEngine, label: str) -> Path:
+    hit = next(hit for hit in engine.search_text(f"a {label}", top_k=50) if label in hit.description)
+    return Path(hit.image)
+
+
+def test_text_query_finds_matching_items_best_first(demo_engine: SearchEngine) -> None:
+    hits = demo_engine.search_text("a red circle", top_k=5)
+    assert _labels(hits) == ["red circle"] * 5
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    assert all(Path(hit.image).is_file() for hit in hits)
+
+
+def test_top_k_and_threshold_edges(demo_engine: SearchEngine) -> None:
+    count = demo_engine.bundle.manifest.count
+    assert len(demo_engine.search_text("a blue square", top_k=count + 50, threshold=-1.0)) == count
+    assert demo_engine.search_text("a blue square", top_k=0) == []
+    assert demo_engine.search_text("a blue square", top_k=1000, threshold=1.0) == []
+    hits = demo_engine.search_text("a blue square", top_k=20, threshold=-1.0)
+    assert len(hits) == 20
+    cut = hits[9].score
+    kept = demo_engine.search_text("a blue square", top_k=20, threshold=cut)
+    assert kept == [hit for hit in hits if hit.score >= cut]
+    best = hits[0].score
+    assert demo_engine.search_text("a blue square", top_k=20, threshold=min(1.0, best + 1e-4)) == []
+
+
+def test_image_query_finds_the_image_itself_first(demo_engine: SearchEngine) -> None:
+    path = _demo_image(demo_engine, "green triangle")
+    hits = demo_engine.search_image(path, top_k=5)
+    assert hits[0].image == str(path) and hits[0].score >= 0.99
+    assert _labels(hits) == ["green triangle"] * 5
+
+
+def test_similar_uses_the_stored_vector_and_leaves_the_item_out(demo_engine: SearchEngine) -> None:
+    seed = demo_engine.search_text("a yellow star", top_k=1)[0]
+    hits = demo_engine.similar(seed.id, top_k=5)
+    assert seed.id not in [hit.id for hit in hits]
+    assert len(hits) == 5 and _labels(hits) == ["yellow star"] * 5
+    count = demo_engine.bundle.manifest.count
+    everything = demo_engine.similar(seed.id, top_k=count + 10, threshold=-1.0)
+    assert len(everything) == count - 1 and seed.id not in {hit.id for hit in everything}
+
+
+def test_a_negative_term_steers_away_from_it(demo_engine: SearchEngine) -> None:
+    plain = _labels(demo_engine.search_text("a circle", top_k=20))
+    steered = _labels(demo_engine.search(Query((Term(text="a circle"),), ("red", "orange")), top_k=20))
+    assert sum("red" in label or "orange" in label for label in plain) > 0
+    assert sum("red" in label or "orange" in label for label in steered) == 0
+    assert sum("circle" in label for label in steered) >= 15
+
+
+def test_weights_decide_which_positive_term_leads(demo_engine: SearchEngine) -> None:
+    blue_square = _demo_image(demo_engine, "blue square")
+
+    def top_label(text_weight: float, image_weight: float) -> str:
+        query = Query((Term(text="a red circle", weight=text_weight), Term(image=blue_square, weight=image_weight)))
+        return _labels(demo_engine.search(query, top_k=1))[0]
+
+    assert top_label(1.0, 0.05) == "red circle"
+    assert top_label(0.05, 1.0) == "blue square"
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda e: e.search_text("   "), "empty query"),
+    (lambda e: e.search_text(""), "empty query"),
+    (lambda e: e.search(Query(())), "empty query"),
+    (lambda e: e.search_text("a red circle", top_k=-1), "top_k must be a whole number"),
+    (lambda e: e.search_text("a red circle", top_k=2.5), "top_k must be a whole number"),
+    (lambda e: e.search_text("a red circle", top_k=True), "top_k must be a whole number"),
+    (lambda e: e.search_text("a red circle", top_k=10**9), "top_k must be a whole number"),
+    (lambda e: e.search_text("a red circle", threshold=math.nan), "threshold must be"),
+    (lambda e: e.search_text("a red circle", threshold=math.inf), "threshold must be"),
+    (lambda e: e.search_text("a red circle", threshold=1.5), "threshold must be"),
+    (lambda e: e.search_text("a red circle", threshold="0.3"), "threshold must be"),
+    (lambda e: e.search(Query((Term(text="a red circle", weight=-1),))), "weight must be a positive"),
+    (lambda e: e.search(Query((Term(text="a", image="b.png"),))), "exactly one of"),
+    (lambda e: e.search(Query((Term(text="red"),), ("red",))), "cancel each other out"),
+    (lambda e: e.search(Query((Term(text="a red circle"),), (" ",))), "empty query"),
+])
+def test_bad_queries_are_refused_clearly(demo_engine: SearchEngine, call: Callable, message: str) -> None:
+    with pytest.raises(BadQueryError, match=message):
+        call(demo_engine)
+
+
+def test_bad_images_and_unknown_ids_are_refused(demo_engine: SearchEngine, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list")
+    with pytest.raises(BadImageError, match="notes.txt"):
+        demo_engine.search_image(notes)
+    with pytest.raises(UnknownItemError, match="no item with id 'shape-999'"):
+        demo_engine.similar("shape-999")
+
+
+def test_a_very_long_query_still_answers(demo_engine: SearchEngine) -> None:
+    assert len(demo_engine.search_text("a red circle " * 10_000, top_k=3)) == 3
+
+
+def test_load_engine_uses_the_model_the_manifest_names() -> None:
+    engine = load_engine(EngineConfig(index=str(DEMO_INDEX_DIR)))
+    assert engine.encoder.spec == DEMO_SPEC.resolved(Path.cwd())
+    assert _labels(engine.search_text("a purple square", top_k=3)) == ["purple square"] * 3
+
+
+def test_an_encoder_other_than_the_manifests_is_refused(demo_encoder: ClipEncoder,
+                                                        make_bundle: Callable[..., Path]) -> None:
+    other = Bundle.load(make_bundle(dim=demo_encoder.dim, spec=EncoderSpec("ViT-B-32", "laion2b_s34b_b79k")))
+    with pytest.raises(EncoderMismatchError, match="built with model ViT-B-32 / laion2b_s34b_b79k"):
+        SearchEngine(demo_encoder, other)
+
+
+def test_a_dimension_other_than_the_models_is_refused(demo_encoder: ClipEncoder,
+                                                      make_bundle: Callable[..., Path]) -> None:
+    wrong_dim = Bundle.load(make_bundle(dim=demo_encoder.dim + 3, spec=DEMO_SPEC))
+    with pytest.raises(EncoderMismatchError, match=f"{demo_encoder.dim + 3}-d"):
+        SearchEngine(demo_encoder, wrong_dim)
+
+
+def test_a_manifest_naming_a_missing_model_fails_to_load(make_bundle: Callable[..., Path]) -> None:
+    root = make_bundle(spec=EncoderSpec("local-dir:/nonexistent/model"))
+    with pytest.raises(EncoderLoadError, match="cannot load CLIP model local-dir:/nonexistent/model"):
+        load_engine(EngineConfig(index=str(root)))
