@@ -154,7 +154,7 @@ class Bundle:
     @classmethod
     def load(cls, root: Path) -> Bundle:
         """Load and verify a bundle directory; raises BundleError saying what is wrong and what to do."""
-        root = Path(root)
+        root = Path(root).absolute()  # hits carry image paths that work from any working directory
         manifest = read_manifest(root)
         verify_files(root, manifest)
         embeddings = _load_embeddings(root / EMBEDDINGS_FILE, manifest)

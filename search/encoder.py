@@ -63,24 +63,9 @@ class ClipEncoder:
         """Feature vectors for texts, one row each."""
         tokens = self.tokenizer(list(texts)).to(self.device)
         with torch.inference_mode():
-            features = self._text_tower_trimmed(tokens) if self.can_trim_text else self.model.encode_text(tokens)
+            features = trimmed_text_features(self.model, tokens) if self.can_trim_text \
+                else self.model.encode_text(tokens)
         return _normalised(features)
-
-    def _text_tower_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
-        # Same maths as CLIP.encode_text, but only over the real tokens: the causal mask means the
-        # padding never influences them, so this equals the full 77-token run at a third of the cost.
-        model = self.model
-        real = tokens != PAD_TOKEN
-        length = int(real.any(dim=0).nonzero().max()) + 1 if real.any() else 1
-        tokens = tokens[:, :length]
-        cast_dtype = model.transformer.get_cast_dtype()
-        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-        mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
-        x = model.ln_final(model.transformer(x, attn_mask=mask))
-        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-        if isinstance(model.text_projection, torch.nn.Linear):
-            return model.text_projection(x)
-        return x if model.text_projection is None else x @ model.text_projection
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The model's eval transform applied to RGB images, stacked into one batch tensor."""
@@ -98,6 +83,25 @@ class ClipEncoder:
         batches = [self.encode_pixels(self.preprocess_images(images[start:start + batch_size]))
                    for start in range(0, len(images), batch_size)]
         return np.concatenate(batches)
+
+
+def trimmed_text_features(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(tokens)` (unnormalised), computed over only the columns holding real tokens.
+
+    The causal mask keeps padding from reaching earlier positions, so this equals the full 77-token pass
+    at a fraction of the cost. Needs a pooling that never reads padding (see TRIMMABLE_POOLING).
+    """
+    real = tokens != PAD_TOKEN
+    length = int(real.any(dim=0).nonzero().max()) + 1 if real.any() else 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
+    x = model.ln_final(model.transformer(x, attn_mask=mask))
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x if model.text_projection is None else x @ model.text_projection
 
 
 def _normalised(features: torch.Tensor) -> FeatureVector:

@@ -48,6 +48,16 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture
+def hub_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """huggingface_hub in offline mode with an empty cache, whether or not it was imported already."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+
+
 @pytest.fixture(scope="session")
 def demo_encoder():
     """The shipped demo CLIP, loaded through open_clip's local-dir path."""

@@ -76,9 +76,8 @@ def test_a_named_config_with_a_local_weights_file_loads_the_same_model(demo_enco
     (EncoderSpec("local-dir:/nonexistent/model", None), "not found"),
     (EncoderSpec("ViT-B-32", "laion2b_s34b_b79k"), "Failed to download"),
 ])
-def test_unloadable_specs_fail_with_one_clear_line(spec: EncoderSpec, detail: str,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the download case must fail fast even with a network
+@pytest.mark.usefixtures("hub_offline")  # the download case must fail fast, with or without a network
+def test_unloadable_specs_fail_with_one_clear_line(spec: EncoderSpec, detail: str) -> None:
     with pytest.raises(EncoderLoadError, match=f"cannot load CLIP model .*{detail}.*local-dir") as info:
         ClipEncoder.load(spec)
     assert "\n" not in str(info.value)

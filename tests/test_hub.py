@@ -33,9 +33,8 @@ def test_a_missing_folder_that_is_no_repo_id_is_refused(tmp_path: Path) -> None:
         fetch_bundle(str(tmp_path / "no" / "such" / "bundle"))
 
 
-def test_an_unreachable_hub_repo_is_refused_with_advice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+@pytest.mark.usefixtures("hub_offline")
+def test_an_unreachable_hub_repo_is_refused_with_advice() -> None:
     with pytest.raises(BundleError, match=r"cannot download index bundle someone/missing@main.*network") as info:
         fetch_bundle("someone/missing@main")
     assert "\n" not in str(info.value)
