@@ -1,69 +1,270 @@
-"""Gradio app: search the index by text or by image. (The full Space UI is tracked in its own issue.)"""
+"""Gradio app: search a photo collection by text or by example image, with a JSON API for gradio_client."""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
 from search.config import EngineConfig
-from search.engine import SearchEngine, load_engine
-from search.errors import SearchError
+from search.engine import MAX_QUERY_CHARS, Query, SearchEngine
+from search.errors import BadImageError, BadQueryError, SearchError
+from search.images import load_image
 from search.types import Hit
+from webapp import (
+    Startup,
+    caption,
+    combined_query,
+    credits_html,
+    hits_json,
+    mode_defaults,
+    number,
+    start_engine,
+    status_text,
+    thumbnail,
+    whole_number,
+)
 
-logger = logging.getLogger(__name__)
+MAX_FILE_SIZE = "10mb"
+# Two slots on a 2-vCPU Space: a query is mostly transfer and bookkeeping around a few ms to ~100 ms of model
+# time, so a second slot keeps a slow upload from holding up everyone else without oversubscribing the CPU.
+CONCURRENCY = 2
+SCORE_HINT = ("**Score** = cosine similarity of CLIP vectors (−1 to 1). With real CLIP, a matching *text* scores "
+              "about 0.2–0.35 while a similar *image* scores 0.7–1.0, so each tab keeps its own threshold. "
+              "Click a result for more like it.")
+CSS = """
+#notice { border-left: 4px solid #f59e0b; padding: 0.5em 1em; background: rgba(245, 158, 11, 0.08); }
+.credits { font-size: 0.85em; margin: 0; }
+"""
 
-GalleryItem = tuple[str, str]
+
+def checked_query(text: str) -> str:
+    """Refuse a runaway query instead of silently searching only its first part."""
+    if isinstance(text, str) and len(text) > MAX_QUERY_CHARS:
+        raise BadQueryError(f"the query has {len(text)} characters; keep it under {MAX_QUERY_CHARS} "
+                            "(CLIP reads only the first ~77 tokens)")
+    return text
 
 
-def caption(hit: Hit) -> str:
-    """Gallery caption: description, photographer when known, and the score."""
-    credit = f" · Photo by {hit.photographer}" if hit.photographer else ""
-    return f"{hit.description}{credit} · {hit.score:.3f}"
+def as_gr_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a handler so a SearchError reaches the browser and the client as a readable gr.Error."""
 
-
-def build_demo(engine: SearchEngine) -> gr.Blocks:
-    """The Blocks UI over one engine."""
-
-    def run(search, *args) -> list[GalleryItem]:
+    @functools.wraps(fn)  # keeps the signature: API parameter names, and gr.SelectData injection
+    def wrapped(*args: Any) -> Any:
         try:
-            hits = search(*args)
+            return fn(*args)
         except SearchError as exc:
-            raise gr.Error(str(exc)) from exc
-        if not hits:
-            gr.Info("Nothing above the threshold: lower it to see more.")
-        return [(hit.image, caption(hit)) for hit in hits]
+            raise gr.Error(str(exc), print_exception=False) from exc
 
-    def by_text(query: str, top_k: float, threshold: float) -> list[GalleryItem]:
-        return run(engine.search_text, query, int(top_k), float(threshold))
+    return wrapped
 
-    def by_image(image, top_k: float, threshold: float) -> list[GalleryItem]:
+
+def explain_unreadable_uploads(image: gr.Image) -> gr.Image:
+    """Make `image` refuse a file PIL cannot identify with our loader's clear message instead of PIL's."""
+    # An instance override, not a subclass: gradio writes a .pyi stub beside any module defining a component.
+    preprocess = image.preprocess
+
+    def checked(payload: Any) -> Any:
+        try:
+            return preprocess(payload)
+        except (OSError, SyntaxError, ValueError) as exc:
+            path, name = str(payload.path), payload.orig_name or "upload"
+            try:
+                load_image(path)
+            except BadImageError as bad:
+                raise gr.Error(str(bad).replace(path, name), print_exception=False) from exc
+            raise gr.Error(f"{name}: cannot be read as a picture", print_exception=False) from exc
+
+    image.preprocess = checked  # type: ignore[method-assign]
+    return image
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One search the UI ran: enough to run it again with a new top-k or threshold."""
+
+    mode: str  # "text", "image" or "similar"
+    what: str  # for the status line
+    query: Query | None = None
+    item_id: str | None = None
+
+
+Outputs = tuple[list[tuple[str, str]], str, str, list[dict], Request | None]
+
+
+class SearchUI:
+    """Handlers over one engine: the JSON API endpoints and the UI events that render a gallery."""
+
+    def __init__(self, startup: Startup) -> None:
+        self.engine: SearchEngine = startup.engine
+        self.defaults = mode_defaults(self.engine)
+
+    # --- API: exactly one output each, a JSON list of hits ---
+    def search_text(self, query: str, top_k: float, threshold: float) -> list[dict]:
+        """Items that match a text description, best first."""
+        return hits_json(self.engine.search_text(checked_query(query), whole_number(top_k, "top_k"),
+                                                 number(threshold, "threshold")))
+
+    def search_image(self, image: str | None, top_k: float, threshold: float) -> list[dict]:
+        """Items that look like an uploaded image, best first."""
         if image is None:
-            raise gr.Error("Upload an image first.")
-        return run(engine.search_image, image, int(top_k), float(threshold))
+            raise BadQueryError("no image given: upload a JPEG, PNG, GIF, WebP, BMP or TIFF file")
+        try:
+            hits = self.engine.search_image(image, whole_number(top_k, "top_k"), number(threshold, "threshold"))
+        except BadImageError as exc:
+            # Name the file as the caller knows it, not by the server's upload path.
+            raise BadImageError(str(exc).replace(image, Path(image).name)) from exc
+        return hits_json(hits)
 
-    with gr.Blocks(title="Semantic image search") as demo:
-        gr.Markdown("# Semantic image search\nFind photos by meaning, ranked by CLIP cosine similarity.")
-        with gr.Row():
-            top_k = gr.Slider(1, 100, value=12, step=1, label="Results")
-            threshold = gr.Slider(-1.0, 1.0, value=0.0, step=0.01, label="Similarity threshold")
-        with gr.Tab("Text"):
-            query = gr.Textbox(label="Describe the picture", placeholder="a red circle on a dark background")
-            text_button = gr.Button("Search", variant="primary")
-        with gr.Tab("Image"):
-            image = gr.Image(type="pil", label="Example image", sources=["upload", "webcam", "clipboard"])
-            image_button = gr.Button("Search", variant="primary")
-        gallery = gr.Gallery(label="Results", columns=4)
-        gr.on([text_button.click, query.submit], by_text, [query, top_k, threshold], gallery, api_name="search_text")
-        image_button.click(by_image, [image, top_k, threshold], gallery, api_name="search_image")
+    def similar(self, id: str, top_k: float, threshold: float) -> list[dict]:
+        """Items like a collection item (by id), the item itself left out."""
+        return hits_json(self.engine.similar(str(id or "").strip(), whole_number(top_k, "top_k"),
+                                             number(threshold, "threshold")))
+
+    # --- UI events ---
+    def ui_text(self, query: str, exclude: str, top_k: float, threshold: float) -> Outputs:
+        """Text tab: the query minus excluded terms."""
+        request = Request("text", f"“{str(query).strip()[:60]}”",
+                          query=combined_query(checked_query(query), None, 1.0, exclude))
+        return self.run(request, top_k, threshold)
+
+    def ui_image(self, image: str | None, text: str, weight: float, exclude: str, top_k: float,  # noqa: PLR0917
+                 threshold: float) -> Outputs:
+        """Image tab: the image, optionally mixed with text, minus excluded terms."""
+        # Gradio passes one positional argument per input component, hence six.
+        if image is None:
+            raise BadQueryError("no image yet: upload one, paste one or take a webcam picture")
+        request = Request("image", "the image", query=combined_query(checked_query(text), image, weight, exclude))
+        return self.run(request, top_k, threshold)
+
+    def ui_similar(self, hits: list[dict], top_k: float, threshold: float, evt: gr.SelectData) -> Outputs:
+        """A gallery click: more like the clicked item, from its stored embedding."""
+        item_id = hits[evt.index]["id"]
+        return self.run(Request("similar", f"more like {item_id}", item_id=item_id), top_k, threshold)
+
+    def ui_rerun(self, last: Request | None, top_k: float, text_threshold: float, image_threshold: float
+                 ) -> Outputs:
+        """A moved slider: repeat the last search with the new top-k and that mode's threshold."""
+        if last is None:
+            return [], "", "", [], None
+        return self.run(last, top_k, text_threshold if last.mode == "text" else image_threshold)
+
+    def run(self, request: Request, top_k: float, threshold: float) -> Outputs:
+        """Search, time it, and render gallery, status line, credits, hits and the request for a re-run."""
+        k, limit = whole_number(top_k, "top_k"), number(threshold, "threshold")
+        start = time.perf_counter()
+        hits = self._hits(request, k, limit)
+        seconds = time.perf_counter() - start
+        # Only for the empty-result hint: how far the threshold is from the closest item.
+        best = None if hits else next((hit.score for hit in self._hits(request, 1, -1.0)), None)
+        gallery = [(thumbnail(hit), caption(hit)) for hit in hits]
+        status = status_text(hits, seconds, limit, best, request.what)
+        return gallery, status, credits_html(hits, self.engine.bundle.root), hits_json(hits), request
+
+    def _hits(self, request: Request, top_k: int, threshold: float) -> list[Hit]:
+        if request.item_id is not None:
+            return self.engine.similar(request.item_id, top_k, threshold)
+        assert request.query is not None
+        return self.engine.search(request.query, top_k, threshold)
+
+
+def build_app(startup: Startup) -> gr.Blocks:
+    """The Blocks UI and API over one engine."""
+    ui = SearchUI(startup)
+    d = ui.defaults
+    with gr.Blocks(title="Semantic image search", analytics_enabled=False) as demo:
+        gr.Markdown("# Semantic image search\nFind pictures by meaning: describe one, or give an example.")
+        gr.Markdown(startup.notice or "", elem_id="notice", visible=startup.notice is not None)
+        top_k = gr.Slider(1, 100, value=12, step=1, label="Results (top k)", elem_id="top-k")
+        with gr.Tabs():
+            with gr.Tab("Text", elem_id="tab-text"):
+                with gr.Row(equal_height=True):
+                    query = gr.Textbox(label="Describe the picture", placeholder=d.text_examples[0], elem_id="query",
+                                       max_lines=1, scale=5)
+                    text_button = gr.Button("Search", variant="primary", elem_id="text-search", scale=1)
+                text_threshold = gr.Slider(-1, 1, value=d.text_threshold, step=0.01, elem_id="text-threshold",
+                                           label="Similarity threshold (text)")
+                gr.Examples([[text] for text in d.text_examples], [query], cache_examples=False)
+            with gr.Tab("Image", elem_id="tab-image"):
+                image = explain_unreadable_uploads(gr.Image(
+                    type="filepath", image_mode=None, label="Example image", elem_id="image",
+                    sources=["upload", "webcam", "clipboard"], height=260))
+                mix_text = gr.Textbox(label="Also matching this text (optional)", max_lines=1)
+                text_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Text weight when mixing with the image")
+                image_button = gr.Button("Search", variant="primary", elem_id="image-search")
+                image_threshold = gr.Slider(-1, 1, value=d.image_threshold, step=0.01, elem_id="image-threshold",
+                                            label="Similarity threshold (image and “more like this”)")
+                examples = [[path] for path in example_images(ui.engine)]
+                if examples:
+                    gr.Examples(examples, [image], cache_examples=False)
+        exclude = gr.Textbox(label="Exclude (comma-separated terms to steer away from)", max_lines=1)
+        gr.Markdown(SCORE_HINT)
+        status = gr.Markdown(elem_id="status")
+        gallery = gr.Gallery(label="Results", columns=6, height="auto", allow_preview=False, object_fit="cover",
+                             elem_id="results")
+        credits = gr.HTML(elem_id="credits")
+        hits, last = gr.State([]), gr.State(None)
+        outputs = [gallery, status, credits, hits, last]
+        private = {"api_visibility": "private", "show_progress": "minimal"}
+        gr.on([text_button.click, query.submit], as_gr_error(ui.ui_text), [query, exclude, top_k, text_threshold],
+              outputs, **private)
+        gr.on([image_button.click, image.upload], as_gr_error(ui.ui_image),
+              [image, mix_text, text_weight, exclude, top_k, image_threshold], outputs, **private)
+        gallery.select(as_gr_error(ui.ui_similar), [hits, top_k, image_threshold], outputs, **private)
+        gr.on([top_k.release, text_threshold.release, image_threshold.release], as_gr_error(ui.ui_rerun),
+              [last, top_k, text_threshold, image_threshold], outputs, **private)
+        add_api(ui)
     return demo
 
 
-def main() -> None:
-    """Load the configured index and serve the app."""
+def add_api(ui: SearchUI) -> None:
+    """API-only endpoints (no trigger in the page) on hidden inputs, each with one JSON output."""
+    with gr.Column(visible=False):
+        text, item_id = gr.Textbox(label="query"), gr.Textbox(label="id")
+        image = gr.File(label="image", type="filepath")  # our loader, not gr.Image, judges odd files
+        top_k = gr.Number(label="top_k", value=10)
+        threshold = gr.Number(label="threshold", value=0.0)
+        result = gr.JSON(label="hits")
+    for name, source in (("search_text", text), ("search_image", image), ("similar", item_id)):
+        handler = as_gr_error(getattr(ui, name))
+        gr.on([], handler, [source, top_k, threshold], result, api_name=name, api_description=handler.__doc__)
+
+
+def example_images(engine: SearchEngine, count: int = 4) -> list[str]:
+    """A few local pictures of the collection to try in the Image tab (none for remote collections)."""
+    hits = [engine.bundle.catalog.hit(row, 1.0) for row in range(min(count, len(engine.bundle.catalog)))]
+    return [hit.image for hit in hits if "://" not in hit.image]
+
+
+def launch(demo: gr.Blocks, startup: Startup, **kwargs: Any) -> tuple[Any, str, Any]:
+    """Queue for a CPU Space and serve; extra kwargs go to Blocks.launch (port, prevent_thread_lock...)."""
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    return demo.launch(allowed_paths=[str(startup.engine.bundle.root)], max_file_size=MAX_FILE_SIZE,
+                       theme=gr.themes.Soft(), css=CSS, **kwargs)
+
+
+def parse_args(argv: list[str] | None = None) -> EngineConfig:
+    """`--index` and `--device` over SEARCH_INDEX / SEARCH_DEVICE."""
+    config = EngineConfig.from_env()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--index", default=config.index, help="bundle folder or Hub dataset repo owner/name[@rev]")
+    parser.add_argument("--device", default=config.device, help="cpu, cuda or auto")
+    args = parser.parse_args(argv)
+    return replace(config, index=args.index, device=args.device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load the configured index (or the demo) once, then serve the app."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    engine = load_engine(EngineConfig.from_env())
-    build_demo(engine).queue(default_concurrency_limit=2).launch(allowed_paths=[str(engine.bundle.root)])
+    startup = start_engine(parse_args(argv))
+    launch(build_app(startup), startup)
 
 
 if __name__ == "__main__":

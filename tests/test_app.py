@@ -1,0 +1,395 @@
+"""The Gradio app, served in-process on the demo bundle and called through gradio_client like a user would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from app import SearchUI, build_app, explain_unreadable_uploads, launch, parse_args
+from search.bundle import BundleInfo, write_bundle
+from search.config import REPO_ROOT, EngineConfig
+from search.types import Hit
+from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
+from tests.odd_images import (
+    animated_gif,
+    huge_declared_png,
+    pdf_file,
+    svg_file,
+    text_as_jpg,
+    truncated_jpeg,
+    zero_bytes,
+)
+from webapp import (
+    BUILD_COMMAND,
+    CLIP_DEFAULTS,
+    DEMO_DEFAULTS,
+    Startup,
+    caption,
+    combined_query,
+    credit_html,
+    demo_notice,
+    mode_defaults,
+    start_engine,
+    status_text,
+    thumbnail,
+)
+
+# gradio's queue uses a pandas option that pandas 3 deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
+
+HIT_FIELDS = {"id", "score", "image", "page_url", "description", "photographer"}
+DEMO_IMAGE = DEMO_INDEX_DIR / "images" / "shape-007.jpg"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_startup(demo_engine) -> Startup:
+    """The app's start-up state on the shipped demo, as with no index configured."""
+    return Startup(demo_engine, demo_notice(None, None), True)
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_startup: Startup) -> Iterator[str]:
+    """The app served in-process on a free port; closed after the module."""
+    demo = build_app(demo_startup)
+    _, url, _ = launch(demo, demo_startup, server_name="127.0.0.1", server_port=free_port(),
+                       prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str) -> Client:
+    """A gradio_client connected to the in-process app."""
+    return Client(app_url, verbose=False)
+
+
+def assert_serving(client: Client) -> None:
+    """The server still answers a normal query correctly."""
+    hits = client.predict("a red circle", 3, 0.0, api_name="/search_text")
+    assert len(hits) == 3 and all("red circle" in hit["description"] for hit in hits)
+
+
+# --- API ---
+
+def test_api_has_exactly_three_named_endpoints_with_one_output_each(client: Client) -> None:
+    api = client.view_api(print_info=False, return_format="dict")
+    endpoints = api["named_endpoints"]
+    assert set(endpoints) == {"/search_text", "/search_image", "/similar"}
+    params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()}
+    assert params == {"/search_text": ["query", "top_k", "threshold"], "/search_image": ["image", "top_k", "threshold"],
+                      "/similar": ["id", "top_k", "threshold"]}
+    assert all(len(info["returns"]) == 1 for info in endpoints.values())
+    assert api["unnamed_endpoints"] == {}
+
+
+def test_search_text_returns_red_circles_best_first(client: Client) -> None:
+    hits = client.predict("a red circle", 5, 0.0, api_name="/search_text")
+    assert len(hits) == 5
+    assert all(set(hit) == HIT_FIELDS for hit in hits)
+    assert all("red circle" in hit["description"] for hit in hits)
+    scores = [hit["score"] for hit in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_threshold_keeps_only_hits_at_or_above_it(client: Client) -> None:
+    loose = client.predict("a red circle", 20, 0.0, api_name="/search_text")
+    cut = (loose[2]["score"] + loose[3]["score"]) / 2
+    strict = client.predict("a red circle", 20, cut, api_name="/search_text")
+    assert [hit["id"] for hit in strict] == [hit["id"] for hit in loose[:3]]
+    assert client.predict("a red circle", 20, 0.999, api_name="/search_text") == []
+
+
+def test_search_image_returns_that_image_first(client: Client) -> None:
+    hits = client.predict(handle_file(str(DEMO_IMAGE)), 5, 0.0, api_name="/search_image")
+    assert hits[0]["id"] == "shape-007"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_similar_leaves_out_the_item_and_finds_its_kind(client: Client) -> None:
+    hits = client.predict("shape-007", 5, 0.0, api_name="/similar")
+    assert len(hits) == 5 and "shape-007" not in {hit["id"] for hit in hits}
+    assert all("yellow circle" in hit["description"] for hit in hits)
+
+
+@pytest.mark.parametrize("query", ["🔴 ⭕ a red circle 🙂", "دائرة حمراء a red circle", "  a red circle  "])
+def test_odd_but_valid_text_is_searched(client: Client, query: str) -> None:
+    hits = client.predict(query, 3, -1.0, api_name="/search_text")
+    assert len(hits) == 3 and all(set(hit) == HIT_FIELDS for hit in hits)
+
+
+def test_animated_gif_is_searched_by_its_first_frame(client: Client, tmp_path: Path) -> None:
+    hits = client.predict(handle_file(str(animated_gif(tmp_path))), 3, -1.0, api_name="/search_image")
+    assert len(hits) == 3
+
+
+BAD_TEXT = [
+    ("/search_text", "", 5, 0.0, "empty query"),
+    ("/search_text", "   \n\t ", 5, 0.0, "empty query"),
+    ("/search_text", "a" * 10_000, 5, 0.0, "10000 characters; keep it under 1000"),
+    ("/search_text", "a red circle", -1, 0.0, "top_k must be a whole number from 0 to 1000"),
+    ("/search_text", "a red circle", 1001, 0.0, "top_k must be a whole number from 0 to 1000"),
+    ("/search_text", "a red circle", 2.5, 0.0, "top_k must be a whole number, got 2.5"),
+    ("/search_text", "a red circle", 5, 1.5, "threshold must be a cosine similarity from -1 to 1"),
+    ("/search_text", "a red circle", 5, -2, "threshold must be a cosine similarity from -1 to 1"),
+    ("/similar", "no-such-item", 5, 0.0, "no item with id 'no-such-item'"),
+    ("/similar", "", 5, 0.0, "no item with id ''"),
+    ("/similar", "shape-007", 5000, 0.0, "top_k must be a whole number from 0 to 1000"),
+]
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("case", BAD_TEXT, ids=[f"{c[0]}-{str(c[1])[:20]}-{c[2]}-{c[3]}" for c in BAD_TEXT])
+def test_bad_input_is_a_readable_error_and_the_server_keeps_serving(client: Client, case: tuple) -> None:
+    endpoint, value, top_k, threshold, message = case
+    with pytest.raises(AppError, match=message):
+        client.predict(value, top_k, threshold, api_name=endpoint)
+    assert_serving(client)
+
+
+BAD_FILES = [
+    (text_as_jpg, "notes.jpg: is a text file, not an image"),
+    (truncated_jpeg, "truncated.jpg: .*truncated or corrupt"),
+    (zero_bytes, "empty.jpg: the file is empty"),
+    (svg_file, "SVG"),
+    (pdf_file, "PDF"),
+    (huge_declared_png, "too large"),
+]
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize(("make", "message"), BAD_FILES, ids=[make.__name__ for make, _ in BAD_FILES])
+def test_bad_upload_is_a_readable_error_and_the_server_keeps_serving(
+        client: Client, tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
+    with pytest.raises(AppError, match=message) as caught:
+        client.predict(handle_file(str(make(tmp_path))), 5, 0.0, api_name="/search_image")
+    assert "/tmp/gradio" not in str(caught.value)  # the server's upload path is not leaked
+    assert_serving(client)
+
+
+@pytest.mark.badinput
+def test_upload_over_the_size_limit_is_refused(client: Client, app_url: str, tmp_path: Path) -> None:
+    import httpx
+
+    big = tmp_path / "big.jpg"
+    big.write_bytes(os.urandom(11 * 1024 * 1024))
+    # gradio_client reads the limit from the app's config and refuses before sending...
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 10485760 bytes"):
+        client.predict(handle_file(str(big)), 5, 0.0, api_name="/search_image")
+    # ...and the server refuses a raw upload that ignores it.
+    with big.open("rb") as data:
+        response = httpx.post(f"{app_url.rstrip('/')}/gradio_api/upload", files={"files": ("big.jpg", data)},
+                              timeout=60)
+    assert response.status_code == 413
+    assert_serving(client)
+
+
+def test_concurrent_queries_all_get_their_own_answers(client: Client) -> None:
+    queries = ["a red circle", "a blue square", "a green triangle", "a yellow star"] * 3
+    expected = {query: client.predict(query, 4, 0.0, api_name="/search_text") for query in set(queries)}
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda q: client.predict(q, 4, 0.0, api_name="/search_text"), queries))
+    assert answers == [expected[query] for query in queries]
+
+
+def test_page_shows_the_demo_notice(app_url: str) -> None:
+    import httpx
+
+    config = httpx.get(f"{app_url.rstrip('/')}/config", timeout=10).json()
+    notice = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "notice")
+    assert notice["props"]["visible"] is True
+    assert "No index configured" in notice["props"]["value"] and "build_index.py" in notice["props"]["value"]
+
+
+# --- UI handlers (what the browser events call) ---
+
+def test_ui_text_renders_gallery_status_and_rerun_state(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    gallery, status, credits, hits, last = ui.ui_text("a red circle", "", 6, 0.5)
+    assert len(gallery) == len(hits) == 6
+    assert Path(gallery[0][0]).is_file() and "score 0." in gallery[0][1]
+    assert status.startswith("6 results for “a red circle” in ") and " ms " in status
+    assert "local file <code>images/shape-" in credits
+    again = ui.ui_rerun(last, 6, 0.999, 0.0)
+    assert again[0] == [] and again[1].startswith("Nothing above 1.00")  # the text threshold applies
+
+
+def test_ui_exclude_steers_away_from_a_term(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    plain = [hit["description"] for hit in ui.ui_text("a circle", "", 10, -1.0)[3]]
+    steered = [hit["description"] for hit in ui.ui_text("a circle", "green, blue", 10, -1.0)[3]]
+    assert sum("green" in text or "blue" in text for text in plain) >= 5  # what excluding has to undo
+    assert all("circle" in text and "green" not in text and "blue" not in text for text in steered)
+
+
+def test_ui_empty_result_says_how_close_the_best_item_was(demo_startup: Startup) -> None:
+    gallery, status, credits, _, _ = SearchUI(demo_startup).ui_text("a red circle", "", 12, 0.99)
+    assert gallery == [] and credits == ""
+    assert "Nothing above 0.99" in status and "lower the threshold" in status and "closest scores 0.875" in status
+
+
+def test_ui_image_mixed_with_text_moves_towards_the_text(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    only_image = ui.ui_image(str(DEMO_IMAGE), "", 0.5, "", 5, -1.0)[3]
+    mixed = ui.ui_image(str(DEMO_IMAGE), "a blue square", 0.9, "", 5, -1.0)[3]
+    assert "yellow circle" in only_image[0]["description"]
+    assert "blue square" in mixed[0]["description"]
+
+
+@pytest.mark.parametrize(("make", "message"), [(text_as_jpg, "notes.jpg: is a text file"), (pdf_file, "PDF")])
+def test_ui_upload_that_pil_cannot_open_is_explained(tmp_path: Path, make: Callable[[Path], Path],
+                                                     message: str) -> None:
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    path = make(tmp_path)
+    payload = ImageData(path=str(path), orig_name=path.name)
+    with pytest.raises(gr.Error, match=message) as caught:
+        explain_unreadable_uploads(gr.Image(type="filepath", image_mode=None)).preprocess(payload)
+    assert str(tmp_path) not in str(caught.value)
+
+
+def test_importing_the_app_writes_nothing_into_the_repository() -> None:
+    # gradio writes a .pyi stub beside any module that defines a component subclass; app.py must not.
+    assert not (REPO_ROOT / "app.pyi").exists() and not (REPO_ROOT / "webapp.pyi").exists()
+
+
+# --- start-up ---
+
+def test_default_start_is_the_demo_with_a_notice() -> None:
+    startup = start_engine(EngineConfig())
+    assert startup.is_demo and startup.notice is not None and "No index configured" in startup.notice
+    assert mode_defaults(startup.engine) == DEMO_DEFAULTS
+
+
+@pytest.mark.usefixtures("hub_offline")
+def test_unreachable_hub_index_falls_back_to_the_demo_with_the_reason() -> None:
+    startup = start_engine(EngineConfig(index="nobody/missing-index@main"))
+    assert startup.is_demo and len(startup.engine.bundle.catalog) == 300
+    assert startup.notice is not None
+    assert "Could not load the index `nobody/missing-index@main`" in startup.notice
+    assert "cannot download index bundle nobody/missing-index@main" in startup.notice
+    assert BUILD_COMMAND in startup.notice
+    assert startup.engine.search_text("a red circle", 1)[0].description.startswith("a red circle")
+
+
+def test_corrupt_local_index_falls_back_to_the_demo(tmp_path: Path) -> None:
+    bundle = small_demo_bundle(tmp_path)
+    (bundle / "index.hnsw").write_bytes(b"broken")
+    startup = start_engine(EngineConfig(index=str(bundle)))
+    assert startup.is_demo and "corrupt" in (startup.notice or "")
+
+
+def test_configured_index_is_served_without_a_notice(tmp_path: Path) -> None:
+    startup = start_engine(EngineConfig(index=str(small_demo_bundle(tmp_path))))
+    assert not startup.is_demo and startup.notice is None
+    assert len(startup.engine.bundle.catalog) == 20
+    assert mode_defaults(startup.engine) == CLIP_DEFAULTS
+
+
+def test_index_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCH_INDEX", "from/env")
+    assert parse_args([]).index == "from/env"
+    assert parse_args(["--index", "owner/name@abc123"]).index == "owner/name@abc123"
+
+
+def small_demo_bundle(tmp_path: Path) -> Path:
+    """A 20-item bundle made with the demo encoder, but not the demo bundle itself."""
+    table = pq.read_table(DEMO_INDEX_DIR / "metadata.parquet").slice(0, 20)
+    table = table.set_column(table.schema.get_field_index("image"), "image",
+                             [[str(DEMO_INDEX_DIR / image) for image in table.column("image").to_pylist()]])
+    embeddings = np.load(DEMO_INDEX_DIR / "embeddings.npy")[:20]
+    root = tmp_path / "bundle"
+    write_bundle(root, embeddings, table, BundleInfo(DEMO_SPEC, source="unit-test"))
+    return root
+
+
+@pytest.mark.slow
+def test_python_app_py_serves_the_demo_offline_with_a_missing_repo(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "GRADIO_SERVER_PORT": str(port),
+           "SEARCH_INDEX": "nobody/missing-index", "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        client = wait_for_client(f"http://127.0.0.1:{port}/", process)
+        hits = client.predict("a red circle", 5, 0.0, api_name="/search_text")
+        assert len(hits) == 5 and all("red circle" in hit["description"] for hit in hits)
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "cannot load index nobody/missing-index" in output
+
+
+def wait_for_client(url: str, process: subprocess.Popen, timeout: float = 120) -> Client:
+    """Connect once the server answers; fail with its output if it dies first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with {process.returncode}:\n{process.communicate()[0]}")
+        try:
+            return Client(url, verbose=False)
+        except Exception:  # not listening yet
+            time.sleep(0.5)
+    pytest.fail(f"app.py did not answer at {url} within {timeout} s")
+
+
+# --- pure helpers ---
+
+UNSPLASH_HIT = Hit("abc", 0.3127, "https://images.unsplash.com/photo-1?ixid=x&w=1080", "https://unsplash.com/photos/abc",
+                   "a foggy forest", "Jane Doe")
+
+
+def test_unsplash_hit_is_credited_as_unsplash_asks() -> None:
+    assert caption(UNSPLASH_HIT) == "a foggy forest · Photo by Jane Doe on Unsplash · score 0.31"
+    html = credit_html(UNSPLASH_HIT, REPO_ROOT)
+    assert 'Photo by <a href="https://unsplash.com/photos/abc?utm_source=semantic_image_search&amp;utm_medium=' \
+           'referral"' in html
+    assert '>Jane Doe</a> on <a href="https://unsplash.com/?utm_source=' in html and ">Unsplash</a>" in html
+
+
+def test_other_hits_credit_the_source_page_or_the_local_file(tmp_path: Path) -> None:
+    web = Hit("w", 0.5, "https://example.com/a.jpg", "https://example.com/a", "", "<Bob>")
+    assert "Photo by &lt;Bob&gt;, <a href=\"https://example.com/a\"" in credit_html(web, tmp_path)
+    assert caption(web) == "w · Photo by <Bob> · score 0.50"
+    local = Hit("l", 0.5, str(tmp_path / "images" / "x.jpg"), None, "a thing", None)
+    assert credit_html(local, tmp_path) == "a thing — local file <code>images/x.jpg</code>"
+
+
+def test_unsplash_thumbnails_are_resized_and_others_left_alone() -> None:
+    assert thumbnail(UNSPLASH_HIT) == "https://images.unsplash.com/photo-1?ixid=x&w=480"
+    assert thumbnail(Hit("l", 1.0, "/data/x.jpg", None, "", None)) == "/data/x.jpg"
+
+
+def test_status_line_counts_times_and_hints() -> None:
+    hit = Hit("a", 0.5, "x", None, "", None)
+    assert status_text([hit], 0.0234, 0.2, None, "“cat”") == "1 result for “cat” in 23 ms (threshold 0.20)"
+    assert status_text([], 0.01, 0.3, 0.21, "“cat”").startswith(
+        "Nothing above 0.30 for “cat” (the closest scores 0.210) — lower the threshold")
+
+
+def test_combined_query_weights_and_negatives() -> None:
+    both = combined_query("a cat", "img.jpg", 0.25, "dog, , grass ")
+    assert [(term.text, term.image, term.weight) for term in both.positives] == [(None, "img.jpg", 0.75),
+                                                                                ("a cat", None, 0.25)]
+    assert both.negatives == ("dog", "grass")
+    assert [term.image for term in combined_query("a cat", "img.jpg", 0.0, "").positives] == ["img.jpg"]
+    assert [term.text for term in combined_query("", "img.jpg", 1.0, "").positives] == [None]

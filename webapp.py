@@ -1,0 +1,191 @@
+"""Pure helpers behind app.py: start-up with a demo fallback, per-bundle defaults, captions, credits, status text.
+
+Nothing here imports gradio, so it is testable on its own; app.py turns SearchErrors into gr.Error.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from search.config import DEMO_INDEX_DIR, EngineConfig
+from search.engine import Query, SearchEngine, Term, load_engine
+from search.errors import BadQueryError, SearchError
+from search.types import Hit
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "semantic_image_search"  # the utm_source Unsplash asks API users to send back
+DEMO_SOURCE = "synthetic-shapes"
+BUILD_COMMAND = ("python build_index.py --out unsplash-index --push-to YOUR_NAME/unsplash-index\n"
+                 "SEARCH_INDEX=YOUR_NAME/unsplash-index@COMMIT_SHA python app.py")
+
+
+@dataclass(frozen=True, slots=True)
+class ModeDefaults:
+    """Default thresholds per query mode and example text queries that suit one collection."""
+
+    text_threshold: float
+    image_threshold: float
+    text_examples: tuple[str, ...]
+
+
+# Real CLIP: a matching caption scores ~0.2–0.35, a near-duplicate photo 0.7–1.0.
+CLIP_DEFAULTS = ModeDefaults(0.20, 0.60, ("a foggy forest at dawn", "a dog running on the beach",
+                                          "city lights at night", "a bowl of ramen"))
+# The demo's tiny CLIP was trained on its own captions, so text scores reach ~0.87 and an off-topic
+# query still scores ~0.7: a higher text threshold keeps results on topic.
+DEMO_DEFAULTS = ModeDefaults(0.50, 0.70, ("a red circle", "a blue square on a dark background",
+                                          "a yellow star", "a green triangle on a light background"))
+
+
+@dataclass(frozen=True, slots=True)
+class Startup:
+    """The engine the app serves, and a notice to show when it is not the configured index."""
+
+    engine: SearchEngine
+    notice: str | None
+    is_demo: bool
+
+
+def start_engine(config: EngineConfig) -> Startup:
+    """Load the configured index; on any failure fall back to the bundled demo with a notice why."""
+    if Path(config.index).expanduser().resolve() == DEMO_INDEX_DIR.resolve():
+        engine = load_engine(config)
+        return Startup(engine, demo_notice(None, None), True)
+    try:
+        return Startup(load_engine(config), None, False)
+    except SearchError as exc:
+        reason = str(exc)
+        logger.warning("cannot load index %s: %s; serving the demo instead", config.index, reason)
+    except Exception as exc:  # e.g. a network library's own error: the Space must still come up
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.exception("unexpected failure loading index %s; serving the demo instead", config.index)
+    engine = load_engine(EngineConfig(index=str(DEMO_INDEX_DIR), device=config.device))
+    return Startup(engine, demo_notice(config.index, reason), True)
+
+
+def demo_notice(source: str | None, reason: str | None) -> str:
+    """Markdown: why the demo is shown, and how to build and publish a real index."""
+    if source is None:
+        head = "**No index configured**: this is the bundled demo (300 synthetic shapes, a tiny CLIP)."
+    else:
+        head = (f"**Could not load the index `{source}`**, so this is the bundled demo (300 synthetic shapes).\n\n"
+                f"Reason: {reason}")
+    return (f"{head}\n\nTo search real photos, build and publish an index, then point the app at it "
+            f"(`--index` or `SEARCH_INDEX`):\n\n```bash\n{BUILD_COMMAND}\n```")
+
+
+def mode_defaults(engine: SearchEngine) -> ModeDefaults:
+    """Thresholds and examples that suit this bundle's model: the demo's scores run much higher than CLIP's."""
+    return DEMO_DEFAULTS if engine.bundle.manifest.info.source == DEMO_SOURCE else CLIP_DEFAULTS
+
+
+def whole_number(value: float | int | None, name: str) -> int:
+    """An integer-valued number from a UI or API field; anything else is a BadQueryError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    raise BadQueryError(f"{name} must be a whole number, got {value!r}")
+
+
+def number(value: float | int | None, name: str) -> float:
+    """A finite number from a UI or API field (range checks stay in the engine)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise BadQueryError(f"{name} must be a number, got {value!r}")
+
+
+def negatives(text: str | None) -> tuple[str, ...]:
+    """Comma-separated terms to steer away from."""
+    return tuple(term.strip() for term in (text or "").split(",") if term.strip())
+
+
+def combined_query(text: str | None, image: object, text_weight: float, exclude: str | None) -> Query:
+    """A query from an optional text and image (mixed by `text_weight` in [0, 1]) minus excluded terms."""
+    has_text = bool(text and text.strip())
+    terms = []
+    if image is not None and (text_weight < 1 or not has_text):
+        terms.append(Term(image=image, weight=1 - text_weight if has_text else 1.0))
+    if has_text and (text_weight > 0 or image is None):
+        terms.append(Term(text=text, weight=text_weight if image is not None else 1.0))
+    if not terms:
+        raise BadQueryError("empty query: type a description or give an image")
+    return Query(tuple(terms), negatives(exclude))
+
+
+def is_unsplash(hit: Hit) -> bool:
+    """Whether a hit's page is on unsplash.com (its attribution then follows Unsplash's guidelines)."""
+    return bool(hit.page_url) and urlsplit(hit.page_url).hostname in {"unsplash.com", "www.unsplash.com"}
+
+
+def with_utm(url: str) -> str:
+    """`url` with the referral parameters Unsplash asks for."""
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query), ("utm_source", APP_NAME), ("utm_medium", "referral")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def thumbnail(hit: Hit, width: int = 480) -> str:
+    """The picture to show: a resized rendition for Unsplash's CDN, else the image as stored."""
+    parts = urlsplit(hit.image)
+    if parts.hostname != "images.unsplash.com":
+        return hit.image
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "w"] + [("w", str(width))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def caption(hit: Hit) -> str:
+    """Gallery caption: description, attribution and score (plain text: captions cannot hold links)."""
+    if is_unsplash(hit) and hit.photographer:
+        credit = f"Photo by {hit.photographer} on Unsplash"
+    elif hit.photographer:
+        credit = f"Photo by {hit.photographer}"
+    else:
+        credit = ""
+    parts = [hit.description or hit.id, credit, f"score {hit.score:.2f}"]
+    return " · ".join(part for part in parts if part)
+
+
+def credit_html(hit: Hit, root: Path) -> str:
+    """One linked attribution: "Photo by NAME on Unsplash" for Unsplash, else the source page or the local file."""
+    name = html.escape(hit.photographer or "an unknown photographer")
+    label = html.escape(hit.description or hit.id)
+    if is_unsplash(hit):
+        page, home = html.escape(with_utm(hit.page_url)), html.escape(with_utm("https://unsplash.com/"))
+        return (f'{label} — Photo by <a href="{page}" target="_blank" rel="noopener">{name}</a> on '
+                f'<a href="{home}" target="_blank" rel="noopener">Unsplash</a>')
+    if hit.page_url:
+        page = html.escape(hit.page_url)
+        return f'{label} — Photo by {name}, <a href="{page}" target="_blank" rel="noopener">source page</a>'
+    path = Path(hit.image)
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    return f"{label} — local file <code>{html.escape(str(shown))}</code>"
+
+
+def credits_html(hits: list[Hit], root: Path) -> str:
+    """The attribution list under the gallery, one line per hit, in gallery order."""
+    if not hits:
+        return ""
+    items = "".join(f"<li>{credit_html(hit, root)} <small>({hit.score:.3f})</small></li>" for hit in hits)
+    return f'<ol class="credits">{items}</ol>'
+
+
+def status_text(hits: list[Hit], seconds: float, threshold: float, best: float | None, what: str) -> str:
+    """The line above the gallery: count and time, or a hint when nothing passed the threshold."""
+    took = f"{seconds * 1000:.0f} ms"
+    if hits:
+        return f"{len(hits)} result{'s' if len(hits) != 1 else ''} for {what} in {took} (threshold {threshold:.2f})"
+    closest = f" (the closest scores {best:.3f})" if best is not None else ""
+    return (f"Nothing above {threshold:.2f} for {what}{closest} — lower the threshold to see more. "
+            f"Searched in {took}.")
+
+
+def hits_json(hits: list[Hit]) -> list[dict]:
+    """Hits as the API returns them."""
+    return [hit.to_dict() for hit in hits]
