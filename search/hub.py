@@ -12,7 +12,7 @@ from search.errors import BundleError
 logger = logging.getLogger(__name__)
 
 HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
-BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, "images/*"]
+BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, "failures.parquet", "images/*"]
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None] | None:

@@ -1,0 +1,210 @@
+"""Build pipeline: source items -> fetch + decode + preprocess (thread pool) -> encode -> shards -> bundle."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from search.bundle import BundleInfo, Manifest
+from search.config import EncoderSpec, HnswParams
+from search.encoder import ClipEncoder, resolve_device
+from search.errors import BadImageError, SearchError
+from search.fetch import FetchConfig, FetchError, ImageFetcher
+from search.finalize import BaseBundle, finalize_bundle, load_base
+from search.images import load_image
+from search.shards import STATUS_FAILED, STATUS_OK, ShardStore, atomic_write
+from search.sources import Item, SourceConfig, count_items, iter_items
+
+logger = logging.getLogger(__name__)
+
+WORK_DIR = ".build"  # hidden, so write_bundle leaves it out of the manifest
+STATE_FILE = "build.json"
+
+
+class BuildError(SearchError):
+    """A build that cannot start or finish as configured (mismatched resume, nothing embedded, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildConfig:
+    """Everything one build needs; the CLI flags map onto these fields."""
+
+    out: Path
+    source: SourceConfig = field(default_factory=SourceConfig)
+    encoder: EncoderSpec | None = None  # None: the `base` bundle's encoder, else the default model
+    device: str = "auto"
+    batch_size: int = 32
+    shard_size: int = 512
+    workers: int = 8
+    limit: int | None = None
+    hnsw: HnswParams = field(default_factory=HnswParams)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    base: str | None = None  # --from: a bundle folder or Hub repo whose items are kept and skipped
+    retry_failed: bool = False
+    progress: bool = True
+
+
+@dataclass(slots=True)
+class _Counts:
+    ok: int = 0
+    failed: int = 0
+
+
+def build_bundle(config: BuildConfig) -> Manifest:
+    """Run (or resume) a build into `config.out` and return the manifest of the verified bundle."""
+    work = config.out / WORK_DIR
+    _check_state(work, config, None)  # before --from is copied in: a refused build must leave no trace
+    base = load_base(config.base, work / "base") if config.base else None
+    spec = _encoder_spec(config, base)
+    _check_state(work, config, spec)
+    encoder = ClipEncoder.load(spec, resolve_device(config.device))
+    if base is not None and base.dim != encoder.dim:
+        raise BuildError(f"model {spec} makes {encoder.dim}-d vectors but --from bundle holds {base.dim}-d ones")
+    store = ShardStore(work / "shards", encoder.dim)
+    skip = store.done_ids(include_failed=not config.retry_failed) | (base.ids if base else set())
+    items = itertools.islice(iter_items(config.source), config.limit)
+    counts = embed_items(_Pipeline(encoder, ImageFetcher(config.fetch), store, config), items, skip)
+    logger.info("embedded %d items this run, %d failed", counts.ok, counts.failed)
+    info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
+    return finalize_bundle(config.out, store.collect(), info, base)
+
+
+def _encoder_spec(config: BuildConfig, base: BaseBundle | None) -> EncoderSpec:
+    if base is None:
+        return config.encoder or EncoderSpec()
+    if config.encoder is not None and config.encoder.resolved(Path.cwd()) != base.spec:
+        raise BuildError(f"--from bundle was built with {base.spec}, not {config.encoder}; leave out --model "
+                         "to add items with the bundle's own model, or build a new index without --from")
+    return base.spec
+
+
+def _check_state(work: Path, config: BuildConfig, spec: EncoderSpec | None) -> None:
+    """Record what this build folder is for; refuse to resume it with another model or source.
+
+    With `spec` None only the source and --from are checked, and nothing is written.
+    """
+    state = {"source": config.source.name, "revision": config.source.pinned_revision, "base": config.base}
+    if spec is not None:
+        state["encoder"] = str(spec.resolved(Path.cwd()))
+    path = work / STATE_FILE
+    if path.is_file():
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        changed = [key for key in state if recorded.get(key) != state[key]]
+        if changed:
+            raise BuildError(f"{config.out} holds an unfinished or earlier build with other {', '.join(changed)} "
+                             f"({', '.join(f'{k}={recorded.get(k)!r}' for k in changed)}); use another --out, "
+                             f"or delete {work} to start over")
+        if spec is not None:
+            logger.info("resuming the build in %s", config.out)
+        return
+    if spec is None:
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(state, indent=2), encoding="utf-8"))
+
+
+@dataclass(slots=True)
+class _Pipeline:
+    encoder: ClipEncoder
+    fetcher: ImageFetcher
+    store: ShardStore
+    config: BuildConfig
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    batch: list[tuple[Item, torch.Tensor]] = field(default_factory=list)
+
+    def prepare(self, item: Item) -> torch.Tensor | str:
+        """Worker thread: fetch, decode safely, preprocess; a string is the failure reason."""
+        try:
+            image = load_image(self.fetcher.fetch(item.location), min_side=_input_side(self.encoder))
+            return self.encoder.preprocess(image)
+        except (FetchError, BadImageError) as exc:
+            return str(exc).removeprefix("upload: ")
+
+    def accept(self, item: Item, result: torch.Tensor | str, counts: _Counts) -> None:
+        """Main thread: queue a prepared item for encoding or record its failure."""
+        if isinstance(result, str):
+            counts.failed += 1
+            logger.debug("failed %s: %s", item.id, result)
+            self.rows.append({**_row(item, STATUS_FAILED), "reason": result})
+        else:
+            counts.ok += 1
+            self.batch.append((item, result))
+        if len(self.batch) >= self.config.batch_size:
+            self.encode_batch()
+
+    def encode_batch(self) -> None:
+        """Encode the queued items; commit a shard once enough rows are waiting."""
+        if self.batch:
+            self.vectors.append(self.encoder.encode_pixels(torch.stack([pixels for _, pixels in self.batch])))
+            self.rows.extend(_row(item, STATUS_OK) for item, _ in self.batch)
+            self.batch.clear()
+        if len(self.rows) >= self.config.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit everything encoded or failed so far as one shard."""
+        if self.rows:
+            dim = self.encoder.dim
+            self.store.write(self.rows, np.concatenate(self.vectors) if self.vectors else np.empty((0, dim), "f4"))
+            self.rows, self.vectors = [], []
+
+
+def embed_items(pipeline: _Pipeline, items: Iterable[Item], skip: set[str]) -> _Counts:
+    """Prepare items ahead of the model in a bounded pool, encode them in batches, commit shards."""
+    config, counts = pipeline.config, _Counts()
+    window = max(2 * config.batch_size, 4 * config.workers)  # enough read-ahead to keep the model busy
+    pending: deque[tuple[Item, Future[torch.Tensor | str]]] = deque()
+    size = count_items(config.source)
+    size = config.limit if size is None else min(size, config.limit or size)
+    total = None if size is None else max(size - len(skip), 0)  # skipped ids are mostly inside `size`
+    with ThreadPoolExecutor(config.workers, thread_name_prefix="fetch") as pool, pipeline.fetcher, \
+            tqdm(total=total, unit="img", disable=not config.progress, dynamic_ncols=True) as bar:
+        try:
+            for item in _fresh(items, skip):
+                pending.append((item, pool.submit(pipeline.prepare, item)))
+                while len(pending) >= window:
+                    _take(pipeline, pending, counts, bar)
+        finally:  # a stream that breaks mid-way (network) still gets what was fetched committed
+            while pending:
+                _take(pipeline, pending, counts, bar)
+            pipeline.encode_batch()
+            pipeline.flush()
+    return counts
+
+
+def _take(pipeline: _Pipeline, pending: deque, counts: _Counts, bar: tqdm) -> None:
+    item, future = pending.popleft()
+    pipeline.accept(item, future.result(), counts)
+    bar.update(1)
+    bar.set_postfix(ok=counts.ok, failed=counts.failed, refresh=False)
+
+
+def _fresh(items: Iterable[Item], skip: set[str]) -> Iterator[Item]:
+    """Items not done yet; a repeated id in the source is taken once."""
+    seen = set(skip)
+    for item in items:
+        if item.id not in seen:
+            seen.add(item.id)
+            yield item
+
+
+def _row(item: Item, status: str) -> dict[str, Any]:
+    # Every row has every key: pyarrow infers a shard's columns from its first row.
+    return {"id": item.id, "status": status, "reason": None, **item.metadata}
+
+
+def _input_side(encoder: ClipEncoder) -> int:
+    size = getattr(encoder.model.visual, "image_size", 224)
+    return int(max(size) if isinstance(size, tuple | list) else size)

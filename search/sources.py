@@ -1,0 +1,162 @@
+"""Where build items come from: an HF data set (streamed), local parquet files, or a folder of images."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from search.errors import SearchError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "1aurent/unsplash-lite"
+UNSPLASH_LITE_ROWS = 25_000  # about; the data set card lists no split sizes to read instead
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+RESIZABLE_HOSTS = frozenset({"images.unsplash.com", "plus.unsplash.com"})  # imgix CDNs that honour ?w=
+
+
+class SourceError(SearchError):
+    """A data set, parquet glob or image folder that cannot be read as a build source."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One picture to embed: a unique id, where its bytes are (URL or file path) and its metadata row."""
+
+    id: str
+    location: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """Exactly one of dataset (default), data_files or images_dir; revision pins a Hub data set."""
+
+    dataset: str = DEFAULT_DATASET
+    revision: str | None = None
+    data_files: str | None = None
+    images_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """What the bundle manifest records as its source."""
+        if self.images_dir is not None:
+            return f"images-dir:{self.images_dir}"
+        if self.data_files is not None:
+            return f"parquet:{self.data_files}"
+        return self.dataset
+
+    @property
+    def pinned_revision(self) -> str | None:
+        """The revision recorded in the manifest (only a Hub data set has one)."""
+        return self.revision if self.images_dir is None and self.data_files is None else None
+
+
+def iter_items(config: SourceConfig) -> Iterator[Item]:
+    """Items of the configured source, in a stable order; rows without an id or image are skipped."""
+    if config.images_dir is not None:
+        yield from folder_items(config.images_dir)
+        return
+    for row in _stream_rows(config):
+        item = unsplash_item(row)
+        if item is None:
+            logger.warning("skipping a row without photo id or image_url")
+            continue
+        yield item
+
+
+def count_items(config: SourceConfig) -> int | None:
+    """How many rows or files the source holds, when that is cheap to know (for the progress bar's ETA)."""
+    if config.images_dir is not None:
+        root = Path(config.images_dir)
+        return sum(path.suffix.lower() in IMAGE_SUFFIXES for path in root.rglob("*")) if root.is_dir() else None
+    if config.data_files is not None:
+        import pyarrow.parquet as pq
+
+        try:
+            return sum(pq.ParquetFile(path).metadata.num_rows for path in _expand_files(config.data_files))
+        except (OSError, ValueError, SourceError):
+            return None
+    return UNSPLASH_LITE_ROWS if config.dataset == DEFAULT_DATASET else None
+
+
+def _stream_rows(config: SourceConfig) -> Iterator[dict[str, Any]]:
+    # Imported here: `datasets` is slow to import and only URL sources need it.
+    import datasets
+
+    try:
+        if config.data_files is not None:
+            files = _expand_files(config.data_files)
+            stream = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
+        else:
+            stream = datasets.load_dataset(config.dataset, split="train", streaming=True, revision=config.revision)
+        yield from stream
+    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise SourceError(f"cannot stream {config.name}: {detail}; check the name, --revision, the files "
+                          "and the network (HF_TOKEN for a gated data set)") from exc
+
+
+def _expand_files(pattern: str) -> list[str]:
+    """Parquet paths of a file, folder or glob, sorted so the item order is stable."""
+    path = Path(pattern).expanduser()
+    files = sorted(str(p) for p in path.rglob("*.parquet")) if path.is_dir() else sorted(glob.glob(str(path)))
+    if not files:
+        raise SourceError(f"--data-files {pattern!r} matches no file; give a parquet file, folder or glob")
+    return files
+
+
+def unsplash_item(row: Mapping[str, Any]) -> Item | None:
+    """Map one nested Unsplash Lite row (photo, photographer, ai, ...) to an Item."""
+    photo = row.get("photo") or {}
+    people = row.get("photographer") or {}
+    ai = row.get("ai") or {}
+    photo_id, image_url = photo.get("id"), photo.get("image_url")
+    if not photo_id or not image_url:
+        return None
+    name = " ".join(part for part in (people.get("first_name"), people.get("last_name")) if part) or None
+    metadata = {
+        "image": image_url,
+        "page_url": photo.get("url"),
+        "description": (photo.get("description") or ai.get("description") or "").strip(),
+        "photographer": name or people.get("username"),
+        "photographer_username": people.get("username"),
+        "width": photo.get("width"),
+        "height": photo.get("height"),
+    }
+    return Item(str(photo_id), str(image_url), metadata)
+
+
+def folder_items(root: Path) -> Iterator[Item]:
+    """Image files under `root` (recursive, sorted); the id is the relative path, the image the file."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise SourceError(f"--images-dir {root} is not a folder; give a folder of images")
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            logger.info("skipping %s: not an image file name", relative)
+            continue
+        image = str(path.resolve())
+        yield Item(relative.as_posix(), image, {"image": image, "page_url": None, "description": "",
+                                                 "photographer": None})
+
+
+def resized_url(url: str, width: int | None) -> str:
+    """The URL of a `width`-pixel-wide rendition on CDNs that resize (Unsplash's imgix `w=`), else `url`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url  # a malformed URL fails in the fetcher with the reason recorded
+    if width is None or parts.hostname not in RESIZABLE_HOSTS:
+        return url
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "w"]
+    query.append(("w", str(width)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
