@@ -98,7 +98,9 @@ def _check_state(work: Path, config: BuildConfig, spec: EncoderSpec | None) -> N
     if spec is not None:
         state["encoder"] = str(spec.resolved(Path.cwd()))
     path = work / STATE_FILE
-    if path.is_file():
+    # A folder with no committed shard has nothing to protect: a start that failed (a model that would not
+    # load, a mistyped source) must not block the corrected command.
+    if path.is_file() and any((work / "shards").glob("shard-*.parquet")):
         recorded = json.loads(path.read_text(encoding="utf-8"))
         changed = [key for key in state if recorded.get(key) != state[key]]
         if changed:

@@ -22,6 +22,7 @@ import build_index
 from search.build import BuildConfig, BuildError, build_bundle
 from search.bundle import Bundle
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
+from search.errors import EncoderLoadError
 from search.fetch import FetchConfig
 from search.sources import SourceConfig
 from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC
@@ -171,6 +172,13 @@ def test_resuming_with_another_model_is_refused(server: LoopbackServer, tmp_path
     other = EncoderSpec("ViT-B-32", None)
     with pytest.raises(BuildError, match="other encoder"):
         build_bundle(url_config(tmp_path / "out", rows, limit=4, encoder=other))
+
+
+def test_a_start_that_failed_does_not_block_the_corrected_command(server: LoopbackServer, tmp_path: Path) -> None:
+    rows, _ = served_rows(server, tmp_path)
+    with pytest.raises(EncoderLoadError):
+        build_bundle(url_config(tmp_path / "out", rows, limit=4, encoder=EncoderSpec("local-dir:/no/such/model")))
+    assert build_bundle(url_config(tmp_path / "out", rows, limit=4)).count > 0
 
 
 def test_nothing_embedded_is_an_error_with_advice(server: LoopbackServer, tmp_path: Path) -> None:
