@@ -35,7 +35,13 @@ from webapp import (
 MAX_FILE_SIZE = "10mb"
 # Two slots on a 2-vCPU Space: a query is mostly transfer and bookkeeping around a few ms to ~100 ms of model
 # time, so a second slot keeps a slow upload from holding up everyone else without oversubscribing the CPU.
+# Measured with bench/load_test.py (demo bundle, 2 cores shared with the load generator, 20 s per run):
+# 1 slot: 18.1 rps at 4 clients, 16.4 at 32; 2 slots: 20.7 and 20.4; 4 slots: 16.7 and 19.5. Two slots give the
+# most throughput and hold it flat from 4 to 32 clients (p95 grows with the queue, not from contention).
 CONCURRENCY = 2
+# Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~20 requests/s,
+# 64 waiting is about 3 s of work, so a caller is told quickly rather than timing out.
+MAX_QUEUE = 64
 SCORE_HINT = ("**Score** = cosine similarity of CLIP vectors (−1 to 1). With real CLIP, a matching *text* scores "
               "about 0.2–0.35 while a similar *image* scores 0.7–1.0, so each tab keeps its own threshold. "
               "Click a result for more like it.")
@@ -245,7 +251,7 @@ def example_images(engine: SearchEngine, count: int = 4) -> list[str]:
 
 def launch(demo: gr.Blocks, startup: Startup, **kwargs: Any) -> tuple[Any, str, Any]:
     """Queue for a CPU Space and serve; extra kwargs go to Blocks.launch (port, prevent_thread_lock...)."""
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     return demo.launch(allowed_paths=[str(startup.engine.bundle.root)], max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, **kwargs)
 

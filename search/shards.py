@@ -98,7 +98,7 @@ class ShardStore:
         tables, vectors = [], []
         for number, table in zip(self._numbers, self.tables(), strict=True):
             ok = table.filter(pc.equal(table["status"], STATUS_OK))
-            array = np.load(self._path(number, ".npy"), allow_pickle=False)
+            array = _load_plain(self._path(number, ".npy"))
             if array.shape != (ok.num_rows, self.dim):
                 raise ShardError(f"shard {number} of {self.folder} holds {array.shape} vectors for {ok.num_rows} "
                                  "ok rows; delete that folder to start the build over")
@@ -108,6 +108,15 @@ class ShardStore:
             {"id": pa.array([], pa.string()), "status": pa.array([], pa.string())})
         stacked = np.concatenate(vectors) if vectors else np.empty((0, self.dim), np.float32)
         return _deduplicated(rows, stacked.astype(np.float32, copy=False))
+
+
+def _load_plain(path: Path) -> FeatureVector:
+    # allow_pickle=False refuses object arrays, whose loading could run code; say what to do instead.
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ShardError(f"{path} is not a plain .npy array ({exc}); delete {path.parent} to start the "
+                         "build over") from exc
 
 
 def _deduplicated(rows: pa.Table, vectors: FeatureVector) -> Collected:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +86,28 @@ def random_vit_b32():
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
     return ClipEncoder(model, preprocess, open_clip.get_tokenizer("ViT-B-32"), EncoderSpec("ViT-B-32", None))
+
+
+@pytest.fixture(scope="module")
+def demo_startup(demo_engine):
+    """The app's start-up state on the shipped demo, as with no index configured."""
+    from webapp import Startup, demo_notice
+
+    return Startup(demo_engine, demo_notice(None, None), True)
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_startup) -> Iterator[str]:
+    """The app on the demo bundle, served in-process on a free port for one test module."""
+    from tests.app_server import serve
+
+    with serve(demo_startup) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str):
+    """A gradio_client connected to the in-process app."""
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,10 +16,11 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app import SearchUI, build_app, explain_unreadable_uploads, launch, parse_args
+from app import SearchUI, explain_unreadable_uploads, parse_args
 from search.bundle import BundleInfo, write_bundle
 from search.config import REPO_ROOT, EngineConfig
 from search.types import Hit
+from tests.app_server import assert_serving, free_port
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 from tests.odd_images import (
     animated_gif,
@@ -39,7 +39,6 @@ from webapp import (
     caption,
     combined_query,
     credit_html,
-    demo_notice,
     mode_defaults,
     start_engine,
     status_text,
@@ -51,41 +50,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 
 HIT_FIELDS = {"id", "score", "image", "page_url", "description", "photographer"}
 DEMO_IMAGE = DEMO_INDEX_DIR / "images" / "shape-007.jpg"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def demo_startup(demo_engine) -> Startup:
-    """The app's start-up state on the shipped demo, as with no index configured."""
-    return Startup(demo_engine, demo_notice(None, None), True)
-
-
-@pytest.fixture(scope="module")
-def app_url(demo_startup: Startup) -> Iterator[str]:
-    """The app served in-process on a free port; closed after the module."""
-    demo = build_app(demo_startup)
-    _, url, _ = launch(demo, demo_startup, server_name="127.0.0.1", server_port=free_port(),
-                       prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app_url: str) -> Client:
-    """A gradio_client connected to the in-process app."""
-    return Client(app_url, verbose=False)
-
-
-def assert_serving(client: Client) -> None:
-    """The server still answers a normal query correctly."""
-    hits = client.predict("a red circle", 3, 0.0, api_name="/search_text")
-    assert len(hits) == 3 and all("red circle" in hit["description"] for hit in hits)
 
 
 # --- API ---

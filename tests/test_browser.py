@@ -10,20 +10,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from app import build_app, launch
 from search.config import REPO_ROOT
 from tests.conftest import DEMO_INDEX_DIR
 from tests.odd_images import text_as_jpg
-from webapp import Startup, demo_notice
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -51,20 +47,6 @@ def ensure_chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.fail(f"apt-get installed chromium but {CHROMIUM} is still missing")
     return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def app_url(demo_engine) -> Iterator[str]:
-    """The app on the demo bundle, served in-process on a free port."""
-    startup = Startup(demo_engine, demo_notice(None, None), True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = build_app(startup)
-    _, url, _ = launch(demo, startup, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                       quiet=True)
-    yield url
-    demo.close()
 
 
 @pytest.fixture(scope="module")
