@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    config = EngineConfig.from_env()
-    config = replace(config, index=args.index or config.index, device=args.device or config.device)
     query = query_from_args(args)
     try:
+        config = EngineConfig.from_env()
+        config = replace(config, index=args.index or config.index, device=args.device or config.device)
         if not query.positives:
             raise SearchError("give a text QUERY and/or --image PATH (see --help)")
         engine = load_engine(config)

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.errors import SearchError
+
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -65,12 +67,25 @@ class EngineConfig:
 
     index: str = str(DEMO_INDEX_DIR)
     device: str = "cpu"
+    threads: int = 0  # torch intra-op threads for the model; 0 keeps torch's default (one per core)
+    text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
 
     @classmethod
     def from_env(cls) -> EngineConfig:
-        """Read SEARCH_INDEX and SEARCH_DEVICE; unset variables keep the defaults."""
+        """Read SEARCH_INDEX, SEARCH_DEVICE and SEARCH_THREADS; unset variables keep the defaults."""
         defaults = cls()
         return cls(
             index=os.environ.get("SEARCH_INDEX", defaults.index),
             device=os.environ.get("SEARCH_DEVICE", defaults.device),
+            threads=_int_env("SEARCH_THREADS", defaults.threads),
         )
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SearchError(f"environment variable {name} must be a whole number, got {value!r}") from None

@@ -48,8 +48,9 @@ class ClipEncoder:
         self.dim = int(self.encode_text([""]).shape[1])
 
     @classmethod
-    def load(cls, spec: EncoderSpec, device: str = "cpu") -> ClipEncoder:
+    def load(cls, spec: EncoderSpec, device: str = "cpu", threads: int = 0) -> ClipEncoder:
         """Load a model by open_clip name + pretrained tag or file, `hf-hub:ID` or `local-dir:DIR`."""
+        configure_threads(threads)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.model, pretrained=spec.pretrained, device=resolve_device(device))
@@ -83,6 +84,20 @@ class ClipEncoder:
         batches = [self.encode_pixels(self.preprocess_images(images[start:start + batch_size]))
                    for start in range(0, len(images), batch_size)]
         return np.concatenate(batches)
+
+
+def configure_threads(threads: int) -> None:
+    """Set torch's intra-op thread count (the one place the project does); 0 keeps torch's default.
+
+    On the 2-core CPU a text query takes ~15 ms with 2 threads and ~33 ms with 1 (bench/query_latency.py),
+    so the default (one thread per core) is right for a dedicated server; a smaller number leaves cores
+    to other processes sharing the machine.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (torch's default) or a positive number, got {threads}")
+    if threads and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        logger.info("torch uses %d threads", threads)
 
 
 def trimmed_text_features(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,14 @@ class VectorIndex:
     def __len__(self) -> int:
         return int(self._raw.get_current_count())
 
+    def set_ef_search(self, ef_search: int) -> None:
+        """Change the query-time beam width (recall against speed) without rebuilding the graph."""
+        if ef_search < 1:
+            raise ValueError(f"ef_search must be at least 1, got {ef_search}")
+        with self._lock.writing():
+            self._raw.set_ef(ef_search)
+            self._params = HnswParams(self._params.m, self._params.ef_construction, ef_search)
+
     def add(self, vectors: FeatureVector, labels: Labels) -> None:
         """Insert vectors under the given labels, growing capacity as needed."""
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(labels):

@@ -91,3 +91,10 @@ def test_combined_query_and_table_output(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0 and len(lines) == 3
     scores = [float(line.split()[0]) for line in lines]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_a_bad_environment_setting_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SEARCH_THREADS", "two")
+    code = main(["a red circle", "--index", str(DEMO_INDEX_DIR)])
+    _assert_one_line_error(code, capsys.readouterr().err, "SEARCH_THREADS", "'two'")

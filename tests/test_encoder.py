@@ -86,3 +86,27 @@ def test_unloadable_specs_fail_with_one_clear_line(spec: EncoderSpec, detail: st
 def test_schema_specs_ignore_pretrained_so_equal_models_compare_equal() -> None:
     assert EncoderSpec("hf-hub:org/model", "ignored") == EncoderSpec("hf-hub:org/model", None)
     assert str(EncoderSpec("ViT-B-32", "laion2b_s34b_b79k")) == "ViT-B-32 / laion2b_s34b_b79k"
+
+
+def test_configure_threads_sets_torch_and_zero_keeps_the_default() -> None:
+    from search.encoder import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        configure_threads(1)
+        assert torch.get_num_threads() == 1
+        configure_threads(0)
+        assert torch.get_num_threads() == 1  # 0 leaves whatever is set
+        with pytest.raises(ValueError, match="threads must be 0"):
+            configure_threads(-1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_load_applies_the_thread_setting() -> None:
+    before = torch.get_num_threads()
+    try:
+        ClipEncoder.load(EncoderSpec(f"local-dir:{DEMO_MODEL_DIR}", None), threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -6,13 +6,21 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from search.bundle import Bundle
 from search.config import EncoderSpec, EngineConfig
 from search.encoder import ClipEncoder
 from search.engine import Query, SearchEngine, Term, load_engine
-from search.errors import BadImageError, BadQueryError, EncoderLoadError, EncoderMismatchError, UnknownItemError
+from search.errors import (
+    BadImageError,
+    BadQueryError,
+    EncoderLoadError,
+    EncoderMismatchError,
+    SearchError,
+    UnknownItemError,
+)
 from search.types import Hit
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 
@@ -143,3 +151,59 @@ def test_a_manifest_naming_a_missing_model_fails_to_load(make_bundle: Callable[.
     root = make_bundle(spec=EncoderSpec("local-dir:/nonexistent/model"))
     with pytest.raises(EncoderLoadError, match="cannot load CLIP model local-dir:/nonexistent/model"):
         load_engine(EngineConfig(index=str(root)))
+
+
+class _CountingEncoder:
+    """Wraps the demo encoder and counts model calls for texts."""
+
+    def __init__(self, inner: ClipEncoder) -> None:
+        self.inner, self.text_calls = inner, 0
+        self.spec, self.dim = inner.spec, inner.dim
+
+    def encode_text(self, texts):
+        self.text_calls += 1
+        return self.inner.encode_text(texts)
+
+    def encode_images(self, images):
+        return self.inner.encode_images(images)
+
+
+def test_repeated_text_queries_are_served_from_the_cache(demo_encoder: ClipEncoder) -> None:
+    counting = _CountingEncoder(demo_encoder)
+    engine = SearchEngine(counting, Bundle.load(DEMO_INDEX_DIR))  # type: ignore[arg-type]
+    first = engine.search_text("a red circle", top_k=5)
+    assert engine.search_text("  a red circle ", top_k=5) == first  # stripped text is the cache key
+    engine.search(Query((Term(text="a blue square"),), negatives=("a red circle",)), top_k=3)
+    assert counting.text_calls == 2  # "a red circle" once, "a blue square" once
+    engine.clear_text_cache()
+    assert engine.search_text("a red circle", top_k=5) == first
+    assert counting.text_calls == 3
+
+
+def test_cached_vectors_cannot_be_changed_by_a_caller(demo_encoder: ClipEncoder) -> None:
+    engine = SearchEngine(demo_encoder, Bundle.load(DEMO_INDEX_DIR))
+    vector = engine.query_vector(Query((Term(text="a red circle"),)))
+    vector *= 0  # query_vector returns a fresh array; the cached one stays intact
+    again = engine.query_vector(Query((Term(text="a red circle"),)))
+    assert np.linalg.norm(again) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="read-only"):
+        engine._text_vector("a red circle")[0] = 0.0
+
+
+def test_a_zero_size_cache_always_runs_the_model(demo_encoder: ClipEncoder) -> None:
+    counting = _CountingEncoder(demo_encoder)
+    engine = SearchEngine(counting, Bundle.load(DEMO_INDEX_DIR), text_cache_size=0)  # type: ignore[arg-type]
+    cached = SearchEngine(demo_encoder, Bundle.load(DEMO_INDEX_DIR))
+    for _ in range(3):
+        assert engine.search_text("a yellow star", top_k=4) == cached.search_text("a yellow star", top_k=4)
+    assert counting.text_calls == 3
+
+
+def test_search_threads_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCH_THREADS", "1")
+    assert EngineConfig.from_env().threads == 1
+    monkeypatch.setenv("SEARCH_THREADS", "")
+    assert EngineConfig.from_env().threads == 0
+    monkeypatch.setenv("SEARCH_THREADS", "two")
+    with pytest.raises(SearchError, match="SEARCH_THREADS must be a whole number"):
+        EngineConfig.from_env()

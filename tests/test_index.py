@@ -121,3 +121,16 @@ def test_write_lock_waits_for_readers_and_blocks_new_ones() -> None:
 def _hold(context, events: list[str], name: str) -> None:
     with context:
         events.append(name)
+
+
+def test_set_ef_search_changes_the_beam_without_rebuilding() -> None:
+    vectors = unit_vectors(300, 32)
+    index = VectorIndex.build(vectors, PARAMS)
+    before = index.query(vectors[3], 10)
+    index.set_ef_search(200)
+    assert index.params == HnswParams(PARAMS.m, PARAMS.ef_construction, 200)
+    labels, scores = index.query(vectors[3], 10)
+    assert labels[0] == before[0][0] == 3
+    np.testing.assert_allclose(scores, np.sort(vectors @ vectors[3])[::-1][:10], atol=1e-5)  # exact at ef 200
+    with pytest.raises(ValueError, match="ef_search must be at least 1"):
+        index.set_ef_search(0)

@@ -1,0 +1,92 @@
+"""Start-up time: seconds from process start to the first answered query, for app.py's engine.
+
+    python bench/startup.py                  # a 25 000-item bundle named for a random-init ViT-B-32
+    python bench/startup.py --n 500 --runs 1
+
+Each run is a fresh `python` process that imports app.py (gradio included), loads the bundle with
+`webapp.start_engine` (checksums, embeddings, hnswlib graph, metadata, the model the manifest names),
+builds the Gradio UI and answers one text query. It does not bind a port. The model's files are
+local: the bundle names a ViT-B-32 weights file (random weights, saved once by this script, ~600 MB),
+so the run reads and loads real-size weights just as with `laion2b_s34b_b79k` from the HF cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
+from bench import common
+
+CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+import app, webapp
+from search.config import EngineConfig
+t1 = time.perf_counter()
+startup = webapp.start_engine(EngineConfig(index=sys.argv[1]))
+assert not startup.is_demo, startup.notice
+t2 = time.perf_counter()
+app.build_app(startup)
+t3 = time.perf_counter()
+hits = startup.engine.search_text("a foggy forest at dawn", 10, -1.0)
+assert len(hits) == 10
+t4 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "load_engine": t2 - t1, "build_ui": t3 - t2, "first_query": t4 - t3}))
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=25_000, help="items in the bundle")
+    parser.add_argument("--runs", type=int, default=3, help="fresh processes; the median is reported")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="no weights file: the model is created, not read (quick smoke runs)")
+    return parser.parse_args(argv)
+
+
+def save_weights(folder: Path) -> str:
+    """A local ViT-B-32 checkpoint (random weights) for the bundle to name, like a cached download."""
+    import torch
+
+    path = folder / "vit-b-32-random.pt"
+    torch.save(common.random_vit_b32().model.state_dict(), path)
+    return str(path)
+
+
+def one_run(bundle: Path) -> dict[str, float]:
+    """Start a fresh process, wait for its first answer; the wall time includes interpreter start."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CHILD, str(bundle)], cwd=common.REPO_ROOT, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"start-up run failed:\n{done.stderr[-3000:]}")
+    parts = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"ready_s": wall, **parts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the bundle, time fresh start-ups, print the table and the JSON line."""
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = None if args.random_weights else save_weights(Path(tmp))
+        bundle = common.write_synthetic_bundle(Path(tmp) / "bundle", args.n, pretrained=weights)
+        runs = [one_run(bundle) for _ in range(args.runs)]
+    model = "random-init ViT-B-32" if args.random_weights else "ViT-B-32 from a local weights file"
+    print(f"start-up, bundle of {args.n} items, {model}; {common.machine()}")
+    keys = ["ready_s", "import", "load_engine", "build_ui", "first_query"]
+    common.print_table(["run", *keys], [[i + 1, *(run[key] for key in keys)] for i, run in enumerate(runs)])
+    print("ready_s: process start to first answer (median of runs); the rest are its parts, in seconds")
+    common.emit_json({"ready_s": round(common.p50([run["ready_s"] for run in runs]), 2)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

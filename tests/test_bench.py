@@ -1,0 +1,94 @@
+"""Smoke tests: every bench script runs at a tiny size and ends with its JSON line (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.config import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SCRIPTS = {
+    "query_latency.py": (["--n", "300", "--rounds", "1"], {"p50_ms", "p95_ms", "naive_p50_ms", "speedup"}),
+    "knn.py": (["--n", "1500", "--queries", "20", "--grid", "defaults"],
+               {"n", "recall_at_10", "p50_ms", "exact_p50_ms", "bytes_per_vector", "build_s"}),
+    "startup.py": (["--n", "200", "--runs", "1", "--random-weights"], {"ready_s"}),
+    "build_throughput.py": (["--n", "6", "--model-n", "4", "--batch-size", "2", "--workers", "2",
+                             "--variants", "none", "--rounds", "1"],
+                            {"pipeline_items_per_s", "model_items_per_s", "ratio"}),
+    "quality.py": ([], {"t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1"}),
+}
+
+
+def run_bench(script: str, args: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run a bench script from another folder (it must find the repo itself); its last line as JSON."""
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *args], capture_output=True,
+                          text=True, timeout=120, cwd="/", check=False, env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) >= 3, "a readable table comes before the JSON line"
+    return json.loads(lines[-1])
+
+
+def check_values(script: str, result: dict) -> None:
+    """Sanity beyond the keys, where a tiny run still means something."""
+    if script == "knn.py":
+        assert result["n"] == 1500
+        assert 0.9 <= result["recall_at_10"] <= 1.0
+        assert result["bytes_per_vector"] >= 512 * 4  # the graph holds the float32 vectors themselves
+    if script == "quality.py":
+        assert result["t2i_r1"] <= result["t2i_r5"] <= result["t2i_r10"] <= 1.0
+        assert result["t2i_r1"] >= 0.8  # measured 0.967 on the demo model
+    if script == "query_latency.py":
+        assert result["speedup"] == pytest.approx(result["naive_p50_ms"] / result["p50_ms"], rel=0.02)
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_bench_script_ends_with_its_json_line(script: str) -> None:
+    args, keys = SCRIPTS[script]
+    result = run_bench(script, args)
+    assert set(result) == keys
+    assert all(isinstance(value, int | float) and value >= 0 for value in result.values())
+    check_values(script, result)
+
+
+def test_quality_reads_a_captioned_parquet_set(tmp_path: Path) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scripts.synthetic_shapes import make_samples
+
+    images, captions = [], []
+    for spec, image in make_samples(12, seed=31):
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+        captions.append([spec.caption, f"a photo of {spec.short_caption} on a {spec.background} background"])
+    pq.write_table(pa.table({"image": images, "caption": captions}), tmp_path / "set.parquet")
+    result = run_bench("quality.py", ["--data", str(tmp_path / "set.parquet")],
+                       env={"HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "HF_DATASETS_OFFLINE": "1"})
+    assert set(result) == SCRIPTS["quality.py"][1]
+    assert result["t2i_r10"] == 1.0  # 12 images: every caption's image is within the top 10
+    assert result["t2i_r1"] >= 0.5
+
+
+def test_recalls_match_a_hand_worked_case() -> None:
+    from bench.quality import recalls
+
+    images = np.eye(3, dtype=np.float32)
+    # captions 0, 1 belong to image 0; caption 2 to image 1 (but points at image 2); caption 3 to image 2
+    texts = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 0.1, 0.9], [0, 0, 1]], dtype=np.float32)
+    result = recalls(images, texts, np.array([0, 0, 1, 2]), ks=(1, 2))
+    assert result["t2i_r1"] == 0.5  # captions 1 and 2 rank their image second
+    assert result["t2i_r2"] == 1.0
+    assert result["i2t_r1"] == pytest.approx(2 / 3)  # image 1's only caption is beaten by caption 1
+    assert result["i2t_r2"] == 1.0
