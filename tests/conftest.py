@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +33,19 @@ def metadata_table(count: int) -> pa.Table:
         "description": [f"picture number {row}" for row in range(count)],
         "photographer": [None if row % 3 == 0 else f"Person {row}" for row in range(count)],
     })
+
+
+def tiny_model_dir(folder: Path, dim: int = 32, custom_text: bool = False) -> Path:
+    """A tiny random-weight open_clip model folder (config only; open_clip initialises the weights)."""
+    folder.mkdir()
+    config = {"model_cfg": {"embed_dim": dim, "custom_text": custom_text,
+                            "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
+                                           "head_width": 16},
+                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                                         "layers": 1}},
+              "preprocess_cfg": {"size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    return folder
 
 
 @pytest.fixture

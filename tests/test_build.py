@@ -25,7 +25,7 @@ from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
 from search.errors import EncoderLoadError
 from search.fetch import FetchConfig
 from search.sources import SourceConfig
-from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC
+from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
 from tests.loopback import LoopbackServer
 from tests.test_sources import jpeg_bytes, write_unsplash_parquet
 
@@ -220,15 +220,7 @@ def test_images_dir_build_finds_blue_squares_first(tmp_path: Path, capsys: pytes
 
 def test_a_custom_text_tower_builds_by_flags_alone(tmp_path: Path) -> None:
     """Multilingual open_clip models (xlm-roberta-*) are CustomTextCLIP: their text tower is not trimmed."""
-    model = tmp_path / "custom-text"
-    model.mkdir()
-    config = {"model_cfg": {"embed_dim": 32, "custom_text": True,
-                            "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
-                                           "head_width": 16},
-                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                                         "layers": 1}},
-              "preprocess_cfg": {"size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
-    (model / "open_clip_config.json").write_text(json.dumps(config))
+    model = tiny_model_dir(tmp_path / "custom-text", custom_text=True)
     photos = tmp_path / "photos"
     write_shapes(photos, per_shape=2)
     out = tmp_path / "out"

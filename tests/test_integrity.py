@@ -22,7 +22,7 @@ from search.config import REPO_ROOT, EngineConfig
 from search.engine import SearchEngine, load_engine
 from search.errors import BundleError, EncoderMismatchError
 from search.sources import SourceConfig
-from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR, DEMO_SPEC
+from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
 from tests.odd_images import text_as_jpg
 from tests.test_build import write_shapes
 from webapp import start_engine
@@ -109,19 +109,6 @@ def rewrite_manifest(root: Path, **changes: object) -> None:
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
-def other_model(folder: Path, dim: int = 32) -> Path:
-    """A tiny open_clip model folder (random weights) whose vectors have `dim` components."""
-    folder.mkdir()
-    config = {"model_cfg": {"embed_dim": dim,
-                            "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
-                                           "head_width": 16},
-                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                                         "layers": 1}},
-              "preprocess_cfg": {"size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    return folder
-
-
 def test_a_manifest_naming_another_model_is_refused(demo_copy: Path, demo_encoder) -> None:
     rewrite_manifest(demo_copy, encoder={"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"})
     with pytest.raises(EncoderMismatchError, match="built with model ViT-B-32 / laion2b_s34b_b79k.*rebuild"):
@@ -129,7 +116,7 @@ def test_a_manifest_naming_another_model_is_refused(demo_copy: Path, demo_encode
 
 
 def test_a_manifest_naming_a_model_of_another_dim_is_refused_on_load(demo_copy: Path, tmp_path: Path) -> None:
-    other_model(tmp_path / "other")
+    tiny_model_dir(tmp_path / "other")
     rewrite_manifest(demo_copy, encoder={"model": "local-dir:../other", "pretrained": None})
     with pytest.raises(EncoderMismatchError, match="makes 32-d vectors but index .* holds 64-d ones"):
         load_engine(EngineConfig(index=str(demo_copy), device="cpu"))
