@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from search.bundle import BundleInfo, Manifest
+from search.bundle import BundleInfo, Manifest, atomic_write
 from search.config import EncoderSpec, HnswParams
 from search.encoder import ClipEncoder, resolve_device
 from search.errors import BadImageError, SearchError
 from search.fetch import FetchConfig, FetchError, ImageFetcher
 from search.finalize import BaseBundle, finalize_bundle, load_base
 from search.images import load_image
-from search.shards import STATUS_FAILED, STATUS_OK, ShardStore, atomic_write
+from search.shards import STATUS_FAILED, STATUS_OK, ShardStore
 from search.sources import Item, SourceConfig, count_items, iter_items
 
 logger = logging.getLogger(__name__)

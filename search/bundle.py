@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,17 +230,17 @@ def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info
                          f"{embeddings.dtype} {embeddings.shape}")
     root.mkdir(parents=True, exist_ok=True)
     (root / MANIFEST_FILE).unlink(missing_ok=True)  # a half-written bundle must not look complete
-    _atomic_write(root / EMBEDDINGS_FILE, lambda tmp: np.save(tmp, embeddings, allow_pickle=False))
-    _atomic_write(root / METADATA_FILE, lambda tmp: pq.write_table(metadata, tmp))
+    atomic_write(root / EMBEDDINGS_FILE, lambda tmp: np.save(tmp, embeddings, allow_pickle=False))
+    atomic_write(root / METADATA_FILE, lambda tmp: pq.write_table(metadata, tmp))
     index = VectorIndex.build(embeddings, info.hnsw)
-    _atomic_write(root / INDEX_FILE, index.save)
+    atomic_write(root / INDEX_FILE, index.save)
     portable = BundleInfo(info.encoder.relative_to(root), info.hnsw, info.source, info.source_revision,
                           info.failures)
     files = {path.relative_to(root).as_posix(): sha256_of(path) for path in _bundle_files(root)}
     manifest = Manifest(portable, int(embeddings.shape[1]), len(embeddings),
                         datetime.now(UTC).isoformat(timespec="seconds"), files)
     text = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(root / MANIFEST_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(root / MANIFEST_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return manifest
 
 
@@ -250,10 +251,18 @@ def _bundle_files(root: Path) -> list[Path]:
             and not any(part.startswith(".") for part in path.relative_to(root).parts)]
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    # Write beside the target, flush to disk, then rename: readers see the old file or the new one.
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write via a hidden temp file beside `path`, fsync it, rename over `path`, fsync the folder.
+
+    Readers see the old file or the new one, never half of one; hidden names stay out of the manifest.
+    """
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keep the suffix: np.save appends .npy
     write(tmp)
     with tmp.open("rb+") as handle:
         os.fsync(handle.fileno())
     tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # make the rename itself durable, not only the data
+    finally:
+        os.close(folder)

@@ -12,11 +12,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from search.bundle import EMBEDDINGS_FILE, METADATA_FILE, Bundle, BundleInfo, Manifest, write_bundle
+from search.bundle import (
+    EMBEDDINGS_FILE,
+    METADATA_FILE,
+    Bundle,
+    BundleInfo,
+    Manifest,
+    atomic_write,
+    write_bundle,
+)
 from search.config import EncoderSpec, HnswParams
 from search.errors import SearchError
 from search.hub import fetch_bundle
-from search.shards import FAILURE_COLUMNS, Collected, atomic_write
+from search.shards import FAILURE_COLUMNS, Collected
 from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ point: a `.npy` without its parquet file is an interrupted write and is ignored,
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from search.bundle import atomic_write
 from search.errors import SearchError
 from search.types import FeatureVector
 
@@ -31,20 +31,6 @@ FAILURE_COLUMNS = ("id", "image", "reason")
 
 class ShardError(SearchError):
     """A checkpoint folder whose shards do not agree with each other."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write via a hidden temp file beside `path`, fsync it, rename over `path`, fsync the folder."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keep the suffix: np.save appends .npy
-    write(tmp)
-    with tmp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # make the rename itself durable, not only the data
-    finally:
-        os.close(folder)
 
 
 @dataclass(frozen=True, slots=True)
