@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -13,7 +12,7 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from search.config import EncoderSpec
-from search.errors import EncoderLoadError
+from search.errors import EncoderLoadError, one_line
 from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ def _normalised(features: torch.Tensor) -> FeatureVector:
 
 
 def _load_failure_message(spec: EncoderSpec, exc: BaseException) -> str:
-    detail = re.sub(r"\s+", " ", str(exc)).strip()
+    detail = one_line(exc)
     return (f"cannot load CLIP model {spec}: {detail}. Check the open_clip model name and pretrained tag "
             "(open_clip.list_pretrained()), the network for Hub downloads, or pass local-dir:FOLDER "
             "with open_clip_config.json and weights")

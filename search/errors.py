@@ -31,3 +31,9 @@ class EncoderMismatchError(SearchError):
 
 class EncoderLoadError(SearchError):
     """A model spec that open_clip cannot load (unknown name, missing files, no network)."""
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message folded onto one line (cut to `limit` characters), or its type name if empty."""
+    text = " ".join(str(exc).split())[:limit]
+    return text or type(exc).__name__

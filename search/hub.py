@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from search.bundle import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE
-from search.errors import BundleError
+from search.errors import BundleError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
         folder = snapshot_download(repo_id, repo_type="dataset", revision=revision,
                                    allow_patterns=BUNDLE_PATTERNS)
     except (OSError, HfHubHTTPError, ValueError) as exc:
-        detail = re.sub(r"\s+", " ", str(exc)).strip()
+        detail = one_line(exc)
         pin = f"@{revision}" if revision else ""
         raise BundleError(f"cannot download index bundle {repo_id}{pin} from the Hub: {detail} "
                           "Check the repo id, the revision and the network (or HF_TOKEN for a private repo)."

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from search.errors import BadImageError
+from search.errors import BadImageError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _load_stream(stream: BinaryIO, name: str, min_side: int | None) -> Image.Ima
     except Image.UnidentifiedImageError as exc:
         raise BadImageError(f"{name}: {_describe_unreadable(stream)}") from exc
     except Image.DecompressionBombError as exc:
-        reason = _one_line(exc).rstrip(".")
+        reason = one_line(exc, 200).rstrip(".")
         raise BadImageError(f"{name}: too large to decode safely ({reason}); resize it before adding it") from exc
     except _DECODE_ERRORS as exc:
         raise _decode_error(name, exc) from exc
@@ -110,7 +110,7 @@ def _upright(image: Image.Image, name: str) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, KeyError, TypeError, struct.error) as exc:
-        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name, _one_line(exc))
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name, one_line(exc, 200))
         return image.copy()
 
 
@@ -157,10 +157,5 @@ def _describe_unreadable(stream: BinaryIO) -> str:
 
 def _decode_error(name: str, exc: BaseException) -> BadImageError:
     """A one-line BadImageError for a file that PIL identified but could not decode."""
-    return BadImageError(f"{name}: cannot decode the image ({_one_line(exc)}); {_CORRUPT_HINT}")
+    return BadImageError(f"{name}: cannot decode the image ({one_line(exc, 200)}); {_CORRUPT_HINT}")
 
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one short line, or its type name when it has none."""
-    text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 from search.bundle import MANIFEST_FILE, Manifest, read_manifest, verify_files
-from search.errors import SearchError
+from search.errors import SearchError, one_line
 from search.hub import HUB_REPO_ID
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ def push_bundle(root: Path, repo_id: str, private: bool = False, api: Any = None
         commit = api.create_commit(repo_id, operations=operations, repo_type="dataset",
                                    commit_message=f"Index bundle: {manifest.count} items, {manifest.info.encoder}")
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        detail = re.sub(r"\s+", " ", str(exc)).strip()[:300]
+        detail = one_line(exc, 300)
         raise PublishError(f"cannot push to {repo_id}: {detail}. Check the repo id, that you are logged in "
                            "(hf auth login or HF_TOKEN with write access) and the network") from exc
     sha = str(commit.oid)

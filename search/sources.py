@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from search.errors import SearchError
+from search.errors import SearchError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _stream_rows(config: SourceConfig) -> Iterator[dict[str, Any]]:
             stream = datasets.load_dataset(config.dataset, split="train", streaming=True, revision=config.revision)
         yield from stream
     except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
-        detail = " ".join(str(exc).split())[:300]
+        detail = one_line(exc, 300)
         raise SourceError(f"cannot stream {config.name}: {detail}; check the name, --revision, the files "
                           "and the network (HF_TOKEN for a gated data set)") from exc
 
