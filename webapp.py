@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from search.config import DEMO_INDEX_DIR, EngineConfig
 from search.engine import Query, SearchEngine, Term, load_engine
 from search.errors import BadQueryError, SearchError
+from search.onnx_text import enable_onnx_text_in_background
 from search.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,14 @@ class Startup:
 
 
 def start_engine(config: EngineConfig) -> Startup:
+    """Load the configured index (or the demo), then move text queries to ONNX Runtime in the background."""
+    startup = _load_or_demo(config)
+    if config.onnx_text:
+        enable_onnx_text_in_background(startup.engine.encoder, config.cache_dir)
+    return startup
+
+
+def _load_or_demo(config: EngineConfig) -> Startup:
     """Load the configured index; on any failure fall back to the bundled demo with a notice why."""
     if Path(config.index).expanduser().resolve() == DEMO_INDEX_DIR.resolve():
         engine = load_engine(config)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from search.errors import SearchError
@@ -61,6 +61,13 @@ class HnswParams:
     ef_search: int = 128
 
 
+def default_cache_dir() -> Path:
+    """SEARCH_CACHE_DIR, else clip-search under XDG_CACHE_HOME (default ~/.cache)."""
+    if os.environ.get("SEARCH_CACHE_DIR"):
+        return Path(os.environ["SEARCH_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "clip-search"
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Where the index comes from and how the model runs."""
@@ -69,15 +76,18 @@ class EngineConfig:
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads for the model; 0 keeps torch's default (one per core)
     text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
+    onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/onnx_text.py); CPU only
+    cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept
 
     @classmethod
     def from_env(cls) -> EngineConfig:
-        """Read SEARCH_INDEX, SEARCH_DEVICE and SEARCH_THREADS; unset variables keep the defaults."""
+        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_ONNX_TEXT and SEARCH_CACHE_DIR."""
         defaults = cls()
         return cls(
             index=os.environ.get("SEARCH_INDEX", defaults.index),
             device=os.environ.get("SEARCH_DEVICE", defaults.device),
             threads=_int_env("SEARCH_THREADS", defaults.threads),
+            onnx_text=bool(_int_env("SEARCH_ONNX_TEXT", int(defaults.onnx_text))),
         )
 
 

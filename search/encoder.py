@@ -44,6 +44,8 @@ class ClipEncoder:
         self.spec = spec
         self.device = next(model.parameters()).device
         self.can_trim_text = isinstance(model, open_clip.CLIP) and model.text_pool_type in TRIMMABLE_POOLING
+        # Set by search.onnx_text once its export passed the check; None: text runs on PyTorch.
+        self.onnx_text: Callable[[np.ndarray], np.ndarray] | None = None
         self.dim = int(self.encode_text([""]).shape[1])
 
     @classmethod
@@ -62,6 +64,9 @@ class ClipEncoder:
     def encode_text(self, texts: Sequence[str]) -> FeatureVector:
         """Feature vectors for texts, one row each."""
         tokens = self.tokenizer(list(texts)).to(self.device)
+        onnx_text = self.onnx_text  # read once: another thread may switch it on meanwhile
+        if onnx_text is not None:
+            return _normalised(torch.from_numpy(onnx_text(trim_tokens(tokens).numpy())))
         with torch.inference_mode():
             features = trimmed_text_features(self.model, tokens) if self.can_trim_text \
                 else self.model.encode_text(tokens)
@@ -99,15 +104,21 @@ def configure_threads(threads: int) -> None:
         logger.info("torch uses %d threads", threads)
 
 
-def trimmed_text_features(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
-    """`model.encode_text(tokens)` (unnormalised), computed over only the columns holding real tokens.
-
-    The causal mask keeps padding from reaching earlier positions, so this equals the full 77-token pass
-    at a fraction of the cost. Needs a pooling that never reads padding (see TRIMMABLE_POOLING).
-    """
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Token ids cut after the last column that holds a real token in any row (at least one column)."""
     real = tokens != PAD_TOKEN
     length = int(real.any(dim=0).nonzero().max()) + 1 if real.any() else 1
-    tokens = tokens[:, :length]
+    return tokens[:, :length]
+
+
+def text_tower(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text` (unnormalised) over a context as long as `tokens` has columns, not the full 77.
+
+    The causal mask keeps padding from reaching earlier positions, so over `trim_tokens(tokens)` this equals
+    the full 77-token pass at a fraction of the cost. Needs a pooling that never reads padding
+    (see TRIMMABLE_POOLING). The length comes from the shape only, so the function exports to ONNX.
+    """
+    length = tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
@@ -116,6 +127,11 @@ def trimmed_text_features(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.
     if isinstance(model.text_projection, torch.nn.Linear):
         return model.text_projection(x)
     return x if model.text_projection is None else x @ model.text_projection
+
+
+def trimmed_text_features(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(tokens)` (unnormalised), computed over only the columns holding real tokens."""
+    return text_tower(model, trim_tokens(tokens))
 
 
 def _normalised(features: torch.Tensor) -> FeatureVector:

@@ -48,6 +48,15 @@ def tiny_model_dir(folder: Path, dim: int = 32, custom_text: bool = False) -> Pa
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """SEARCH_CACHE_DIR in a temporary folder: the app's ONNX exports never land in the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("search-cache")
+        patch.setenv("SEARCH_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture
 def make_bundle(tmp_path: Path) -> Callable[..., Path]:
     """Factory: write a bundle of random vectors into a fresh folder and return the folder."""
