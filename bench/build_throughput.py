@@ -5,8 +5,8 @@
 
 The pipeline run is `search.build.build_bundle` over a parquet file in the Unsplash Lite schema whose
 URLs point at a loopback HTTP server on this machine (384x256 JPEGs, the size Unsplash sends for
-?w=384): streaming, fetch, safe decode, preprocess (thread pool), encode, shards. Its rate is taken
-over `embed_items` (model loading and the final hnswlib build are reported apart). The model-only
+?w=384): streaming, fetch, safe decode, resize + crop (thread pool), to tensor + encode, shards. Its
+rate is taken over `embed_items` (model loading and the final hnswlib build are reported apart). The model-only
 rate is `ClipEncoder.encode_pixels` on pre-decoded tensors, same batch size. Variants (batch size,
 threads, channels_last, bf16, int8) are measured on the same tensors with their cosine to fp32.
 """
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--variants", choices=("all", "none"), default="all", help="model-only variants")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds per model variant")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per model variant")
     return parser.parse_args(argv)
 
 

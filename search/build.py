@@ -1,12 +1,13 @@
-"""Build pipeline: source items -> fetch + decode + preprocess (thread pool) -> encode -> shards -> bundle."""
+"""Build pipeline: source items -> fetch + decode + resize (thread pool) -> to tensor + encode -> shards -> bundle."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms import Compose, Normalize, ToTensor
 from tqdm import tqdm
 
 from search.bundle import BundleInfo, Manifest, atomic_write
@@ -116,6 +119,49 @@ def _check_state(work: Path, config: BuildConfig, spec: EncoderSpec | None) -> N
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(state, indent=2), encoding="utf-8"))
 
 
+@dataclass(frozen=True, slots=True)
+class SplitTransform:
+    """The encoder's preprocessing in two parts: per image in a worker thread, then per batch in the main thread.
+
+    Why: a torch op on a whole picture (ToTensor, Normalize: ~150k elements, above torch's parallel grain)
+    run from a worker thread gives that thread an OpenMP team of its own. With more OpenMP threads than
+    cores, libgomp cuts its spin-wait from 300,000 to 100 spins (GOMP_SPINCOUNT), so the model's own
+    threads sleep and wake at every op: ~6% of build throughput on 2 cores (bench/build_throughput.py).
+    So workers run only the PIL steps (resize, crop, RGB) and hand over uint8 arrays; the main thread
+    converts a whole batch, bit-identical to the full transform per image (tests/test_build_transform.py).
+    """
+
+    in_worker: Callable[[Image.Image], Any]
+    in_batch: Callable[[Sequence[Any]], torch.Tensor]
+
+
+def split_transform(preprocess: Callable[[Image.Image], torch.Tensor]) -> SplitTransform:
+    """Split a `Compose([PIL steps..., ToTensor, Normalize...])`; any other transform runs whole in the worker."""
+    steps = list(preprocess.transforms) if isinstance(preprocess, Compose) else []
+    cuts = [number for number, step in enumerate(steps) if isinstance(step, ToTensor)]
+    if len(cuts) != 1 or not all(isinstance(step, Normalize) for step in steps[cuts[0] + 1:]):
+        logger.debug("preprocessing %s runs whole in the worker threads", preprocess)
+        return SplitTransform(preprocess, torch.stack)
+    pil_steps, tensor_steps = steps[:cuts[0]], steps[cuts[0] + 1:]  # Normalize works on (N, C, H, W) as is
+    return SplitTransform(functools.partial(_pil_pixels, pil_steps), functools.partial(_batch_tensor, tensor_steps))
+
+
+def _pil_pixels(steps: Sequence[Callable], image: Image.Image) -> np.ndarray:
+    """Worker thread: the PIL steps only, as an (H, W, 3) uint8 array (load_image gives RGB, resize keeps it)."""
+    for step in steps:
+        image = step(image)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _batch_tensor(steps: Sequence[Callable], arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Main thread: torchvision's ToTensor on a stack of arrays (same ops, same order), then Normalize."""
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # contiguous NCHW, as stacked
+    batch = pixels.to(dtype=torch.get_default_dtype()).div(255)
+    for step in steps:
+        batch = step(batch)
+    return batch
+
+
 @dataclass(slots=True)
 class _Pipeline:
     encoder: ClipEncoder
@@ -124,17 +170,21 @@ class _Pipeline:
     config: BuildConfig
     rows: list[dict[str, Any]] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
-    batch: list[tuple[Item, torch.Tensor]] = field(default_factory=list)
+    batch: list[tuple[Item, Any]] = field(default_factory=list)
+    transform: SplitTransform = field(init=False)
 
-    def prepare(self, item: Item) -> torch.Tensor | str:
-        """Worker thread: fetch, decode safely, preprocess; a string is the failure reason."""
+    def __post_init__(self) -> None:
+        self.transform = split_transform(self.encoder.preprocess)
+
+    def prepare(self, item: Item) -> Any:
+        """Worker thread: fetch, decode safely, preprocess (its per-image part); a string is the failure reason."""
         try:
             image = load_image(self.fetcher.fetch(item.location), min_side=_input_side(self.encoder))
-            return self.encoder.preprocess(image)
+            return self.transform.in_worker(image)
         except (FetchError, BadImageError) as exc:
             return str(exc).removeprefix("upload: ")
 
-    def accept(self, item: Item, result: torch.Tensor | str, counts: _Counts) -> None:
+    def accept(self, item: Item, result: Any, counts: _Counts) -> None:
         """Main thread: queue a prepared item for encoding or record its failure."""
         if isinstance(result, str):
             counts.failed += 1
@@ -149,7 +199,8 @@ class _Pipeline:
     def encode_batch(self) -> None:
         """Encode the queued items; commit a shard once enough rows are waiting."""
         if self.batch:
-            self.vectors.append(self.encoder.encode_pixels(torch.stack([pixels for _, pixels in self.batch])))
+            pixels = self.transform.in_batch([prepared for _, prepared in self.batch])
+            self.vectors.append(self.encoder.encode_pixels(pixels))
             self.rows.extend(_row(item, STATUS_OK) for item, _ in self.batch)
             self.batch.clear()
         if len(self.rows) >= self.config.shard_size:
@@ -167,7 +218,7 @@ def embed_items(pipeline: _Pipeline, items: Iterable[Item], skip: set[str]) -> _
     """Prepare items ahead of the model in a bounded pool, encode them in batches, commit shards."""
     config, counts = pipeline.config, _Counts()
     window = max(2 * config.batch_size, 4 * config.workers)  # enough read-ahead to keep the model busy
-    pending: deque[tuple[Item, Future[torch.Tensor | str]]] = deque()
+    pending: deque[tuple[Item, Future[Any]]] = deque()
     size = count_items(config.source)
     size = config.limit if size is None else min(size, config.limit or size)
     total = None if size is None else max(size - len(skip), 0)  # skipped ids are mostly inside `size`
