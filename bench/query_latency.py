@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=25_000, help="items in the synthetic bundle")
-    parser.add_argument("--rounds", type=int, default=3, help="passes over the 20 queries")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over the 20 queries")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     parser.add_argument("--top-k", type=int, default=10)
     return parser.parse_args(argv)
