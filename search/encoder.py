@@ -93,9 +93,9 @@ class ClipEncoder:
 def configure_threads(threads: int) -> None:
     """Set torch's intra-op thread count (the one place the project does); 0 keeps torch's default.
 
-    On the 2-core CPU a text query takes ~15 ms with 2 threads and ~33 ms with 1 (bench/query_latency.py),
-    so the default (one thread per core) is right for a dedicated server; a smaller number leaves cores
-    to other processes sharing the machine.
+    ONNX Runtime's text tower takes the same count (search/onnx_text.py). On the 2-core CPU a text query
+    takes ~9 ms with 2 threads and ~15 ms with 1 (bench/query_latency.py), so the default (one thread per
+    core) is right for a dedicated server; a smaller number leaves cores to other processes.
     """
     if threads < 0:
         raise ValueError(f"threads must be 0 (torch's default) or a positive number, got {threads}")

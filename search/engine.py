@@ -59,7 +59,7 @@ class SearchEngine:
         self.encoder = encoder
         self.bundle = bundle
         # Examples, slider moves and "more like this" round trips repeat the same texts; a hit costs
-        # well under a millisecond instead of ~15-20 ms of model time. lru_cache is thread-safe for Gradio's workers.
+        # well under a millisecond instead of ~9-17 ms of model time. lru_cache is thread-safe for Gradio's workers.
         self._text_vector = functools.lru_cache(maxsize=text_cache_size)(self._encode_text)
 
     def _encode_text(self, text: str) -> FeatureVector:
