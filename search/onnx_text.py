@@ -1,11 +1,10 @@
 """The CLIP text tower on ONNX Runtime: open_clip's vectors (max abs diff ≤ 1e-4, checked), twice as fast on CPU.
 
-A text query is a few dozen small matrix products through the text transformer; for a short query on a
-2-core CPU, PyTorch's per-operator overhead is a large part of its ~15 ms, and ONNX Runtime runs the same
-graph in ~7-8 ms (bench/query_latency.py). The token-trimmed tower (`search.encoder.text_tower`) is
-exported once per model into a cache folder (~10 s for ViT-B-32, in the background while the app already
-answers with PyTorch) and reused after. Every load is checked against PyTorch on probe texts, so a stale
-or damaged cache is re-exported, never trusted.
+A short text query on a 2-core CPU takes ~15-17 ms in PyTorch's text tower and ~8-9 ms when ONNX Runtime
+runs the same graph (bench/query_latency.py; docs/performance.md has what else was tried). The
+token-trimmed tower (`search.encoder.text_tower`) is exported once per model into a cache folder (8-9 s
+for ViT-B-32, in the background while the app already answers with PyTorch) and reused after. Every load
+is checked against PyTorch on probe texts, so a stale or damaged cache is re-exported, never trusted.
 """
 
 from __future__ import annotations
