@@ -56,7 +56,7 @@ class Startup:
 def start_engine(config: EngineConfig) -> Startup:
     """Load the configured index (or the demo), then move text queries to ONNX Runtime in the background."""
     startup = _load_or_demo(config)
-    if config.onnx_text:
+    if config.onnx_text and startup.engine.encoder.device.type == "cpu":  # on a GPU, PyTorch is the fast path
         enable_onnx_text_in_background(startup.engine.encoder, config.cache_dir)
     return startup
 

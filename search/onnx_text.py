@@ -31,6 +31,7 @@ MODEL_FILE = "text_tower.onnx"  # its weights go beside it in text_tower.onnx.da
 MAX_ABS_DIFF = 1e-4  # allowed distance from PyTorch's normalised vectors, per coordinate
 PROBES = ("", "a photo of a dog", "an aerial view of a winding river through green fields, " * 12)
 _TEXT_PARTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+ABANDONED_AFTER_S = 3600  # an export takes seconds; a temporary folder this old was left by a killed process
 _CACHE_LOCK = threading.Lock()  # one export at a time per process: two would replace each other's folder
 
 
@@ -104,7 +105,7 @@ def export_text_tower(encoder: ClipEncoder, folder: Path) -> None:
     tokens = trim_tokens(encoder.tokenizer(["a photo of a dog", "a cat"]))  # batch and length above 1: kept dynamic
     length = torch.export.Dim("length", min=1, max=int(encoder.model.positional_embedding.shape[0]))
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_abandoned(folder)
     tmp.mkdir(parents=True)
     for name in ("onnx_ir", "onnxscript"):  # the exporter's passes log every step at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -118,6 +119,16 @@ def export_text_tower(encoder: ClipEncoder, folder: Path) -> None:
         raise OnnxTextError(f"cannot export the text tower of {encoder.spec} to ONNX: {one_line(exc, 300)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete temporary exports of this model that a killed process left (untouched for an hour)."""
+    for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
+        try:
+            if time.time() - tmp.stat().st_mtime > ABANDONED_AFTER_S:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:  # another process removed it first
+            pass
 
 
 def _checked(encoder: ClipEncoder, tower: OnnxTextTower) -> OnnxTextTower:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -52,6 +53,18 @@ def test_second_start_loads_the_cached_export(demo_encoder: ClipEncoder, tmp_pat
     encoder = fresh(demo_encoder)
     assert enable_onnx_text(encoder, tmp_path)
     assert np.abs(encoder.encode_text(TEXTS[:2]) - demo_encoder.encode_text(TEXTS[:2])).max() <= 1e-4
+
+
+def test_temporary_folder_of_a_killed_export_is_removed(demo_encoder: ClipEncoder, tmp_path: Path) -> None:
+    folder = tmp_path / cache_key(demo_encoder)
+    abandoned, in_progress = Path(f"{folder}.tmp-99999-1"), Path(f"{folder}.tmp-99998-1")
+    for tmp in (abandoned, in_progress):
+        tmp.mkdir()
+        (tmp / MODEL_FILE).write_bytes(b"half")
+    hours_ago = time.time() - 2 * onnx_text.ABANDONED_AFTER_S
+    os.utime(abandoned, (hours_ago, hours_ago))
+    assert enable_onnx_text(fresh(demo_encoder), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, in_progress.name])
 
 
 def test_damaged_cache_is_exported_again(demo_encoder: ClipEncoder, tmp_path: Path) -> None:
