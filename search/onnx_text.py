@@ -80,14 +80,18 @@ def load_onnx_text(encoder: ClipEncoder, cache_dir: Path) -> OnnxTextTower:
     if not encoder.can_trim_text or encoder.device.type != "cpu":
         raise OnnxTextError(f"model {encoder.spec} on {encoder.device} has no exportable CPU text tower")
     folder = Path(cache_dir).expanduser() / cache_key(encoder)
+
+    def open_checked() -> OnnxTextTower:
+        return _checked(encoder, OnnxTextTower(folder / MODEL_FILE, torch.get_num_threads()))
+
     with _CACHE_LOCK:
         if (folder / MODEL_FILE).is_file():
             try:
-                return _checked(encoder, OnnxTextTower(folder / MODEL_FILE, torch.get_num_threads()))
+                return open_checked()
             except Exception as exc:  # damaged or stale files: export again below
                 logger.warning("re-exporting the cached ONNX text tower in %s: %s", folder, one_line(exc, 300))
         export_text_tower(encoder, folder)
-        return _checked(encoder, OnnxTextTower(folder / MODEL_FILE, torch.get_num_threads()))
+        return open_checked()
 
 
 def cache_key(encoder: ClipEncoder) -> str:
