@@ -9,6 +9,7 @@ import html
 import logging
 import math
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -149,6 +150,12 @@ def thumbnail(hit: Hit, width: int = 480) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def shown_score(score: float, decimals: int) -> str:
+    """A score cut (not rounded) to `decimals`: set as the threshold, the shown number keeps that hit."""
+    # Rounding would show 0.8399 as 0.84, and a threshold of 0.84 drops it; the cut shows 0.83.
+    return str(Decimal(repr(score)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR))
+
+
 def caption(hit: Hit) -> str:
     """Gallery caption: description, attribution and score (plain text: captions cannot hold links)."""
     if is_unsplash(hit) and hit.photographer:
@@ -157,7 +164,7 @@ def caption(hit: Hit) -> str:
         credit = f"Photo by {hit.photographer}"
     else:
         credit = ""
-    parts = [hit.description or hit.id, credit, f"score {hit.score:.2f}"]
+    parts = [hit.description or hit.id, credit, f"score {shown_score(hit.score, 2)}"]
     return " · ".join(part for part in parts if part)
 
 
@@ -181,7 +188,7 @@ def credits_html(hits: list[Hit], root: Path) -> str:
     """The attribution list under the gallery, one line per hit, in gallery order."""
     if not hits:
         return ""
-    items = "".join(f"<li>{credit_html(hit, root)} <small>({hit.score:.3f})</small></li>" for hit in hits)
+    items = "".join(f"<li>{credit_html(hit, root)} <small>({shown_score(hit.score, 3)})</small></li>" for hit in hits)
     return f'<ol class="credits">{items}</ol>'
 
 
@@ -190,7 +197,7 @@ def status_text(hits: list[Hit], seconds: float, threshold: float, best: float |
     took = f"{seconds * 1000:.0f} ms"
     if hits:
         return f"{len(hits)} result{'s' if len(hits) != 1 else ''} for {what} in {took} (threshold {threshold:.2f})"
-    closest = f" (the closest scores {best:.3f})" if best is not None else ""
+    closest = f" (the closest scores {shown_score(best, 3)})" if best is not None else ""
     return (f"Nothing above {threshold:.2f} for {what}{closest} — lower the threshold to see more. "
             f"Searched in {took}.")
 

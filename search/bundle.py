@@ -125,8 +125,8 @@ class ItemCatalog:
                 from None
 
     def hit(self, row: int, score: float) -> Hit:
-        """The hit for a row with the given similarity."""
-        return Hit(self._ids[row], round(float(score), 6), self._images[row], self._page_urls[row],
+        """The hit for a row with the given similarity (already rounded by `index.to_scores`)."""
+        return Hit(self._ids[row], float(score), self._images[row], self._page_urls[row],
                    self._descriptions[row], self._photographers[row])
 
 

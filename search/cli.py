@@ -49,10 +49,10 @@ def query_from_args(args: argparse.Namespace) -> Query:
 
 
 def format_table(hits: list[Hit]) -> str:
-    """Hits as aligned text lines, best first."""
+    """Hits as aligned text lines, best first; scores in full (6 decimals), the number --threshold compares."""
     if not hits:
         return "no results above the threshold; lower --threshold"
-    return "\n".join(f"{hit.score:7.4f}  {hit.id}  {hit.description}  {hit.image}" for hit in hits)
+    return "\n".join(f"{hit.score:9.6f}  {hit.id}  {hit.description}  {hit.image}" for hit in hits)
 
 
 def main(argv: list[str] | None = None) -> int:

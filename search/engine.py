@@ -116,9 +116,11 @@ class SearchEngine:
                  ) -> list[Hit]:
         wanted = top_k + (exclude_row is not None)
         rows, scores = self.bundle.index.query(vector, wanted)
-        hits = [self.bundle.catalog.hit(int(row), float(score)) for row, score in zip(rows, scores, strict=True)
-                if row != exclude_row and score >= threshold]
-        return sorted(hits, key=lambda hit: hit.score, reverse=True)[:top_k]
+        # Scores come rounded from the index: the threshold sees exactly the number the caller is shown.
+        # Ties are ordered by row so that equal scores always come back in the same order.
+        kept = sorted(((score, row) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+                       if row != exclude_row and score >= threshold), key=lambda pair: (-pair[0], pair[1]))
+        return [self.bundle.catalog.hit(row, score) for score, row in kept[:top_k]]
 
 
 def _check_limits(top_k: Any, threshold: Any) -> None:

@@ -18,7 +18,16 @@ from search.types import FeatureVector
 logger = logging.getLogger(__name__)
 
 Labels = npt.NDArray[np.int64]
-Scores = npt.NDArray[np.float32]
+Scores = npt.NDArray[np.float64]
+
+SCORE_DECIMALS = 6
+"""Scores are cosine similarities rounded to this many decimals, once, in `to_scores`.
+
+Why: hnswlib's float32 distances carry ~7 significant digits and the last one depends on the CPU's SIMD
+kernels (it is built with -march=native). Rounding once, here, makes the number compared with a threshold,
+the number sorted on and the number returned the same value; each is the double nearest to a 6-decimal
+number, so it survives JSON and a user who types a shown score as the threshold keeps that hit.
+"""
 
 
 class ReadWriteLock:
@@ -127,8 +136,7 @@ class VectorIndex:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         with self._lock.reading():
             labels, distances = self._knn(vector.reshape(1, -1), k)
-        # hnswlib's cosine distance is 1 - cosine similarity; this is the one place it is converted.
-        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+        return labels[0].astype(np.int64), to_scores(distances[0])
 
     def _knn(self, vectors: FeatureVector, k: int) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -151,3 +159,10 @@ class VectorIndex:
         """Write the hnswlib graph to `path` (ef_search must be stored elsewhere: the bundle manifest)."""
         with self._lock.reading():
             self._raw.save_index(str(path))
+
+
+def to_scores(distances: npt.NDArray[np.floating]) -> Scores:
+    """hnswlib's cosine distances (1 - cosine similarity) as scores: the one place they are converted and rounded."""
+    # np.round computes rint(x * 1e6) / 1e6: an integer divided by 1e6, i.e. the double nearest that decimal.
+    # `+ 0.0` turns the -0.0 that rounding a tiny negative gives into 0.0.
+    return np.round(1.0 - np.asarray(distances, dtype=np.float64), SCORE_DECIMALS) + 0.0

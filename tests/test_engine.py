@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -51,9 +52,49 @@ def test_top_k_and_threshold_edges(demo_engine: SearchEngine) -> None:
     assert len(hits) == 20
     cut = hits[9].score
     kept = demo_engine.search_text("a blue square", top_k=20, threshold=cut)
-    assert kept == [hit for hit in hits if hit.score >= cut]
+    assert kept[:10] == hits[:10] and kept == [hit for hit in hits if hit.score >= cut]
     best = hits[0].score
     assert demo_engine.search_text("a blue square", top_k=20, threshold=min(1.0, best + 1e-4)) == []
+
+
+COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black", "grey")
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "blob", "stripes")
+
+
+def _random_queries(count: int, seed: int) -> list[str]:
+    # Words of the demo's captions and some it never saw, so that scores spread and sometimes tie.
+    rng = np.random.default_rng(seed)
+    words = [*COLOURS, *SHAPES, "dark", "light", "background", "on", "a", "sunset", "cat", "the"]
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 7)))) for _ in range(count)]
+
+
+def _assert_threshold_at_each_shown_score_keeps_that_hit(search: Callable[[float], list[Hit]]) -> None:
+    hits = search(-1.0)
+    assert len(hits) == 20
+    for k in range(1, 21):
+        shown = hits[k - 1].score
+        kept = search(shown)
+        # Exactly hits 1..k plus any that tie with hit k: the threshold compares the number that was shown.
+        assert kept == [hit for hit in hits if hit.score >= shown]
+        assert kept[:k] == hits[:k]
+
+
+def test_a_threshold_equal_to_a_shown_score_keeps_hits_up_to_it(demo_engine: SearchEngine) -> None:
+    for text in _random_queries(25, seed=10):
+        _assert_threshold_at_each_shown_score_keeps_that_hit(
+            lambda threshold, text=text: demo_engine.search_text(text, top_k=20, threshold=threshold))
+    ids = np.random.default_rng(11).choice(demo_engine.bundle.manifest.count, size=10, replace=False)
+    for row in ids.tolist():
+        item_id = demo_engine.bundle.catalog.hit(row, 0.0).id
+        _assert_threshold_at_each_shown_score_keeps_that_hit(
+            lambda threshold, item_id=item_id: demo_engine.similar(item_id, top_k=20, threshold=threshold))
+
+
+def test_scores_survive_json_and_ties_come_in_a_fixed_order(demo_engine: SearchEngine) -> None:
+    hits = demo_engine.search_text("a red circle", top_k=100, threshold=-1.0)
+    assert all(json.loads(json.dumps(hit.score)) == hit.score == round(hit.score, 6) for hit in hits)
+    rows = [demo_engine.bundle.catalog.row_of(hit.id) for hit in hits]
+    assert all(rows[i] < rows[i + 1] for i in range(len(hits) - 1) if hits[i].score == hits[i + 1].score)
 
 
 def test_image_query_finds_the_image_itself_first(demo_engine: SearchEngine) -> None:

@@ -25,7 +25,9 @@ def test_query_returns_cosine_similarities_best_first() -> None:
     assert scores[0] == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(scores, exact[labels], atol=1e-5)
     assert list(scores) == sorted(scores, reverse=True)
-    assert scores.dtype == np.float32 and labels.dtype == np.int64
+    assert scores.dtype == np.float64 and labels.dtype == np.int64
+    # Each score is exactly the number its 6-decimal text reads as: what a caller sees is what was compared.
+    assert all(float(f"{score:.6f}") == score for score in scores)
 
 
 @pytest.mark.parametrize(("k", "expected"), [(0, 0), (-3, 0), (1, 1), (10, 10), (11, 10), (10_000, 10)])
