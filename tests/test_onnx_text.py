@@ -129,14 +129,19 @@ def test_app_start_switches_text_queries_to_onnx_in_the_background(tmp_path: Pat
     startup = start_engine(EngineConfig(cache_dir=tmp_path))
     encoder = startup.engine.encoder
     before = startup.engine.search_text("a red circle", 5, -1.0)  # answered at once, by PyTorch meanwhile
+    by_pytorch = {hit.id: hit.score for hit in startup.engine.search_text("a red circle", 1000, -1.0)}
     deadline = time.monotonic() + 120
     while encoder.onnx_text is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert isinstance(encoder.onnx_text, OnnxTextTower)
     startup.engine.clear_text_cache()
     after = startup.engine.search_text("a red circle", 5, -1.0)
-    assert [hit.id for hit in after] == [hit.id for hit in before]
-    assert np.allclose([hit.score for hit in after], [hit.score for hit in before], atol=1e-4)
+    # Two code paths: the export check allows 1e-4 per coordinate, so a score (a dot product with a unit vector)
+    # may move by up to sqrt(dim) * 1e-4, plus one unit of the 6th decimal from rounding.
+    tolerance = np.sqrt(encoder.dim) * onnx_text.MAX_ABS_DIFF + 1e-6
+    assert np.allclose([hit.score for hit in after], [hit.score for hit in before], rtol=0, atol=tolerance)
+    # The same ranking up to that tolerance: items may swap places only with one that scores as much by PyTorch.
+    assert all(abs(by_pytorch[hit.id] - rank.score) <= tolerance for hit, rank in zip(after, before, strict=True))
 
 
 def test_onnx_text_can_be_switched_off_and_cached_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
