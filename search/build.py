@@ -28,6 +28,7 @@ from search.finalize import BaseBundle, finalize_bundle, load_base
 from search.images import load_image
 from search.shards import STATUS_FAILED, STATUS_OK, ShardStore
 from search.sources import Item, SourceConfig, count_items, iter_items
+from search.thumbnails import THUMBNAIL_SIDE, images_folder, save_thumbnail, sync_folder
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def build_bundle(config: BuildConfig) -> Manifest:
     """Run (or resume) a build into `config.out` and return the manifest of the verified bundle."""
     work = config.out / WORK_DIR
     _check_state(work, config, None)  # before --from is copied in: a refused build must leave no trace
-    base = load_base(config.base, work / "base") if config.base else None
+    base = load_base(config.base, work / "base", config.out) if config.base else None
     spec = _encoder_spec(config, base)
     _check_state(work, config, spec)
     encoder = ClipEncoder.load(spec, resolve_device(config.device))
@@ -76,11 +77,19 @@ def build_bundle(config: BuildConfig) -> Manifest:
         raise BuildError(f"model {spec} makes {encoder.dim}-d vectors but --from bundle holds {base.dim}-d ones")
     store = ShardStore(work / "shards", encoder.dim)
     skip = store.done_ids(include_failed=not config.retry_failed) | (base.ids if base else set())
-    items = itertools.islice(iter_items(config.source), config.limit)
+    items = itertools.islice(_outside_bundle(iter_items(config.source), config), config.limit)
     counts = embed_items(_Pipeline(encoder, ImageFetcher(config.fetch), store, config), items, skip)
     logger.info("embedded %d items this run, %d failed", counts.ok, counts.failed)
     info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
     return finalize_bundle(config.out, store.collect(), info, base)
+
+
+def _outside_bundle(items: Iterable[Item], config: BuildConfig) -> Iterable[Item]:
+    """Items, less the bundle's own thumbnails when --out lies inside --images-dir (a rerun would find them)."""
+    if config.source.images_dir is None:
+        return items
+    own = images_folder(config.out).resolve()  # here, not lazily: a refused folder stops the build at once
+    return (item for item in items if not Path(item.location).is_relative_to(own))
 
 
 def _encoder_spec(config: BuildConfig, base: BaseBundle | None) -> EncoderSpec:
@@ -177,19 +186,31 @@ class _Pipeline:
         self.transform = split_transform(self.encoder.preprocess)
 
     def prepare(self, item: Item) -> Any:
-        """Worker thread: fetch, decode safely, preprocess (its per-image part); a string is the failure reason."""
+        """Worker thread: fetch, decode safely, preprocess (its per-image part), save the thumbnail if any.
+
+        A string is the failure reason. The thumbnail comes from the picture decoded for the model, and is
+        written before the item's row can be committed, so a committed row always has its file.
+        """
+        side = _input_side(self.encoder) if item.thumbnail is None else max(_input_side(self.encoder),
+                                                                                THUMBNAIL_SIDE)
         try:
-            image = load_image(self.fetcher.fetch(item.location), min_side=_input_side(self.encoder))
-            return self.transform.in_worker(image)
+            image = load_image(self.fetcher.fetch(item.location), min_side=side)
+            prepared = self.transform.in_worker(image)
         except (FetchError, BadImageError) as exc:
             return str(exc).removeprefix("upload: ")
+        if item.thumbnail is not None:
+            save_thumbnail(image, self.config.out, item.thumbnail)
+        return prepared
 
     def accept(self, item: Item, result: Any, counts: _Counts) -> None:
         """Main thread: queue a prepared item for encoding or record its failure."""
         if isinstance(result, str):
             counts.failed += 1
             logger.debug("failed %s: %s", item.id, result)
-            self.rows.append({**_row(item, STATUS_FAILED), "reason": result})
+            row = {**_row(item, STATUS_FAILED), "reason": result}
+            if item.thumbnail is not None:
+                row["image"] = None  # its thumbnail was never written: point at nothing
+            self.rows.append(row)
         else:
             counts.ok += 1
             self.batch.append((item, result))
@@ -209,6 +230,8 @@ class _Pipeline:
     def flush(self) -> None:
         """Commit everything encoded or failed so far as one shard."""
         if self.rows:
+            if self.config.source.images_dir is not None:
+                sync_folder(images_folder(self.config.out))  # thumbnails reach the disk before their rows
             dim = self.encoder.dim
             self.store.write(self.rows, np.concatenate(self.vectors) if self.vectors else np.empty((0, dim), "f4"))
             self.rows, self.vectors = [], []

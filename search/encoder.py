@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
 import torch
 from open_clip.transformer import text_global_pool
 from PIL import Image
+from safetensors import SafetensorError
 
 from search.config import EncoderSpec
 from search.errors import EncoderLoadError, one_line
@@ -19,6 +22,15 @@ logger = logging.getLogger(__name__)
 
 PAD_TOKEN = 0  # open_clip's SimpleTokenizer pads with 0 after the end-of-text token
 TRIMMABLE_POOLING = ("argmax", "eos", "first")  # pooling that never reads the padding positions
+SAFE_WEIGHTS_SUFFIX = ".safetensors"
+
+
+class _UnsafeWeightsError(Exception):
+    """Raised inside open_clip when it is about to read a checkpoint that is not a safetensors file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.name = Path(path).name
 
 
 def resolve_device(device: str) -> str:
@@ -52,11 +64,16 @@ class ClipEncoder:
     def load(cls, spec: EncoderSpec, device: str = "cpu", threads: int = 0) -> ClipEncoder:
         """Load a model by open_clip name + pretrained tag or file, `hf-hub:ID` or `local-dir:DIR`."""
         configure_threads(threads)
+        _only_safetensors()
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.model, pretrained=spec.pretrained, device=resolve_device(device))
             tokenizer = open_clip.get_tokenizer(spec.model)
-        except (RuntimeError, OSError, ValueError) as exc:
+        except _UnsafeWeightsError as exc:
+            raise EncoderLoadError(f"cannot load CLIP model {spec}: its weights file {exc.name} is not "
+                                   "safetensors; only .safetensors weights are accepted (pickled .bin/.pt/.pth "
+                                   "files can run code): convert it with safetensors.torch.save_file") from None
+        except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
             raise EncoderLoadError(_load_failure_message(spec, exc)) from exc
         logger.info("loaded CLIP model %s on %s", spec, device)
         return cls(model, preprocess, tokenizer, spec)
@@ -88,6 +105,28 @@ class ClipEncoder:
         batches = [self.encode_pixels(self.preprocess_images(images[start:start + batch_size]))
                    for start in range(0, len(images), batch_size)]
         return np.concatenate(batches)
+
+
+def _only_safetensors() -> None:
+    """Make open_clip refuse every full-model checkpoint that is not a safetensors file (DESIGN: trusted weights).
+
+    open_clip picks the file itself (a local-dir's preferred name may be a `.bin` even beside a
+    `.safetensors`; a Hub repo without safetensors falls back to `open_clip_pytorch_model.bin`) and
+    torch.load-s anything else, pickle included (with weights_only=True, still a pickle parser). Its
+    `load_checkpoint` is the one call every such file passes through, so the check sits there: before
+    the file is opened. Installed once, on first load (no import-time side effect).
+    """
+    current = open_clip.factory.load_checkpoint
+    if getattr(current, "only_safetensors", False):
+        return
+
+    def checked(model: torch.nn.Module, checkpoint_path: str, *args: Any, **kwargs: Any) -> Any:
+        if not str(checkpoint_path).endswith(SAFE_WEIGHTS_SUFFIX):
+            raise _UnsafeWeightsError(str(checkpoint_path))
+        return current(model, checkpoint_path, *args, **kwargs)
+
+    checked.only_safetensors = True  # type: ignore[attr-defined]
+    open_clip.factory.load_checkpoint = checked
 
 
 def configure_threads(threads: int) -> None:

@@ -25,6 +25,7 @@ from search.config import EncoderSpec, HnswParams
 from search.errors import SearchError
 from search.hub import fetch_bundle
 from search.shards import FAILURE_COLUMNS, Collected
+from search.thumbnails import copy_pictures, prune_thumbnails
 from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
@@ -58,20 +59,24 @@ class BaseBundle:
         return set(self.metadata.column("id").to_pylist())
 
 
-def load_base(source: str, snapshot: Path) -> BaseBundle:
-    """The --from bundle, copied under the build folder on first use so that a resume never needs it again."""
+def load_base(source: str, snapshot: Path, out: Path) -> BaseBundle:
+    """The --from bundle, copied under the build folder on first use so that a resume never needs it again.
+
+    Its local pictures (thumbnails under `images/`) are copied into `out` at the same relative paths.
+    """
     if not (snapshot / SNAPSHOT_FILE).is_file():
-        _write_snapshot(Bundle.load(fetch_bundle(source)), snapshot)
+        _write_snapshot(Bundle.load(fetch_bundle(source)), snapshot, out)
     spec = json.loads((snapshot / SNAPSHOT_FILE).read_text(encoding="utf-8"))
     return BaseBundle(EncoderSpec(spec["model"], spec["pretrained"]),
                       np.load(snapshot / EMBEDDINGS_FILE, allow_pickle=False),
                       pq.read_table(snapshot / METADATA_FILE), pq.read_table(snapshot / FAILURES_FILE))
 
 
-def _write_snapshot(bundle: Bundle, snapshot: Path) -> None:
+def _write_snapshot(bundle: Bundle, snapshot: Path, out: Path) -> None:
     snapshot.mkdir(parents=True, exist_ok=True)
     atomic_write(snapshot / EMBEDDINGS_FILE, lambda tmp: np.save(tmp, bundle.embeddings, allow_pickle=False))
-    metadata = absolute_images(pq.read_table(bundle.root / METADATA_FILE), bundle.root)
+    metadata = pq.read_table(bundle.root / METADATA_FILE)
+    copy_pictures(metadata.column("image").to_pylist(), bundle.root, out)  # before the commit point below
     atomic_write(snapshot / METADATA_FILE, lambda tmp: pq.write_table(metadata, tmp))
     failures = read_failures(bundle.root)
     atomic_write(snapshot / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
@@ -87,13 +92,6 @@ def read_failures(root: Path) -> pa.Table:
     return pq.read_table(path).select(list(FAILURE_COLUMNS)) if path.is_file() else FAILURES_SCHEMA.empty_table()
 
 
-def absolute_images(metadata: pa.Table, root: Path) -> pa.Table:
-    """Metadata whose relative image paths (local thumbnails) point into `root`, so it can move elsewhere."""
-    images = [image if image is None or "://" in image or Path(image).is_absolute() else str(root / image)
-              for image in metadata.column("image").to_pylist()]
-    return metadata.set_column(metadata.schema.get_field_index("image"), "image", pa.array(images, pa.string()))
-
-
 def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: BaseBundle | None) -> Manifest:
     """Write the bundle of all committed items (after the base's), its failures file, and verify it loads."""
     embeddings, metadata, failures = collected.embeddings, collected.metadata, collected.failures
@@ -106,6 +104,9 @@ def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: Bas
                             f"--verbose and check the source and the network")
     failures = _open_failures(failures, set(metadata.column("id").to_pylist()))
     out.mkdir(parents=True, exist_ok=True)
+    pruned = prune_thumbnails(out, metadata.column("image").to_pylist())
+    if pruned:
+        logger.info("removed %d thumbnails of items that are not in the bundle", pruned)
     atomic_write(out / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
     manifest = write_bundle(out, embeddings.astype(np.float32, copy=False), metadata,
                             replace(info, failures=failures.num_rows))
@@ -135,8 +136,8 @@ def rebuild_index(source: str, out: Path, hnsw: HnswParams) -> Manifest:
     metadata = pq.read_table(bundle.root / METADATA_FILE)
     failures = read_failures(bundle.root)
     if not in_place:
-        metadata = absolute_images(metadata, bundle.root)
         out.mkdir(parents=True, exist_ok=True)
+        copy_pictures(metadata.column("image").to_pylist(), bundle.root, out)
         atomic_write(out / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
     old = bundle.manifest.info
     info = BundleInfo(bundle.encoder_spec, hnsw, old.source, old.source_revision, old.failures)

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from search.errors import SearchError, one_line
+from search.thumbnails import thumbnail_path
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +27,16 @@ class SourceError(SearchError):
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One picture to embed: a unique id, where its bytes are (URL or file path) and its metadata row."""
+    """One picture to embed: a unique id, where its bytes are (URL or file path) and its metadata row.
+
+    `thumbnail`: the bundle-relative path where the build saves a small copy (local files only; the
+    metadata's `image` names the same path, so the bundle never points outside itself).
+    """
 
     id: str
     location: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    thumbnail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +139,7 @@ def unsplash_item(row: Mapping[str, Any]) -> Item | None:
 
 
 def folder_items(root: Path) -> Iterator[Item]:
-    """Image files under `root` (recursive, sorted); the id is the relative path, the image the file."""
+    """Image files under `root` (recursive, sorted); the id is the relative path, the image its thumbnail."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise SourceError(f"--images-dir {root} is not a folder; give a folder of images")
@@ -144,9 +150,10 @@ def folder_items(root: Path) -> Iterator[Item]:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             logger.info("skipping %s: not an image file name", relative)
             continue
-        image = str(path.resolve())
-        yield Item(relative.as_posix(), image, {"image": image, "page_url": None, "description": "",
-                                                 "photographer": None})
+        item_id = relative.as_posix()
+        thumbnail = thumbnail_path(item_id)
+        yield Item(item_id, str(path.resolve()), {"image": thumbnail, "page_url": None, "description": "",
+                                                  "photographer": None}, thumbnail)
 
 
 def resized_url(url: str, width: int | None) -> str:

@@ -355,8 +355,8 @@ def test_progress_bar_reports_counts(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "img/s" in err and "failed=1" in err and "ok=6" in err and "7/7" in err
 
 
-def test_images_dir_rows_point_at_the_original_files(tmp_path: Path) -> None:
-    """Images-dir items record their absolute file path, so a search hit can be opened as is."""
+def test_images_dir_rows_point_at_a_thumbnail_inside_the_bundle(tmp_path: Path) -> None:
+    """Images-dir items record a bundle-relative thumbnail (small pictures are not enlarged), never the file."""
     photos = tmp_path / "photos"
     photos.mkdir()
     buffer = io.BytesIO()
@@ -364,7 +364,11 @@ def test_images_dir_rows_point_at_the_original_files(tmp_path: Path) -> None:
     (photos / "one.jpg").write_bytes(buffer.getvalue())
     build_bundle(BuildConfig(tmp_path / "out", SourceConfig(images_dir=photos), DEMO_SPEC, "cpu", progress=False))
     row = pq.read_table(tmp_path / "out" / "metadata.parquet").to_pylist()[0]
-    assert row["id"] == "one.jpg" and Path(row["image"]).read_bytes() == buffer.getvalue()
+    assert row["id"] == "one.jpg" and row["image"].startswith("images/") and row["image"].endswith(".jpg")
+    with Image.open(tmp_path / "out" / row["image"]) as thumbnail, Image.open(buffer) as original:
+        assert thumbnail.size == original.size == (128, 128)
+        difference = np.abs(np.asarray(thumbnail, np.int16) - np.asarray(original.convert("RGB"), np.int16))
+        assert difference.mean() < 3  # one more JPEG round trip at quality 85
 
 
 def test_a_shard_write_cut_short_is_ignored_then_overwritten(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from search.sources import (
     resized_url,
     unsplash_item,
 )
+from search.thumbnails import thumbnail_path
 
 # The real nested schema of 1aurent/unsplash-lite (its dataset card), trimmed of nothing we read.
 UNSPLASH_SCHEMA = pa.schema([
@@ -156,7 +157,9 @@ def test_image_folder_items_are_recursive_sorted_and_skip_non_images(tmp_path: P
     items = list(folder_items(tmp_path))
     assert [item.id for item in items] == ["a.JPG", "b.png", "nested/deeper/c.webp", "nested/ünïcödé 写真.jpg"]
     assert all(Path(item.location).is_absolute() and Path(item.location).is_file() for item in items)
-    assert items[0].metadata["image"] == items[0].location
+    assert items[0].metadata["image"] == items[0].thumbnail == thumbnail_path("a.JPG")
+    assert len({item.thumbnail for item in items}) == len(items)
+    assert all(item.thumbnail.startswith("images/") and "/" not in item.thumbnail[7:] for item in items)
     assert count_items(SourceConfig(images_dir=tmp_path)) == 5  # a cheap estimate: hidden files counted
 
 
