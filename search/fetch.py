@@ -1,13 +1,27 @@
-"""Image bytes from URLs or files: timeouts, retries with backoff, size and content-type limits."""
+"""Image bytes from URLs or files: the one boundary where downloaded bytes enter a build.
+
+Every download is bounded where it happens: only http(s) URLs; every connection goes to an address that was
+checked to be public (unless `allow_private_hosts`), the very address checked, so DNS cannot change between
+check and connect; redirects are followed here, each hop checked; the decoded size is capped while streaming
+(gzip and deflate decoded here with bounded output, other encodings refused); one deadline per attempt covers
+connect, redirects, headers and body. Local files (`--images-dir`) are the user's own paths and are read as is.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import re
+import socket
 import time
+import zlib
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpcore
 import httpx
 
 from search.errors import SearchError
@@ -16,37 +30,50 @@ from search.sources import resized_url
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is treated as down, not waited for
+CHUNK = 65_536  # the most one decoding step may produce: a bomb costs at most max_bytes plus this
+DECODED = frozenset({"gzip", "x-gzip", "deflate"})  # zlib can bound each step's output; brotli and zstd here cannot
+MAX_ENCODINGS = 2
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_DEADLINE: ContextVar[float | None] = ContextVar("fetch_deadline", default=None)
 
 
 class FetchError(SearchError):
     """One image that could not be fetched; the message is the reason recorded in the failures file."""
 
 
+class BlockedTargetError(FetchError):
+    """A URL or redirect refused by policy: not http(s), or not a public address."""
+
+
 @dataclass(frozen=True, slots=True)
 class FetchConfig:
-    """How images are fetched: CDN width, timeouts, retries and limits."""
+    """How images are fetched: CDN width, the deadline per attempt, retries, limits and allowed targets."""
 
     width: int | None = 384  # Unsplash `?w=`: short side stays >= 224 px for the usual 3:2 photos
-    timeout_s: float = 20.0
+    timeout_s: float = 20.0  # the whole of one attempt: connect, redirects, headers and body
     retries: int = 3
     backoff_s: float = 1.0
-    max_bytes: int = 20_000_000
+    max_bytes: int = 20_000_000  # of the decoded body
     user_agent: str = "semantic-image-search/0.1 (build_index.py)"
+    max_redirects: int = 5
+    allow_private_hosts: bool = False  # loopback and private addresses too: for local mirrors and tests
 
 
 class ImageFetcher:
     """Fetches image bytes by URL (pooled connections, thread-safe) or by file path."""
 
-    def __init__(self, config: FetchConfig = FetchConfig(), client: httpx.Client | None = None) -> None:
+    def __init__(self, config: FetchConfig = FetchConfig()) -> None:
         self.config = config
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(config.timeout_s), follow_redirects=True,
-            headers={"User-Agent": config.user_agent}, limits=httpx.Limits(max_connections=64))
+        # httpcore rather than httpx.Client: its network backend is public API, and the guard must sit there.
+        self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), max_connections=64,
+                                             network_backend=_GuardedBackend(config.allow_private_hosts))
 
     def close(self) -> None:
         """Close pooled connections."""
-        self._client.close()
+        self._pool.close()
 
     def __enter__(self) -> ImageFetcher:
         return self
@@ -55,12 +82,19 @@ class ImageFetcher:
         self.close()
 
     def fetch(self, location: str) -> bytes:
-        """The bytes at a URL or path; raises FetchError with a one-line reason."""
-        if location.startswith(("http://", "https://")):
-            return self._fetch_url(resized_url(location, self.config.width))
-        return self._read_file(Path(location))
+        """The bytes at an http(s) URL or a local path; raises FetchError with a one-line reason."""
+        if _URL_SCHEME.match(location):
+            return self.fetch_url(location)
+        return self.read_file(Path(location))
 
-    def _read_file(self, path: Path) -> bytes:
+    def fetch_url(self, url: str) -> bytes:
+        """The bytes at an http(s) URL (the CDN rendition of `width`); anything else is refused."""
+        if not url.lower().startswith(("http://", "https://")):
+            raise BlockedTargetError("refused: only http(s) URLs are fetched")
+        return self._fetch_with_retries(resized_url(url, self.config.width))
+
+    def read_file(self, path: Path) -> bytes:
+        """The bytes of a local file within the size limit."""
         try:
             size = path.stat().st_size
             if size > self.config.max_bytes:
@@ -69,14 +103,15 @@ class ImageFetcher:
         except OSError as exc:
             raise FetchError(f"cannot read file: {exc.strerror or exc}") from exc
 
-    def _fetch_url(self, url: str) -> bytes:
+    def _fetch_with_retries(self, url: str) -> bytes:
         attempt = 0
         while True:
             try:
                 return self._get_once(url)
             except _RetryableError as exc:
                 if attempt >= self.config.retries:
-                    raise FetchError(f"{exc} (gave up after {attempt + 1} attempts)") from exc
+                    tries = f"{attempt + 1} attempts" if attempt else "1 attempt"
+                    raise FetchError(f"{exc} (gave up after {tries})") from exc
                 delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
                 logger.debug("retrying %s in %.2fs: %s", url, delay, exc)
                 time.sleep(delay)
@@ -87,16 +122,39 @@ class ImageFetcher:
         return self.config.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
 
     def _get_once(self, url: str) -> bytes:
+        deadline = time.monotonic() + self.config.timeout_s
+        token = _DEADLINE.set(deadline)  # read by every socket operation of this thread's attempt
         try:
-            with self._client.stream("GET", url) as response:
-                _check_response(response, self.config.max_bytes)
-                return _read_limited(response, self.config.max_bytes)
-        except httpx.TimeoutException as exc:
-            raise _RetryableError(f"timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise _RetryableError(f"connection failed ({type(exc).__name__}: {exc})") from exc
-        except (httpx.RequestError, httpx.InvalidURL) as exc:  # redirect loops, bad URLs: no retry helps
-            raise FetchError(f"request failed ({type(exc).__name__}: {exc})") from exc
+            return self._follow(httpx.URL(url), deadline)
+        except httpcore.TimeoutException as exc:
+            raise _RetryableError(_timeout_reason(exc, deadline, self.config.timeout_s)) from exc
+        except (httpcore.NetworkError, httpcore.RemoteProtocolError) as exc:
+            raise _RetryableError(_one_line(f"connection failed ({type(exc).__name__}: {exc})")) from exc
+        except (httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise FetchError(_one_line(f"request failed ({type(exc).__name__}: {exc})")) from exc
+        finally:
+            _DEADLINE.reset(token)
+
+    def _follow(self, url: httpx.URL, deadline: float) -> bytes:
+        """GET `url`, following redirects one checked hop at a time; the connect guard checks each address."""
+        seen = {url}
+        for _ in range(self.config.max_redirects + 1):
+            with self._pool.stream("GET", _core_url(url), headers=self._headers(url),
+                                   extensions={"timeout": _timeouts()}) as response:
+                target = _redirect_target(response, url)
+                if target is None:
+                    encodings = _check_response(response, self.config.max_bytes)
+                    return _read_body(response.iter_stream(), encodings, self.config, deadline)
+            if target in seen:
+                raise FetchError("redirect loop")
+            seen.add(target)
+            url = target
+        raise FetchError(f"more than {self.config.max_redirects} redirects")
+
+    def _headers(self, url: httpx.URL) -> list[tuple[bytes, bytes]]:
+        # Host from httpx's netloc: it brackets IPv6 literals, which httpcore's default Host header does not.
+        return [(b"Host", url.netloc), (b"User-Agent", self.config.user_agent.encode()),
+                (b"Accept", b"*/*"), (b"Accept-Encoding", b"identity")]
 
 
 class _RetryableError(Exception):
@@ -107,37 +165,207 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
-def _check_response(response: httpx.Response, max_bytes: int) -> None:
-    """Raise for a bad status, a non-image content type or a declared size over the limit."""
-    status = response.status_code
+def _core_url(url: httpx.URL) -> httpcore.URL:
+    if url.scheme not in ("http", "https"):
+        raise BlockedTargetError("refused: only http(s) URLs are fetched")
+    return httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
+
+
+def _timeouts() -> dict[str, float | None]:
+    left = _clamped(None)
+    return {"connect": left, "read": left, "write": left, "pool": left}
+
+
+def _redirect_target(response: httpcore.Response, url: httpx.URL) -> httpx.URL | None:
+    """The next hop of a redirect (None for any other status); only http(s) targets are accepted."""
+    if response.status not in REDIRECT_STATUSES:
+        return None
+    location = _header(response, b"location")
+    if not location:
+        raise FetchError(f"HTTP {response.status} without a Location")
+    target = url.join(location).copy_with(fragment=None)
+    if target.scheme not in ("http", "https"):
+        raise BlockedTargetError("refused: a redirect to a URL that is not http(s)")
+    return target
+
+
+def _check_response(response: httpcore.Response, max_bytes: int) -> list[str]:
+    """The content encodings to undo; raises for a bad status, type, declared size or encoding."""
+    status = response.status
     if status in RETRY_STATUSES:
         raise _RetryableError(f"HTTP {status}", _retry_after(response))
     if status != 200:
         raise FetchError(f"HTTP {status}")
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = _header(response, b"content-type").split(";")[0].strip().lower()
     # Some servers label images as octet-stream; the decoder still checks what the bytes are.
     if not (kind.startswith("image/") or kind == "application/octet-stream"):
-        raise FetchError(f"content type {kind or 'missing'!r} is not an image")
-    declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"content type {kind[:60] or 'missing'!r} is not an image")
+    declared = _header(response, b"content-length")
+    if declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(f"declared size {int(declared):,} bytes is over the limit of {max_bytes:,}")
+    return _content_encodings(response)
 
 
-def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:
-    """The body, refusing once it passes `max_bytes` (a server may lie about or omit Content-Length)."""
-    chunks, total = [], 0
-    for chunk in response.iter_bytes():
-        total += len(chunk)
-        if total > max_bytes:
-            raise FetchError(f"body is over the limit of {max_bytes:,} bytes")
-        chunks.append(chunk)
+def _content_encodings(response: httpcore.Response) -> list[str]:
+    """Content-Encoding as a list (outermost last), refusing what cannot be decoded with a size bound."""
+    names = [name.strip().lower() for name in _header(response, b"content-encoding").split(",")]
+    names = [name for name in names if name and name != "identity"]
+    if len(names) > MAX_ENCODINGS:
+        raise FetchError(f"{len(names)} stacked content encodings; at most {MAX_ENCODINGS} are decoded")
+    for name in names:
+        if name not in DECODED:
+            shown = repr(name) if name in ("br", "zstd", "compress") else "an unknown one"
+            raise FetchError(f"content encoding {shown} is refused: only gzip and deflate are decoded "
+                             "(with a size bound), and identity was asked for")
+    return names
+
+
+def _read_body(raw: Iterable[bytes], encodings: list[str], config: FetchConfig, deadline: float) -> bytes:
+    """The decoded body, refused once it passes max_bytes or the deadline (a server may lie or drip)."""
+    pieces = _limited(raw, config.max_bytes, "body")
+    for _ in encodings:  # each stage yields at most CHUNK bytes per step, so nothing inflates unchecked
+        pieces = _inflate(pieces)
+    if encodings:
+        pieces = _limited(pieces, config.max_bytes, "decoded body")
+    chunks = []
+    for piece in pieces:
+        chunks.append(piece)
+        if time.monotonic() > deadline:
+            raise _RetryableError(f"timed out (no complete response within {config.timeout_s:g} s)")
     return b"".join(chunks)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
+def _limited(pieces: Iterable[bytes], max_bytes: int, what: str) -> Iterator[bytes]:
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+        if total > max_bytes:
+            raise FetchError(f"{what} is over the limit of {max_bytes:,} bytes")
+        yield piece
+
+
+def _inflate(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """gzip or zlib-wrapped deflate, decoded at most CHUNK bytes per step."""
+    decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # +32: detect the gzip or zlib header
     try:
-        seconds = float(value)
+        for piece in pieces:
+            data = piece
+            while not decoder.eof:
+                out = decoder.decompress(data, CHUNK)
+                data = decoder.unconsumed_tail
+                if out:
+                    yield out
+                if not data and len(out) < CHUNK:  # a full CHUNK may leave output pending inside zlib
+                    break
+    except zlib.error as exc:
+        raise FetchError("compressed body is corrupt") from exc
+    if not decoder.eof:
+        raise FetchError("compressed body is truncated")
+
+
+def _header(response: httpcore.Response, name: bytes) -> str:
+    return ", ".join(value.decode("latin-1") for key, value in response.headers if key.lower() == name)
+
+
+def _retry_after(response: httpcore.Response) -> float | None:
+    try:
+        seconds = float(_header(response, b"retry-after"))
     except ValueError:
         return None  # the HTTP-date form is rare on CDNs; plain backoff is fine then
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _timeout_reason(exc: Exception, deadline: float, timeout_s: float) -> str:
+    if time.monotonic() >= deadline - 0.01:
+        return f"timed out (no complete response within {timeout_s:g} s)"
+    return f"timed out ({type(exc).__name__})"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _clamped(timeout: float | None) -> float | None:
+    """`timeout` shortened to what is left of this thread's deadline (the deadline of one attempt)."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = max(deadline - time.monotonic(), 0.001)  # 0 would make the socket non-blocking, not time out
+    return left if timeout is None else min(timeout, left)
+
+
+def is_public_address(address: str) -> bool:
+    """Whether an IP address is public unicast: not loopback, private, link-local, multicast, reserved..."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in NAT64 else None)
+        if embedded is not None:  # the IPv4 address the packets reach decides (NAT64: DNS64 networks)
+            return is_public_address(str(embedded))
+        if ip.sixtofour is not None and not is_public_address(str(ip.sixtofour)):
+            return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback
+                                 or ip.is_link_local or ip.is_private)
+
+
+def _resolve(host: str, port: int, allow_private: bool) -> list[str]:
+    """Every address `host` resolves to, all checked: one bad address refuses the host."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise httpcore.ConnectError(f"cannot resolve the host name ({getattr(exc, 'strerror', None) or exc})") \
+            from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not allow_private and not all(is_public_address(address) for address in addresses):
+        # No address in the reason: failures.parquet is published, and this must not map internal DNS.
+        raise BlockedTargetError("refused: the host is not a public address (loopback, private, link-local "
+                                 "or reserved); --allow-private-hosts allows it for local mirrors")
+    return addresses
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects only to checked addresses, to exactly the address checked (no second DNS lookup)."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
+        error: httpcore.ConnectError | None = None
+        for address in _resolve(host, port, self._allow_private):
+            try:  # the next address on failure, as socket.create_connection does
+                stream = self._inner.connect_tcp(address, port, _clamped(timeout), local_address, socket_options)
+                return _DeadlineStream(stream)
+            except httpcore.ConnectError as exc:
+                error = exc
+        raise error or httpcore.ConnectError("the host name has no address")
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
+        raise BlockedTargetError("refused: unix sockets are not fetched")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write waits no longer than the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clamped(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clamped(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: object, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _clamped(timeout)))
+
+    def get_extra_info(self, info: str) -> object:
+        return self._inner.get_extra_info(info)

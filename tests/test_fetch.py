@@ -13,7 +13,7 @@ from tests.loopback import LoopbackServer
 from tests.test_sources import jpeg_bytes
 
 IMAGE = jpeg_bytes((200, 30, 30))
-FAST = FetchConfig(width=384, timeout_s=0.5, retries=2, backoff_s=0.01, max_bytes=100_000)
+FAST = FetchConfig(width=384, timeout_s=0.5, retries=2, backoff_s=0.01, max_bytes=100_000, allow_private_hosts=True)
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_faults_become_one_line_reasons(server: LoopbackServer, fetcher: ImageFe
 
 def test_a_slow_server_times_out_instead_of_hanging(server: LoopbackServer) -> None:
     started = time.monotonic()
-    with ImageFetcher(FetchConfig(timeout_s=0.3, retries=1, backoff_s=0.01)) as fetcher, \
+    with ImageFetcher(FetchConfig(timeout_s=0.3, retries=1, backoff_s=0.01, allow_private_hosts=True)) as fetcher, \
             pytest.raises(FetchError, match=r"timed out .*gave up after 2 attempts"):
         fetcher.fetch(server.url("a.jpg", "slow"))
     assert time.monotonic() - started < 1.5  # two 0.3 s attempts, not the server's 2 s
