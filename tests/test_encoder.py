@@ -110,3 +110,49 @@ def test_load_applies_the_thread_setting() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle payload: loading it would create the folder named by `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.mark.parametrize("weights", ["plain-state-dict", "code-running-pickle"])
+def test_pickled_weights_are_refused_before_they_are_read(weights: str, tmp_path: Path) -> None:
+    """Only safetensors are trusted: a torch pickle is refused with one line, even a tensors-only one that
+    torch.load(weights_only=True) would accept, and a payload never runs."""
+    import pickle
+
+    from safetensors.torch import load_file
+
+    folder, marker = tmp_path / "model", tmp_path / "payload-ran"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_bytes((DEMO_MODEL_DIR / "open_clip_config.json").read_bytes())
+    if weights == "plain-state-dict":
+        name = "model.pth"
+        torch.save(load_file(DEMO_MODEL_DIR / "open_clip_model.safetensors"), folder / name)
+    else:
+        name = "open_clip_pytorch_model.bin"
+        (folder / name).write_bytes(pickle.dumps(_RunsCodeWhenUnpickled(marker)))
+    with pytest.raises(EncoderLoadError, match=rf"file {name} is not safetensors; only \.safetensors weights are "
+                       "accepted") as info:
+        ClipEncoder.load(EncoderSpec(f"local-dir:{folder}", None))
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_a_broken_safetensors_file_fails_with_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_bytes((DEMO_MODEL_DIR / "open_clip_config.json").read_bytes())
+    (folder / "open_clip_model.safetensors").write_bytes(b"\x80\x04not a safetensors header" * 4)
+    with pytest.raises(EncoderLoadError, match="cannot load CLIP model .*header") as info:
+        ClipEncoder.load(EncoderSpec(f"local-dir:{folder}", None))
+    assert "\n" not in str(info.value)
