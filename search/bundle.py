@@ -1,4 +1,11 @@
-"""Index bundle: one directory with a manifest, the hnswlib graph, raw embeddings and item metadata."""
+"""Index bundle: one directory with a manifest, the hnswlib graph, raw embeddings and item metadata.
+
+A bundle is untrusted input (a Hub repo is written by whoever owns it), checked here in one pass on load:
+every file name and every local `image` must resolve, symlinks followed, inside the bundle folder (for a
+huggingface_hub snapshot, also inside that repo's `blobs/`); every `image` is that or an http(s) URL and every
+`page_url` an http(s) URL or null; the embeddings are finite unit vectors of the manifest's shape, read only
+after their header matched it. A failure is one `BundleError` line that names bundle-relative files only.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,9 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,125 +24,68 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from search.config import EncoderSpec, HnswParams
-from search.errors import BundleError, UnknownItemError
+from search.config import EncoderSpec
+from search.errors import BundleError
+from search.hub import snapshot_blobs, snapshot_label
 from search.index import VectorIndex
-from search.types import FeatureVector, Hit
+from search.manifest import (
+    EMBEDDINGS_FILE,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
+    METADATA_FILE,
+    REBUILD_HINT,
+    BundleInfo,
+    Manifest,
+    check_name,
+    parse_manifest,
+    shown_name,
+)
+from search.metadata import ItemCatalog, read_metadata
+from search.types import FeatureVector
+
+__all__ = ["EMBEDDINGS_FILE", "FORMAT_VERSION", "INDEX_FILE", "MANIFEST_FILE", "METADATA_FILE", "REBUILD_HINT",
+           "Bundle", "BundleFolder", "BundleInfo", "ItemCatalog", "Manifest", "atomic_write", "read_manifest",
+           "sha256_of", "verify_files", "write_bundle"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-INDEX_FILE = "index.hnsw"
-EMBEDDINGS_FILE = "embeddings.npy"
-METADATA_FILE = "metadata.parquet"
-METADATA_COLUMNS = ("id", "image", "page_url", "description", "photographer")
-REBUILD_HINT = "rebuild it with build_index.py or download it again"
+UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored vector: float32 rounding is ~1e-7, a bad row far more
+NPY_DTYPE = np.dtype("<f4")
 
 
 @dataclass(frozen=True, slots=True)
-class BundleInfo:
-    """What a bundle records about how it was made (everything but the data itself)."""
+class BundleFolder:
+    """Where a bundle's files may live: its folder and, for a Hub snapshot, that repo cache's `blobs/`."""
 
-    encoder: EncoderSpec
-    hnsw: HnswParams = field(default_factory=HnswParams)
-    source: str = "unknown"
-    source_revision: str | None = None
-    failures: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """The parsed `manifest.json` of a bundle."""
-
-    info: BundleInfo
-    dim: int
-    count: int
-    created: str
-    files: dict[str, str] = field(default_factory=dict)
-    space: str = "cosine"
-    format_version: int = FORMAT_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        """The manifest as written to disk."""
-        info = self.info
-        return {
-            "format_version": self.format_version,
-            "encoder": {"model": info.encoder.model, "pretrained": info.encoder.pretrained},
-            "dim": self.dim,
-            "count": self.count,
-            "space": self.space,
-            "hnsw": asdict(info.hnsw),
-            "source": {"name": info.source, "revision": info.source_revision},
-            "created": self.created,
-            "failures": info.failures,
-            "files": self.files,
-        }
+    root: Path  # absolute, as given: file paths handed out keep their names (and extensions)
+    inside: tuple[str, ...]  # the real (symlink-free) folders every file must resolve into
+    label: str  # how messages name the bundle: the folder, or owner/name@revision for a Hub snapshot
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
-        """Parse and validate; raises BundleError naming the bad field."""
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise BundleError(f"bundle format_version {version!r} is not supported (expected {FORMAT_VERSION}); "
-                              "rebuild the bundle with this version of build_index.py")
-        try:
-            info = BundleInfo(
-                encoder=EncoderSpec(str(data["encoder"]["model"]), data["encoder"].get("pretrained")),
-                hnsw=HnswParams(int(data["hnsw"]["m"]), int(data["hnsw"]["ef_construction"]),
-                                int(data["hnsw"]["ef_search"])),
-                source=str(data["source"]["name"]),
-                source_revision=data["source"].get("revision"),
-                failures=int(data.get("failures", 0)),
-            )
-            manifest = cls(info, int(data["dim"]), int(data["count"]), str(data["created"]),
-                           dict(data["files"]), str(data["space"]), version)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BundleError(f"{MANIFEST_FILE} is malformed ({type(exc).__name__}: {exc}); {REBUILD_HINT}") from exc
-        if manifest.space != "cosine":
-            raise BundleError(f"bundle space {manifest.space!r} is not supported (only 'cosine'); {REBUILD_HINT}")
-        return manifest
+    def at(cls, root: Path) -> BundleFolder:
+        """The bundle folder `root` (a local folder or a huggingface_hub snapshot)."""
+        root = Path(root).absolute()
+        blobs = snapshot_blobs(root)
+        inside = (os.path.realpath(root),) + ((str(blobs.resolve()),) if blobs is not None else ())
+        return cls(root, inside, snapshot_label(root) or str(root))
 
+    def contains(self, path: str | Path) -> bool:
+        """Whether `path`, symlinks followed, lies inside the bundle."""
+        real = os.path.realpath(path)
+        return any(real == folder or real.startswith(folder + os.sep) for folder in self.inside)
 
-class ItemCatalog:
-    """Per-item metadata by row number, with lookups by id; image paths resolved against the bundle."""
-
-    def __init__(self, table: pa.Table, root: Path) -> None:
-        missing = [name for name in METADATA_COLUMNS if name not in table.column_names]
-        if missing:
-            raise BundleError(f"{METADATA_FILE} lacks column(s) {', '.join(missing)}; {REBUILD_HINT}")
-        columns = {name: table.column(name).to_pylist() for name in METADATA_COLUMNS}
-        self._ids: list[str] = [str(item_id) for item_id in columns["id"]]
-        self._images = [_resolve_image(str(image), root) for image in columns["image"]]
-        self._page_urls: list[str | None] = columns["page_url"]
-        self._descriptions = [text or "" for text in columns["description"]]
-        self._photographers: list[str | None] = columns["photographer"]
-        self._rows = {item_id: row for row, item_id in enumerate(self._ids)}
-        if len(self._rows) != len(self._ids):
-            raise BundleError(f"{METADATA_FILE} has duplicate ids; {REBUILD_HINT}")
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def row_of(self, item_id: str) -> int:
-        """Row number of an id; raises UnknownItemError for ids not in the collection."""
-        try:
-            return self._rows[item_id]
-        except KeyError:
-            raise UnknownItemError(f"no item with id {item_id!r} in this index; use an id from a search result") \
-                from None
-
-    def hit(self, row: int, score: float) -> Hit:
-        """The hit for a row with the given similarity (already rounded by `index.to_scores`)."""
-        return Hit(self._ids[row], float(score), self._images[row], self._page_urls[row],
-                   self._descriptions[row], self._photographers[row])
-
-
-def _resolve_image(image: str, root: Path) -> str:
-    # Local bundles store image paths relative to the bundle so the folder can be moved or shipped.
-    if "://" in image or Path(image).is_absolute():
-        return image
-    return str(root / image)
+    def file(self, name: str) -> Path:
+        """`root/name` once `name` is a plain relative name of a regular file inside the bundle."""
+        check_name(name, f"a file listed in {MANIFEST_FILE}")
+        path = self.root / name
+        if not self.contains(path):  # checked before anything else, so nothing outside is even looked at
+            raise BundleError(f"bundle file {shown_name(name)} is a link that leads outside the bundle; "
+                              f"{REBUILD_HINT}")
+        if not path.is_file():
+            raise BundleError(f"bundle file {shown_name(name)} is missing; {REBUILD_HINT}")
+        return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,57 +97,87 @@ class Bundle:
     embeddings: FeatureVector
     index: VectorIndex
     catalog: ItemCatalog
+    folder: BundleFolder
 
     @property
     def encoder_spec(self) -> EncoderSpec:
         """The encoder this bundle was built with (a relative `local-dir:` resolved against the bundle)."""
         return self.manifest.info.encoder.resolved(self.root)
 
+    @property
+    def served_folders(self) -> tuple[Path, ...]:
+        """The folders the UI may serve files from: the bundle's, and its Hub repo's `blobs/` for a snapshot."""
+        return tuple(Path(folder) for folder in self.folder.inside)
+
+    @property
+    def label(self) -> str:
+        """The bundle's name for messages shown to people: its folder, or owner/name@revision (no cache path)."""
+        return self.folder.label
+
     @classmethod
     def load(cls, root: Path) -> Bundle:
         """Load and verify a bundle directory; raises BundleError saying what is wrong and what to do."""
-        root = Path(root).absolute()  # hits carry image paths that work from any working directory
-        manifest = read_manifest(root)
-        verify_files(root, manifest)
-        embeddings = _load_embeddings(root / EMBEDDINGS_FILE, manifest)
-        index = VectorIndex.load(root / INDEX_FILE, manifest.dim, manifest.info.hnsw)
-        catalog = ItemCatalog(pq.read_table(root / METADATA_FILE), root)
+        folder = BundleFolder.at(root)
+        manifest = read_manifest(folder.root)
+        files = verify_files(folder.root, manifest)
+        embeddings = read_embeddings(files[EMBEDDINGS_FILE], manifest)
+        index = _load_index(files[INDEX_FILE], manifest)
+        catalog = ItemCatalog(read_metadata(files[METADATA_FILE], manifest.count), files)
         if not len(index) == len(catalog) == manifest.count:
-            raise BundleError(f"bundle at {root} is inconsistent: manifest count {manifest.count}, index "
-                              f"{len(index)}, metadata {len(catalog)} rows; {REBUILD_HINT}")
-        logger.info("loaded bundle %s: %d items, encoder %s", root, manifest.count, manifest.info.encoder)
-        return cls(root, manifest, embeddings, index, catalog)
+            raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, index {len(index)}, "
+                              f"metadata {len(catalog)} rows; {REBUILD_HINT}")
+        logger.info("loaded bundle %s: %d items, encoder %s", folder.root, manifest.count, manifest.info.encoder)
+        return cls(folder.root, manifest, embeddings, index, catalog, folder)
+
+
+def _load_index(path: Path, manifest: Manifest) -> VectorIndex:
+    try:
+        return VectorIndex.load(path, manifest.dim, manifest.info.hnsw)
+    except (RuntimeError, ValueError, MemoryError) as exc:  # hnswlib's own refusals of a file it cannot read
+        logger.warning("hnswlib cannot read %s: %s", path, exc)
+        raise BundleError(f"{INDEX_FILE} cannot be read by hnswlib (corrupt, truncated or of another dim); "
+                          f"{REBUILD_HINT}") from None
 
 
 def read_manifest(root: Path) -> Manifest:
-    """Parse `root/manifest.json`."""
-    path = root / MANIFEST_FILE
-    if not root.is_dir():
-        raise BundleError(f"index bundle folder {root} does not exist; build one with build_index.py "
+    """Parse `root/manifest.json`, refusing one that lies outside the bundle or is too large to be a manifest."""
+    folder = BundleFolder.at(root)
+    if not folder.root.is_dir():
+        raise BundleError(f"index bundle folder {folder.label} does not exist; build one with build_index.py "
                           "or pass --index with an existing bundle")
+    path = folder.root / MANIFEST_FILE
+    if not path.is_file() and not path.is_symlink():
+        raise BundleError(f"{folder.label} has no {MANIFEST_FILE}, so it is not an index bundle; {REBUILD_HINT}")
+    path = folder.file(MANIFEST_FILE)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{root} has no {MANIFEST_FILE}, so it is not an index bundle; {REBUILD_HINT}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc}); {REBUILD_HINT}") from exc
-    if not isinstance(data, dict):
-        raise BundleError(f"{path} is not a JSON object; {REBUILD_HINT}")
-    return Manifest.from_json(data)
+        with path.open("rb") as handle:
+            text = handle.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"cannot read {MANIFEST_FILE} ({exc.strerror}); {REBUILD_HINT}") from None
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{MANIFEST_FILE} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, too large to be a "
+                          f"manifest; {REBUILD_HINT}")
+    return parse_manifest(text)
 
 
-def verify_files(root: Path, manifest: Manifest) -> None:
-    """Check that every file the manifest lists exists and has the recorded sha256."""
+def verify_files(root: Path, manifest: Manifest) -> dict[str, Path]:
+    """Check every file the manifest lists: inside the bundle, present, with the recorded sha256; their paths."""
     required = {INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE}
     unlisted = required - manifest.files.keys()
     if unlisted:
         raise BundleError(f"{MANIFEST_FILE} lists no checksum for {', '.join(sorted(unlisted))}; {REBUILD_HINT}")
-    for name, expected in sorted(manifest.files.items()):
-        path = root / name
-        if not path.is_file():
-            raise BundleError(f"bundle file {path} is missing; {REBUILD_HINT}")
-        if sha256_of(path) != expected:
-            raise BundleError(f"bundle file {path} is corrupt (sha256 differs from {MANIFEST_FILE}); {REBUILD_HINT}")
+    folder = BundleFolder.at(root)
+    paths = {name: folder.file(name) for name in sorted(manifest.files)}  # every name placed before any is read
+    for name, path in paths.items():
+        try:
+            digest = sha256_of(path)
+        except OSError as exc:
+            raise BundleError(f"cannot read bundle file {shown_name(name)} ({exc.strerror}); {REBUILD_HINT}") \
+                from None
+        if digest != manifest.files[name]:
+            raise BundleError(f"bundle file {shown_name(name)} is corrupt (sha256 differs from {MANIFEST_FILE}); "
+                              f"{REBUILD_HINT}")
+    return paths
 
 
 def sha256_of(path: Path) -> str:
@@ -208,15 +189,60 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_embeddings(path: Path, manifest: Manifest) -> FeatureVector:
+def read_embeddings(path: Path, manifest: Manifest) -> FeatureVector:
+    """`embeddings.npy` as float32 (count, dim) unit rows; its header is checked against the manifest and the
+    file size before any array is allocated, and no pickle is ever read."""
+    expected = (manifest.count, manifest.dim)
     try:
-        embeddings = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise BundleError(f"{path} is not a plain .npy array ({exc}); {REBUILD_HINT}") from exc
-    if embeddings.dtype != np.float32 or embeddings.shape != (manifest.count, manifest.dim):
-        raise BundleError(f"{path} holds {embeddings.dtype} {embeddings.shape}, expected float32 "
-                          f"({manifest.count}, {manifest.dim}); {REBUILD_HINT}")
-    return embeddings
+        with path.open("rb") as handle:
+            shape, fortran_order, dtype = _npy_header(handle)
+            if dtype.hasobject:
+                raise ValueError("pickle")
+            if dtype != NPY_DTYPE or fortran_order or shape != expected:
+                kind = dtype.name if dtype.byteorder in "=<|" else f"{dtype.name} (big-endian)"
+                order = " in Fortran order" if fortran_order else ""
+                raise BundleError(f"{EMBEDDINGS_FILE} holds {kind} {_shape(shape)}{order}, expected float32 "
+                                  f"{expected}; {REBUILD_HINT}")
+            data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+            if data_bytes != manifest.count * manifest.dim * NPY_DTYPE.itemsize:
+                raise BundleError(f"{EMBEDDINGS_FILE} has {data_bytes} bytes of data, not the "
+                                  f"{manifest.count * manifest.dim * 4} its header declares; {REBUILD_HINT}")
+            embeddings = np.fromfile(handle, NPY_DTYPE, count=manifest.count * manifest.dim).reshape(expected)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BundleError(f"{EMBEDDINGS_FILE} is not a plain .npy array ({_npy_problem(exc)}); {REBUILD_HINT}") \
+            from None
+    check_unit_rows(embeddings)
+    return embeddings.astype(np.float32, copy=False)
+
+
+def _npy_header(handle: Any) -> tuple[tuple, bool, np.dtype]:
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f"npy format version {version[0]}.{version[1]} is not supported")
+
+
+def _shape(shape: tuple) -> str:
+    return str(shape) if len(str(shape)) <= 60 else "an array of another shape"
+
+
+def _npy_problem(exc: Exception) -> str:
+    # numpy's messages quote header bytes from the file: keep them out, say only what kind of problem it is.
+    text = str(exc)
+    if "pickle" in text or "object" in text.lower():
+        return "it needs pickle, which is never used"
+    return "unreadable header or data" if isinstance(exc, ValueError | EOFError) else "read error"
+
+
+def check_unit_rows(embeddings: FeatureVector) -> None:
+    """Every row finite with an L2 norm within UNIT_TOLERANCE of 1 (NaN and inf rows fail the comparison)."""
+    squares = np.einsum("ij,ij->i", embeddings, embeddings)  # no (count, dim) temporary, unlike np.isfinite
+    bad = np.flatnonzero(~(np.abs(np.sqrt(squares) - 1.0) <= UNIT_TOLERANCE))
+    if len(bad):
+        raise BundleError(f"{EMBEDDINGS_FILE} has {len(bad)} row(s) that are not finite unit vectors (row "
+                          f"{int(bad[0])} first); {REBUILD_HINT}")
 
 
 def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info: BundleInfo) -> Manifest:
@@ -252,17 +278,47 @@ def _bundle_files(root: Path) -> list[Path]:
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write via a hidden temp file beside `path`, fsync it, rename over `path`, fsync the folder.
+    """Write via a new hidden temp file beside `path`, fsync it, rename over `path`, fsync the folder.
 
-    Readers see the old file or the new one, never half of one; hidden names stay out of the manifest.
+    Readers see the old file or the new one, never half of one; hidden names stay out of the manifest. The temp
+    name is random and created exclusively (O_EXCL | O_NOFOLLOW), so a symlink planted beside `path` is never
+    written through; a temp file swapped while `write` ran is refused, and a failed write leaves no temp file.
     """
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keep the suffix: np.save appends .npy
-    write(tmp)
-    with tmp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    tmp, identity = _exclusive_temp(path)
+    try:
+        write(tmp)
+        descriptor = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        try:
+            status = os.fstat(descriptor)
+            if (status.st_dev, status.st_ino) != identity:
+                raise BundleError(f"the temporary file for {path.name} was replaced while being written; "
+                                  f"check who else writes in {path.parent}")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(tmp, path)  # replaces a symlink at `path` itself, never writes through it
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)  # make the rename itself durable, not only the data
     finally:
         os.close(folder)
+
+
+def _exclusive_temp(path: Path) -> tuple[Path, tuple[int, int]]:
+    """A new empty hidden file beside `path` (keeping its suffix: np.save appends .npy) and its (device, inode)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(16):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(8)}.tmp{path.suffix}")
+        try:
+            descriptor = os.open(tmp, flags, 0o666)  # not mkstemp's 0600: bundle files get the umask's mode
+        except FileExistsError:
+            continue
+        status = os.fstat(descriptor)
+        os.close(descriptor)
+        return tmp, (status.st_dev, status.st_ino)
+    raise BundleError(f"cannot create a temporary file beside {path.name}; remove the hidden .*.tmp files in "
+                      f"{path.parent}")

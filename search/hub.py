@@ -1,18 +1,22 @@
-"""Where a bundle comes from: a local folder, or a Hub dataset repo pinned by revision."""
+"""Where a bundle comes from: a local folder, or a Hub dataset repo pinned by revision (and its cache layout)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
-from search.bundle import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE
 from search.errors import BundleError, one_line
+from search.manifest import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
 HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, "failures.parquet", "images/*"]
+# huggingface_hub's cache: REPO_CACHE/snapshots/REVISION/NAME is a symlink to REPO_CACHE/blobs/HASH, where
+# REPO_CACHE is named like "datasets--OWNER--NAME".
+REPO_CACHE_NAME = re.compile(r"(datasets|models|spaces)--([\w.-]+?)--([\w.-]+)")
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None] | None:
@@ -23,10 +27,37 @@ def parse_hub_source(source: str) -> tuple[str, str | None] | None:
     return repo_id, revision or None
 
 
+def snapshot_blobs(folder: Path) -> Path | None:
+    """The `blobs/` folder of the repo cache when `folder` is a huggingface_hub snapshot, else None.
+
+    The snapshot's files are symlinks into that folder, so it counts as part of the bundle; blobs of other
+    repos, and anything else outside the snapshot, do not.
+    """
+    real = Path(os.path.realpath(folder))
+    repo_cache = real.parent.parent
+    if real.parent.name != "snapshots" or not REPO_CACHE_NAME.fullmatch(repo_cache.name):
+        return None
+    blobs = repo_cache / "blobs"
+    return blobs if blobs.is_dir() and not blobs.is_symlink() else None
+
+
+def snapshot_label(folder: Path) -> str | None:
+    """`owner/name@revision` for a huggingface_hub snapshot folder (for messages: no cache path), else None."""
+    real = Path(os.path.realpath(folder))
+    match = REPO_CACHE_NAME.fullmatch(real.parent.parent.name)
+    if real.parent.name != "snapshots" or match is None:
+        return None
+    return f"{match[2]}/{match[3]}@{real.name[:12]}"
+
+
 def fetch_bundle(source: str) -> Path:
     """The bundle folder for `source`: an existing local folder as is, else a Hub download (cached)."""
-    local = Path(source).expanduser()
-    if local.exists():
+    try:
+        local = Path(source).expanduser()
+        exists = local.exists()
+    except (OSError, RuntimeError, ValueError):  # a name too long, an unknown ~user, a NUL byte
+        exists = False
+    if exists:
         return local
     hub = parse_hub_source(source)
     if hub is None:
