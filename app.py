@@ -245,14 +245,19 @@ def add_api(ui: SearchUI) -> None:
 
 def example_images(engine: SearchEngine, count: int = 4) -> list[str]:
     """A few local pictures of the collection to try in the Image tab (none for remote collections)."""
-    hits = [engine.bundle.catalog.hit(row, 1.0) for row in range(min(count, len(engine.bundle.catalog)))]
-    return [hit.image for hit in hits if "://" not in hit.image]
+    # Gradio copies example files into its cache at launch and serves them to every visitor, so only files inside
+    # the bundle qualify: the catalog admits no other local path, and this second look costs four stat calls.
+    bundle = engine.bundle
+    hits = [bundle.catalog.hit(row, 1.0) for row in range(min(count, len(bundle.catalog)))]
+    return [hit.image for hit in hits if "://" not in hit.image and bundle.folder.contains(hit.image)]
 
 
 def launch(demo: gr.Blocks, startup: Startup, **kwargs: Any) -> tuple[Any, str, Any]:
     """Queue for a CPU Space and serve; extra kwargs go to Blocks.launch (port, prevent_thread_lock...)."""
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
-    return demo.launch(allowed_paths=[str(startup.engine.bundle.root)], max_file_size=MAX_FILE_SIZE,
+    # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
+    served = [str(folder) for folder in startup.engine.bundle.served_folders]
+    return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, **kwargs)
 
 
