@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from search.config import HnswParams
+from search.errors import one_line
+from search.hnsw_check import check_hnsw_file, corrupt
 from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
@@ -92,10 +94,20 @@ class VectorIndex:
         return index
 
     @classmethod
-    def load(cls, path: Path, dim: int, params: HnswParams) -> VectorIndex:
-        """Load a saved index; `params.ef_search` is re-applied because hnswlib does not save it."""
+    def load(cls, path: Path, dim: int, params: HnswParams, count: int | None = None) -> VectorIndex:
+        """Load a saved index after checking its structure (CorruptIndexError if hnswlib could not walk it safely).
+
+        `count` is the number of items the bundle says it holds; `params.ef_search` is re-applied because
+        hnswlib does not save it.
+        """
+        header = check_hnsw_file(path, dim, count, params.m)
         raw = hnswlib.Index(space="cosine", dim=dim)
-        raw.load_index(str(path))
+        try:
+            # The checked count, not the file's capacity field, sizes hnswlib's allocations (at least 1: it
+            # treats a failed malloc(0) as out of memory).
+            raw.load_index(str(path), max_elements=max(header.count, 1))
+        except (RuntimeError, MemoryError) as exc:
+            raise corrupt(one_line(exc, 200)) from None
         return cls(raw, params)
 
     @property
