@@ -83,6 +83,8 @@ def _add_tuning(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--timeout", type=float, default=DEFAULTS_FETCH.timeout_s, help="seconds per request")
     run.add_argument("--retries", type=int, default=DEFAULTS_FETCH.retries, help="retries on 429/5xx/timeouts")
     run.add_argument("--max-bytes", type=_positive, default=DEFAULTS_FETCH.max_bytes, help="largest download")
+    run.add_argument("--allow-private-hosts", action="store_true",
+                     help="allow downloads from loopback and private addresses (for local mirrors)")
     ann = parser.add_argument_group("hnswlib index")
     ann.add_argument("--hnsw-m", type=_positive, default=DEFAULTS_HNSW.m)
     ann.add_argument("--ef-construction", type=_positive, default=DEFAULTS_HNSW.ef_construction)
@@ -110,7 +112,7 @@ def build_config(args: argparse.Namespace):  # -> BuildConfig; imported lazily s
 
     source = SourceConfig(args.dataset, args.revision, args.data_files, args.images_dir)
     fetch = FetchConfig(args.image_width or None, args.timeout, args.retries, DEFAULTS_FETCH.backoff_s,
-                        args.max_bytes)
+                        args.max_bytes, allow_private_hosts=args.allow_private_hosts)
     return BuildConfig(args.out, source, encoder_spec(args), args.device, args.batch_size, args.shard_size,
                        args.workers, args.limit, HnswParams(args.hnsw_m, args.ef_construction, args.ef_search),
                        fetch, args.base, args.retry_failed, not args.no_progress)

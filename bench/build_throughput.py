@@ -58,6 +58,7 @@ def run_pipeline(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     """One real build over the loopback server; returns timings of its phases."""
     from search import build
     from search.config import EncoderSpec
+    from search.fetch import FetchConfig
     from search.sources import SourceConfig
 
     phases: dict[str, float] = {}
@@ -77,7 +78,8 @@ def run_pipeline(args: argparse.Namespace, folder: Path) -> dict[str, float]:
         rows = write_unsplash_parquet(folder / "rows.parquet", urls, row_group_size=256)
         config = build.BuildConfig(out=folder / "out", source=SourceConfig(data_files=str(rows)),
                                    encoder=EncoderSpec("ViT-B-32", None), device="cpu", batch_size=args.batch_size,
-                                   workers=args.workers, progress=False)
+                                   workers=args.workers, progress=False,
+                                   fetch=FetchConfig(allow_private_hosts=True))  # the CDN twin is on loopback
         build.embed_items = timed_embed
         try:
             start = time.perf_counter()

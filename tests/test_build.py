@@ -33,7 +33,8 @@ from tests.test_sources import jpeg_bytes, write_unsplash_parquet
 FAULTS = {"404": False, "500": False, "slow": False, "corrupt": False, "html": False, "too-large": False,
           "500-once": True, "429-once": True, "reset-once": True, "octet": True}
 GOOD_PLAIN = 28  # plus the four transient faults: 32 good rows of 40
-FAST_FETCH = FetchConfig(width=384, timeout_s=0.5, retries=1, backoff_s=0.01, max_bytes=200_000)
+FAST_FETCH = FetchConfig(width=384, timeout_s=0.5, retries=1, backoff_s=0.01, max_bytes=200_000,
+                         allow_private_hosts=True)  # the CDN twin is on loopback
 SHAPES = {"red-circle": ((220, 30, 30), "circle"), "blue-square": ((30, 70, 225), "square"),
           "green-triangle": ((30, 170, 50), "triangle")}
 
@@ -185,7 +186,7 @@ def test_nothing_embedded_is_an_error_with_advice(server: LoopbackServer, tmp_pa
     server.add("x.jpg", b"x")
     rows = write_unsplash_parquet(tmp_path / "rows.parquet", [("a", server.url("x.jpg", "404"))])
     code = build_index.main(["--data-files", str(rows), "--out", str(tmp_path / "out"), "--model",
-                             f"local-dir:{DEMO_MODEL_DIR}", "--no-progress"])
+                             f"local-dir:{DEMO_MODEL_DIR}", "--no-progress", "--allow-private-hosts"])
     assert code == 1
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -328,7 +329,7 @@ def test_sigkill_mid_build_then_resume_gives_every_item_exactly_once(server: Loo
     out = tmp_path / "killed"
     command = [sys.executable, "build_index.py", "--data-files", str(rows), "--out", str(out), "--model",
                f"local-dir:{DEMO_MODEL_DIR}", "--device", "cpu", "--batch-size", "2", "--shard-size", "3",
-               "--workers", "2", "--timeout", "0.5", "--retries", "1", "--no-progress"]
+               "--workers", "2", "--timeout", "0.5", "--retries", "1", "--no-progress", "--allow-private-hosts"]
     _run_until(command, out, shards=2)
     _run_until(command, out, shards=_shard_count(out) + 3)
     finished = subprocess.run(command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
