@@ -3,6 +3,7 @@ so the folder can be moved, extended (--from), re-indexed and resumed after SIGK
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -167,6 +168,38 @@ def test_from_and_rebuild_index_bring_the_thumbnails_along(built: tuple[Path, Pa
                    for row in range(len(loaded.catalog)))
     assert build_index.main(["--from", str(reindexed), "--out", str(reindexed), "--rebuild-index"]) == 0
     assert files_in(reindexed / "images") == base_images  # in place: the pictures stay as they are
+
+
+def into_blobs(snapshot: Path) -> None:
+    """Lay a bundle out as huggingface_hub caches it: each file of snapshots/REV/ becomes a link into blobs/."""
+    blobs = snapshot.parent.parent / "blobs"
+    blobs.mkdir()
+    for path in sorted(snapshot.rglob("*")):
+        relative = path.relative_to(snapshot)
+        if path.is_file() and not relative.parts[0].startswith("."):
+            blob = blobs / hashlib.sha256(path.read_bytes()).hexdigest()
+            path.replace(blob)
+            path.symlink_to(os.path.relpath(blob, path.parent))
+    shutil.rmtree(snapshot / ".build")
+
+
+def test_pictures_of_a_hub_snapshot_are_copied_as_files(built: tuple[Path, Path], tmp_path: Path) -> None:
+    photos, full = built
+    # Built where it will lie, so the relative local-dir: path of the demo model still resolves from there.
+    snapshot = tmp_path / "hub" / "datasets--someone--photos" / "snapshots" / ("0" * 40)
+    build_bundle(config(snapshot, photos, limit=5))
+    base_images = files_in(snapshot / "images")
+    into_blobs(snapshot)
+    assert all((snapshot / image).is_symlink() for image in images_of(snapshot).values())
+    grown, reindexed = tmp_path / "grown", tmp_path / "reindexed"
+    build_bundle(config(grown, photos, encoder=None, base=str(snapshot)))
+    assert build_index.main(["--from", str(snapshot), "--out", str(reindexed), "--rebuild-index"]) == 0
+    shutil.rmtree(tmp_path / "hub")
+    for bundle in (grown, reindexed):
+        assert not any(path.is_symlink() for path in (bundle / "images").iterdir())
+        assert len(Bundle.load(bundle).catalog) == len(images_of(bundle))
+    assert images_of(grown) == images_of(full) and files_in(grown / "images") == files_in(full / "images")
+    assert files_in(reindexed / "images") == base_images
 
 
 @pytest.mark.slow
