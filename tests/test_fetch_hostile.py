@@ -7,6 +7,7 @@ policy, for the first URL and for each redirect hop.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -39,13 +40,28 @@ def cdn(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackServer]:
         yield running
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+IPV6 = _has_ipv6_loopback()
+
+
 @pytest.fixture
 def internal() -> Iterator[dict[str, LoopbackServer]]:
-    """Internal services a data set row must not reach: on 127.0.0.1 and on [::1]."""
-    with LoopbackServer() as v4, LoopbackServer(host="::1") as v6:
-        v4.add("a.jpg", IMAGE)
-        v6.add("a.jpg", IMAGE)
-        yield {"v4": v4, "v6": v6}
+    """Internal services a data set row must not reach: on 127.0.0.1 and on [::1] (where the host has IPv6)."""
+    with contextlib.ExitStack() as stack:
+        servers = {"v4": stack.enter_context(LoopbackServer())}
+        if IPV6:
+            servers["v6"] = stack.enter_context(LoopbackServer(host="::1"))
+        for server in servers.values():
+            server.add("a.jpg", IMAGE)
+        yield servers
 
 
 def _on(host: str) -> Callable[[dict[str, LoopbackServer]], str]:
@@ -58,7 +74,7 @@ LOOPBACK_TARGETS = {  # each reaches the internal server when private hosts are 
     "0.0.0.0": _on("0.0.0.0"),
     "ipv4-mapped": _on("[::ffff:127.0.0.1]"),
     "decimal": _on("2130706433"),
-    "[::1]": lambda servers: servers["v6"].url("a.jpg"),
+    "[::1]": lambda servers: servers["v6"].url("a.jpg") if "v6" in servers else "http://[::1]:9/a.jpg",
 }
 UNREACHABLE_TARGETS = {  # nothing listens there: refused before any connection is tried
     "metadata": lambda _: "http://169.254.169.254/latest/meta-data/",
@@ -93,17 +109,19 @@ def test_non_public_and_non_http_targets_are_refused(cdn: LoopbackServer, intern
     reason = NOT_HTTP if target in NOT_HTTP_TARGETS else NOT_PUBLIC
     ports = [str(server.base_url.rsplit(":", 1)[1]) for server in internal.values()]
     _assert_refused(url, reason, ["127.0.0.1", "169.254", "10.0.0", "192.168", "localhost", "::", *ports])
-    assert sum(internal["v4"].hits.values()) + sum(internal["v6"].hits.values()) == 0
+    assert sum(sum(server.hits.values()) for server in internal.values()) == 0
 
 
 @pytest.mark.parametrize("via", ["direct", "redirect"])
 @pytest.mark.parametrize("target", LOOPBACK_TARGETS)
 def test_allow_private_hosts_reaches_local_mirrors(cdn: LoopbackServer, internal: dict[str, LoopbackServer],
                                                    via: str, target: str) -> None:
+    if target == "[::1]" and not IPV6:
+        pytest.skip("this host has no IPv6 loopback")
     location = LOOPBACK_TARGETS[target](internal)
     cdn.add_redirect("hop", location)
     assert _fetch(OPEN, location if via == "direct" else cdn.url("hop", "redirect")) == IMAGE
-    assert sum(internal["v4"].hits.values()) + sum(internal["v6"].hits.values()) == 1
+    assert sum(sum(server.hits.values()) for server in internal.values()) == 1
 
 
 @pytest.mark.parametrize("config", [FAST, OPEN], ids=["default", "allow-private"])
