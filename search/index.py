@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 Labels = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float64]
 
+VECTOR_SAMPLE = 1024
+"""Rows of the embeddings compared with the graph's stored vectors on load (see `VectorIndex.load`)."""
+
 SCORE_DECIMALS = 6
 """Scores are cosine similarities rounded to this many decimals, once, in `to_scores`.
 
@@ -94,13 +97,17 @@ class VectorIndex:
         return index
 
     @classmethod
-    def load(cls, path: Path, dim: int, params: HnswParams, count: int | None = None) -> VectorIndex:
+    def load(cls, path: Path, dim: int, params: HnswParams, count: int | None = None,
+             vectors: FeatureVector | None = None) -> VectorIndex:
         """Load a saved index after checking its structure (CorruptIndexError if hnswlib could not walk it safely).
 
-        `count` is the number of items the bundle says it holds; `params.ef_search` is re-applied because
-        hnswlib does not save it.
+        `count` is the number of items the bundle says it holds; `vectors` its embeddings, of which about
+        VECTOR_SAMPLE evenly spaced rows must match the graph's (a graph built from other embeddings is refused;
+        comparing every row cost 5 s more at 1M items: bench/hnsw_check.py). `params.ef_search` is re-applied
+        because hnswlib does not save it.
         """
-        header = check_hnsw_file(path, dim, count, params.m)
+        stride = max(1, len(vectors) // VECTOR_SAMPLE) if vectors is not None else 1
+        header = check_hnsw_file(path, dim, count, params.m, vectors=vectors, vector_stride=stride)
         raw = hnswlib.Index(space="cosine", dim=dim)
         try:
             # The checked count, not the file's capacity field, sizes hnswlib's allocations (at least 1: it

@@ -58,6 +58,10 @@ class Layout:
         assert position == len(raw)
         return cls(bytearray(raw), header, levels, size_words)
 
+    def labels(self) -> list[int]:
+        """Each internal item's label."""
+        return [self.get(self.label(item), "<Q") for item in range(int(self.header["count"]))]
+
     def set_field(self, name: str, value: float) -> None:
         """Overwrite one header field."""
         index = FIELDS.index(name)
@@ -106,10 +110,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     return layout
 
 
-def assert_refused(path: Path, dim: int = DIM, count: int | None = N, params: HnswParams = PARAMS) -> str:
+def assert_refused(path: Path, dim: int = DIM, count: int | None = N, params: HnswParams = PARAMS,
+                   vectors: np.ndarray | None = None) -> str:
     """VectorIndex.load refuses `path` with one line that names only index.hnsw; returns the message."""
     with pytest.raises(CorruptIndexError) as caught:
-        VectorIndex.load(path, dim, params, count=count)
+        VectorIndex.load(path, dim, params, count=count, vectors=vectors)
     message = str(caught.value)
     assert "\n" not in message and "index.hnsw" in message
     assert str(path.parent) not in message and "/tmp" not in message and tempfile.gettempdir() not in message
@@ -154,9 +159,31 @@ def test_an_index_grown_by_several_adds_passes(tmp_path: Path) -> None:
 
 def test_stored_vectors_must_be_the_bundles_rows(tmp_path: Path) -> None:
     path = build_file(tmp_path / "index.hnsw")
-    check_hnsw_file(path, DIM, N, M, vectors=unit_vectors(N, DIM, 0) * 3)  # scale does not matter (cosine)
+    vectors = unit_vectors(N, DIM, 0)
+    check_hnsw_file(path, DIM, N, M, vectors=vectors * 3)  # scale does not matter (cosine)
+    edited = vectors.copy()
+    edited[123, 5] += 1e-3  # one coordinate of one row: a full comparison sees it
     with pytest.raises(CorruptIndexError, match="differ from embeddings.npy"):
-        check_hnsw_file(path, DIM, N, M, vectors=unit_vectors(N, DIM, 1))
+        check_hnsw_file(path, DIM, N, M, vectors=edited)
+    nan = vectors.copy()
+    nan[7] = np.nan
+    with pytest.raises(CorruptIndexError, match="differ from embeddings.npy"):
+        check_hnsw_file(path, DIM, N, M, vectors=nan)
+
+
+def test_load_compares_a_sample_of_rows_and_refuses_a_graph_of_other_embeddings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = build_file(tmp_path / "index.hnsw")
+    monkeypatch.setattr("search.index.VECTOR_SAMPLE", 30)  # 300 rows: records 0, 10, 20, ... are compared
+    rows = unit_vectors(N, DIM, 0)
+    assert len(VectorIndex.load(path, DIM, PARAMS, count=N, vectors=rows)) == N
+    assert "differ from embeddings.npy" in assert_refused(path, vectors=unit_vectors(N, DIM, 1))
+    labels = Layout.parse(path.read_bytes()).labels()
+    off_stride, on_stride = rows.copy(), rows.copy()
+    off_stride[labels[11]] *= -1
+    on_stride[labels[10]] *= -1
+    assert len(VectorIndex.load(path, DIM, PARAMS, count=N, vectors=off_stride)) == N  # a sample, not a proof
+    assert "differ from embeddings.npy" in assert_refused(path, vectors=on_stride)
 
 
 # --- targeted patches ----------------------------------------------------------------------------------------
@@ -264,7 +291,7 @@ def test_hnswlibs_own_load_errors_become_the_same_one_line_error(tmp_path: Path,
     # A file the check has not seen (as if it changed in between): hnswlib's RuntimeError is mapped, not raised.
     path = tmp_path / "index.hnsw"
     path.write_bytes(base.data[:-3])
-    monkeypatch.setattr("search.index.check_hnsw_file", lambda *args: HnswHeader(N, DIM, M, 2 * M, 0, 0, 0))
+    monkeypatch.setattr("search.index.check_hnsw_file", lambda *args, **kwargs: HnswHeader(N, DIM, M, 2 * M, 0, 0, 0))
     assert "Index seems to be corrupted" in assert_refused(path)
 
 
