@@ -69,7 +69,9 @@ def model_card(manifest: Manifest, repo_id: str) -> str:
             "Queries must use the same model; the app loads the one `manifest.json` names.", "",
             "## Files", "", "`manifest.json`, `index.hnsw` (hnswlib graph), `embeddings.npy` (float32, no pickle), "
             "`metadata.parquet` (id, image URL, page URL, description, photographer), `failures.parquet` "
-            "(items that could not be downloaded or decoded, with the reason).", "", "## Licence", "",
+            "(items that could not be downloaded or decoded, with the reason)."
+            + (" `images/`: thumbnails of the pictures (longest side 512 px), which the app shows."
+               if any(name.startswith("images/") for name in manifest.files) else ""), "", "## Licence", "",
             *_licence_lines(info.source)]
     return "\n".join(line for line in [*header, "", *body] if line is not None) + "\n"
 
