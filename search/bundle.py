@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -284,23 +285,22 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     name is random and created exclusively (O_EXCL | O_NOFOLLOW), so a symlink planted beside `path` is never
     written through; a temp file swapped while `write` ran is refused, and a failed write leaves no temp file.
     """
-    tmp, identity = _exclusive_temp(path)
+    tmp, descriptor = _exclusive_temp(path)
     try:
         write(tmp)
-        descriptor = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        try:
-            status = os.fstat(descriptor)
-            if (status.st_dev, status.st_ino) != identity:
-                raise BundleError(f"the temporary file for {path.name} was replaced while being written; "
-                                  f"check who else writes in {path.parent}")
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        # The creation descriptor stays open until here, so its inode number cannot be reused by a swapped-in file.
+        created, now = os.fstat(descriptor), os.lstat(tmp)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (created.st_dev, created.st_ino):
+            raise BundleError(f"the temporary file for {path.name} was replaced while being written; "
+                              f"check who else writes in {path.parent}")
+        os.fsync(descriptor)
         os.replace(tmp, path)  # replaces a symlink at `path` itself, never writes through it
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(descriptor)
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)  # make the rename itself durable, not only the data
@@ -308,17 +308,14 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         os.close(folder)
 
 
-def _exclusive_temp(path: Path) -> tuple[Path, tuple[int, int]]:
-    """A new empty hidden file beside `path` (keeping its suffix: np.save appends .npy) and its (device, inode)."""
+def _exclusive_temp(path: Path) -> tuple[Path, int]:
+    """A new empty hidden file beside `path` (keeping its suffix: np.save appends .npy), open for writing."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     for _ in range(16):
         tmp = path.with_name(f".{path.stem}.{secrets.token_hex(8)}.tmp{path.suffix}")
         try:
-            descriptor = os.open(tmp, flags, 0o666)  # not mkstemp's 0600: bundle files get the umask's mode
+            return tmp, os.open(tmp, flags, 0o666)  # not mkstemp's 0600: bundle files get the umask's mode
         except FileExistsError:
             continue
-        status = os.fstat(descriptor)
-        os.close(descriptor)
-        return tmp, (status.st_dev, status.st_ino)
     raise BundleError(f"cannot create a temporary file beside {path.name}; remove the hidden .*.tmp files in "
                       f"{path.parent}")

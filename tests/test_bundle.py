@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from search.bundle import (
     METADATA_FILE,
     Bundle,
     BundleInfo,
+    atomic_write,
     write_bundle,
 )
 from search.config import EncoderSpec, HnswParams
@@ -165,3 +168,102 @@ def test_write_refuses_mismatched_inputs(tmp_path: Path) -> None:
                      BundleInfo(EncoderSpec("ViT-B-32", None)))
     with pytest.raises(ValueError, match="for 4 rows"):
         write_bundle(tmp_path, unit_vectors(3, 4), metadata_table(4), BundleInfo(EncoderSpec("ViT-B-32", None)))
+
+
+# --- atomic_write: unique exclusive temp names, nothing left behind ---
+
+def test_atomic_write_never_follows_a_symlink_planted_at_a_temp_name(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    for name in (".manifest.tmp.json", ".manifest.json.tmp", ".manifest.0000000000000000.tmp.json"):
+        (folder / name).symlink_to(victim)
+    atomic_write(folder / "manifest.json", lambda tmp: tmp.write_text("new", encoding="utf-8"))
+    assert victim.read_text() == "keep me" and (folder / "manifest.json").read_text() == "new"
+    assert sorted(path.name for path in folder.iterdir() if not path.is_symlink()) == ["manifest.json"]
+
+
+def test_atomic_write_replaces_a_symlink_at_the_target_instead_of_writing_through_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "embeddings.npy").symlink_to(victim)
+    atomic_write(tmp_path / "embeddings.npy", lambda tmp: np.save(tmp, np.ones(3, np.float32)))
+    assert victim.read_text() == "keep me" and not (tmp_path / "embeddings.npy").is_symlink()
+    np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy"), np.ones(3, np.float32))
+
+
+def test_atomic_write_leaves_no_temp_file_when_the_write_fails(tmp_path: Path) -> None:
+    (tmp_path / "data.parquet").write_text("old")
+
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(tmp_path / "data.parquet", fail)
+    assert [path.name for path in tmp_path.iterdir()] == ["data.parquet"]
+    assert (tmp_path / "data.parquet").read_text() == "old"
+
+
+def test_atomic_write_refuses_a_temp_file_swapped_while_writing(tmp_path: Path) -> None:
+    def swap(tmp: Path) -> None:
+        tmp.unlink()
+        tmp.write_text("someone else's file")  # same name, another inode
+
+    with pytest.raises(BundleError, match="was replaced while being written"):
+        atomic_write(tmp_path / "index.hnsw", swap)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_gives_new_files_the_umask_mode_and_unique_temp_names(tmp_path: Path) -> None:
+    names: list[str] = []
+    old = os.umask(0o022)
+    try:
+        for _ in range(3):
+            atomic_write(tmp_path / "a.json", lambda tmp: (names.append(tmp.name), tmp.write_text("{}"))[1])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert len(set(names)) == 3 and all(name.startswith(".a.") and name.endswith(".tmp.json") for name in names)
+
+
+# --- what a bundle may point at ---
+
+def test_a_symlink_that_stays_inside_the_bundle_is_accepted(tmp_path: Path) -> None:
+    root = tmp_path / "bundle"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").write_bytes(b"picture")
+    (root / "images" / "b.png").symlink_to("a.png")
+    table = metadata_table(2).set_column(1, "image", [["images/a.png", "images/b.png"]])
+    write_bundle(root, unit_vectors(2, 4), table, BundleInfo(EncoderSpec("ViT-B-32", None)))
+    bundle = Bundle.load(root)
+    assert bundle.catalog.hit(1, 1.0).image == str(root / "images" / "b.png")
+    assert bundle.served_folders == (root.resolve(),) and bundle.label == str(root)
+
+
+@pytest.mark.parametrize("url", ["https://images.example/a.jpg", "http://127.0.0.1:8000/x.png?w=480#top"])
+def test_web_images_and_pages_pass_unchanged(tmp_path: Path, url: str) -> None:
+    table = metadata_table(1).set_column(1, "image", [[url]]).set_column(2, "page_url", [[url]])
+    write_bundle(tmp_path / "b", unit_vectors(1, 4), table, BundleInfo(EncoderSpec("ViT-B-32", None)))
+    hit = Bundle.load(tmp_path / "b").catalog.hit(0, 1.0)
+    assert (hit.image, hit.page_url) == (url, url)
+
+
+@pytest.mark.parametrize("url", ["HTTPS://a.example/x.jpg", "https:///x.jpg", "https://a.example/x y.jpg",
+                                 "ftp://a.example/x.jpg", "//a.example/x.jpg", "https://" + "a" * 5000])
+def test_odd_urls_are_not_web_urls(tmp_path: Path, url: str) -> None:
+    table = metadata_table(1).set_column(2, "page_url", [[url]])
+    write_bundle(tmp_path / "b", unit_vectors(1, 4), table, BundleInfo(EncoderSpec("ViT-B-32", None)))
+    with pytest.raises(BundleError, match="row 0: page_url must be an http"):
+        Bundle.load(tmp_path / "b")
+
+
+def test_vectors_within_the_unit_tolerance_load(tmp_path: Path) -> None:
+    vectors = unit_vectors(4, 8) * np.array([[1.0009], [0.9991], [1.0], [1.0]], np.float32)
+    write_bundle(tmp_path / "b", vectors, metadata_table(4), BundleInfo(EncoderSpec("ViT-B-32", None)))
+    assert len(Bundle.load(tmp_path / "b").catalog) == 4
+    vectors[2] *= 1.0011
+    write_bundle(tmp_path / "b", vectors, metadata_table(4), BundleInfo(EncoderSpec("ViT-B-32", None)))
+    with pytest.raises(BundleError, match=r"1 row\(s\) that are not finite unit vectors \(row 2 first\)"):
+        Bundle.load(tmp_path / "b")

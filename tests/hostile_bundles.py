@@ -1,0 +1,379 @@
+"""A corpus of hostile index bundles, crafted as an attacker would: every manifest checksum is consistent.
+
+Each case starts from a small valid bundle made by the real writer (8 items, 64-d like the demo model, local
+PNG thumbnails under images/) and changes one thing. `write_corpus(folder)` writes them all and returns what
+each should do: be refused with a one-line reason matching `refusal`, or (refusal None) be served safely.
+
+    .venv/bin/python -m tests.hostile_bundles OUT     # writes OUT/<case>/... and lists the cases
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from search.bundle import BundleInfo, write_bundle
+from search.config import EncoderSpec, HnswParams
+from tests.conftest import DEMO_MODEL_DIR, unit_vectors
+
+COUNT, DIM = 8, 64  # the demo model's dim, so a bundle that passes can be searched with the demo encoder
+SECRET = "SECRET-TOKEN-4a1f: nothing outside a bundle may ever be read or served\n"
+OLD_TEMP_NAMES = (".manifest.tmp.json", ".embeddings.tmp.npy", ".metadata.tmp.parquet", ".index.tmp.hnsw")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One crafted bundle and what loading it must do."""
+
+    name: str
+    index: Path  # what --index / SEARCH_INDEX names
+    refusal: str | None  # regex of the one-line reason; None: it loads and is served safely
+    serving: bool = False  # concerns what the app serves (image paths, links, Hub snapshots)
+    action: str = "load"  # "load", or "rebuild" (--rebuild-index in place, with planted temp symlinks)
+    error: str = "BundleError"  # the SearchError subclass of the refusal
+
+
+# --- the valid starting point and an attacker's tools ---
+
+def write_valid(root: Path, dim: int = DIM) -> Path:
+    """A valid bundle with local thumbnails, https page links, and the demo model as its encoder."""
+    (root / "images").mkdir(parents=True)
+    for row in range(COUNT):
+        Image.new("RGB", (16, 16), (row * 30, 255 - row * 30, 90)).save(root / "images" / f"item-{row}.png")
+    table = pa.table({
+        "id": [f"item-{row}" for row in range(COUNT)],
+        "image": [f"images/item-{row}.png" for row in range(COUNT)],
+        "page_url": [f"https://example.com/photo/{row}" for row in range(COUNT)],
+        "description": [f"test picture {row}" for row in range(COUNT)],
+        "photographer": [f"Person {row}" for row in range(COUNT)],
+    })
+    info = BundleInfo(EncoderSpec(f"local-dir:{DEMO_MODEL_DIR}", None), HnswParams(8, 32, 16), "hostile-corpus")
+    write_bundle(root, unit_vectors(COUNT, dim, seed=dim), table, info)
+    return root
+
+
+def digest(path: Path) -> str | None:
+    """sha256 of a file as an attacker computes it (None when this machine cannot read it)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def manifest_of(root: Path) -> dict[str, Any]:
+    """The bundle's manifest as JSON."""
+    return json.loads((root / "manifest.json").read_text())
+
+
+def write_manifest(root: Path, manifest: Any) -> None:
+    """Replace the manifest (it lists no checksum of itself)."""
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def reseal(root: Path, extra: dict[str, str] | None = None) -> None:
+    """Recompute every listed checksum from the files as they now are (plus `extra` entries), like an attacker."""
+    manifest = manifest_of(root)
+    files = {**manifest["files"], **(extra or {})}
+    resealed = {name: digest(Path(name) if name.startswith("/") else root / name) or old for name, old in files.items()}
+    write_manifest(root, {**manifest, "files": resealed})
+
+
+def edit_manifest(root: Path, **changes: Any) -> None:
+    """Change top-level manifest fields."""
+    write_manifest(root, {**manifest_of(root), **changes})
+
+
+def edit_hnsw(root: Path, **changes: Any) -> None:
+    """Change manifest.hnsw fields."""
+    manifest = manifest_of(root)
+    edit_manifest(root, hnsw={**manifest["hnsw"], **changes})
+
+
+def set_cell(root: Path, column: str, row: int, value: Any) -> None:
+    """Rewrite one metadata cell and reseal."""
+    table = pq.read_table(root / "metadata.parquet")
+    values = table.column(column).to_pylist()
+    values[row] = value
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.string()))
+    pq.write_table(table, root / "metadata.parquet")
+    reseal(root)
+
+
+def set_metadata(root: Path, change: Callable[[pa.Table], pa.Table]) -> None:
+    """Rewrite the metadata table and reseal."""
+    pq.write_table(change(pq.read_table(root / "metadata.parquet")), root / "metadata.parquet")
+    reseal(root)
+
+
+def set_embeddings(root: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Rewrite embeddings.npy (no pickle unless the array needs it) and reseal."""
+    array = change(np.load(root / "embeddings.npy"))
+    np.save(root / "embeddings.npy", array, allow_pickle=array.dtype.hasobject)
+    reseal(root)
+
+
+def npy_with_header(root: Path, shape: tuple[int, ...], data: bytes) -> None:
+    """embeddings.npy whose header declares `shape` (float32) followed by `data`, then reseal."""
+    with (root / "embeddings.npy").open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        handle.write(data)
+    reseal(root)
+
+
+def link(path: Path, target: Path | str) -> None:
+    """Replace `path` by a symlink to `target`."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+# --- the cases: (name, refusal regex or None, serving, action, error), then what to do to a fresh copy ---
+
+Mutation = Callable[[Path, Path], Path | None]  # (bundle copy, the corpus's outside folder) -> index to use
+OUTSIDE_IMAGE = "the corpus's outside folder"
+
+IMAGE_REFUSAL = r"metadata.parquet row 0: image must be an http\(s\) URL or a bundle file listed in manifest.json"
+PAGE_REFUSAL = r"metadata.parquet row 3: page_url must be an http\(s\) URL or empty"
+NAME_REFUSAL = r"file \d+ in manifest.json is not a relative path inside the bundle"
+NOT_UNIT = r"embeddings.npy has \d+ row\(s\) that are not finite unit vectors"
+
+
+def _image_and_listed(value: str) -> Mutation:
+    def mutate(root: Path, outside: Path) -> None:
+        set_cell(root, "image", 0, value)
+        reseal(root, {value: "0" * 64})
+
+    return mutate
+
+
+def _escaping_symlink(root: Path, outside: Path) -> None:
+    link(root / "images" / "item-0.png", outside / "secret.txt")
+    reseal(root)
+
+
+def _escaping_images_dir(root: Path, outside: Path) -> None:
+    copy = outside / "images-copy"
+    if not copy.exists():
+        shutil.copytree(root / "images", copy)
+    link(root / "images", copy)
+    reseal(root)
+
+
+def _unlisted_inside(root: Path, outside: Path) -> None:
+    (root / "notes.txt").write_text("not listed in the manifest, so never verified")
+    set_cell(root, "image", 0, "notes.txt")
+
+
+def _outside_manifest(root: Path, outside: Path) -> None:
+    target = outside / "manifest-elsewhere.json"
+    shutil.copy(root / "manifest.json", target)
+    link(root / "manifest.json", target)
+
+
+def _outside_data_file(root: Path, outside: Path) -> None:
+    target = outside / "embeddings-elsewhere.npy"
+    shutil.copy(root / "embeddings.npy", target)
+    link(root / "embeddings.npy", target)
+    reseal(root)
+
+
+def _listed_link_to_shadow(root: Path, outside: Path) -> None:
+    (root / "leak.txt").symlink_to("/etc/shadow")
+    reseal(root, {"leak.txt": "0" * 64})
+
+
+def _huge_manifest(root: Path, outside: Path) -> None:
+    with (root / "manifest.json").open("r+b") as handle:
+        handle.truncate((64 << 20) + 1)  # sparse: costs no disk, but is over the cap
+
+
+def _rows(value: float, rows: slice) -> Callable[[np.ndarray], np.ndarray]:
+    def change(array: np.ndarray) -> np.ndarray:
+        array[rows] = value if np.isnan(value) or np.isinf(value) else array[rows] * value
+        return array
+
+    return change
+
+
+def _encoder_dim_mismatch(root: Path, outside: Path) -> None:
+    shutil.rmtree(root)
+    write_valid(root, dim=16)
+
+
+def _plant_temp_links(root: Path, outside: Path) -> None:
+    for name in OLD_TEMP_NAMES:
+        (root / name).symlink_to(outside / "victim.txt")
+
+
+def hub_snapshot(cache: Path, base: Path, repo: str = "datasets--evil--bundle") -> Path:
+    """`base` laid out as huggingface_hub caches a snapshot: snapshots/REV/NAME are symlinks into blobs/."""
+    repo_cache = cache / repo
+    snapshot = repo_cache / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    (repo_cache / "blobs").mkdir(parents=True)
+    for path in sorted(base.rglob("*")):
+        if path.is_file():
+            blob = repo_cache / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
+            shutil.copyfile(path, blob)
+            target = snapshot / path.relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(os.path.relpath(blob, target.parent))
+    return snapshot
+
+
+def _absolute_encoder(root: Path) -> None:
+    # The written `local-dir:` is relative to the bundle; a snapshot sits deeper, so name the model absolutely.
+    edit_manifest(root, encoder={"model": f"local-dir:{DEMO_MODEL_DIR}", "pretrained": None})
+
+
+def _hub_valid(root: Path, outside: Path) -> Path:
+    _absolute_encoder(root)
+    return hub_snapshot(root.parent / f"{root.name}-cache", root)
+
+
+def _hub_foreign_blob(root: Path, outside: Path) -> Path:
+    _absolute_encoder(root)
+    cache = root.parent / f"{root.name}-cache"
+    snapshot = hub_snapshot(cache, root)
+    other = hub_snapshot(cache, root, "datasets--someone--else")
+    image = snapshot / "images" / "item-0.png"
+    image.unlink()
+    image.symlink_to(os.path.realpath(other / "images" / "item-0.png"))  # same bytes, another repo's blobs
+    return snapshot
+
+
+CASES: list[tuple[str, str | None, bool, Mutation]] = [
+    # images: only http(s) URLs and files of the bundle itself
+    ("image-etc-passwd", IMAGE_REFUSAL, True, lambda r, o: set_cell(r, "image", 0, "/etc/passwd")),
+    ("image-proc-environ", IMAGE_REFUSAL, True, lambda r, o: set_cell(r, "image", 0, "/proc/self/environ")),
+    ("image-relative-escape", IMAGE_REFUSAL, True, lambda r, o: set_cell(r, "image", 0, "../../../../etc/hostname")),
+    ("image-dotdot-through-images", IMAGE_REFUSAL, True,
+     lambda r, o: set_cell(r, "image", 0, "images/../../outside/secret.txt")),
+    ("image-backslashes", IMAGE_REFUSAL, True, lambda r, o: set_cell(r, "image", 0, "..\\..\\etc\\passwd")),
+    ("image-file-url", IMAGE_REFUSAL, True, lambda r, o: set_cell(r, "image", 0, "file:///etc/passwd")),
+    ("image-javascript-url", IMAGE_REFUSAL, True, lambda r, o: set_cell(r, "image", 0, "javascript:alert(1)")),
+    ("image-null", IMAGE_REFUSAL, True, lambda r, o: set_cell(r, "image", 0, None)),
+    ("image-unlisted-file-inside", IMAGE_REFUSAL, True, _unlisted_inside),
+    ("image-absolute-and-listed", NAME_REFUSAL, True, _image_and_listed("/etc/passwd")),
+    ("image-escape-and-listed", NAME_REFUSAL, True, _image_and_listed("../../../../etc/hostname")),
+    ("image-symlink-escaping", r"bundle file images/item-0.png is a link that leads outside the bundle", True,
+     _escaping_symlink),
+    ("images-folder-symlink-escaping", r"bundle file images/item-\d.png is a link that leads outside the bundle",
+     True, _escaping_images_dir),
+    # page links
+    ("page-url-javascript", PAGE_REFUSAL, True, lambda r, o: set_cell(r, "page_url", 3, "javascript:alert(1)")),
+    ("page-url-data", PAGE_REFUSAL, True,
+     lambda r, o: set_cell(r, "page_url", 3, "data:text/html,<script>alert(1)</script>")),
+    ("page-url-newline", PAGE_REFUSAL, True,
+     lambda r, o: set_cell(r, "page_url", 3, "https://example.com/\njavascript:alert(1)")),
+    # manifest file names
+    ("name-dotdot", NAME_REFUSAL, False, lambda r, o: reseal(r, {"../../etc/passwd": "0" * 64})),
+    ("name-absolute", NAME_REFUSAL, False, lambda r, o: reseal(r, {"/etc/hostname": "0" * 64})),
+    ("name-wrong-hash-outside", NAME_REFUSAL, False,
+     lambda r, o: edit_manifest(r, files={**manifest_of(r)["files"], "/etc/shadow": "0" * 64})),
+    ("name-backslash", NAME_REFUSAL, False, lambda r, o: reseal(r, {"images\\..\\..\\secret.txt": "0" * 64})),
+    ("name-symlink-to-shadow", r"bundle file leak.txt is a link that leads outside the bundle", False,
+     _listed_link_to_shadow),
+    ("manifest-symlink-outside", r"bundle file manifest.json is a link that leads outside the bundle", False,
+     _outside_manifest),
+    ("data-file-symlink-outside", r"bundle file embeddings.npy is a link that leads outside the bundle", False,
+     _outside_data_file),
+    # manifest values
+    ("manifest-nested", r"manifest.json is nested too deeply", False,
+     lambda r, o: (r / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)),
+    ("manifest-over-64-mib", r"manifest.json is larger than 64 MiB", False, _huge_manifest),
+    ("manifest-not-an-object", r"manifest.json is malformed: the top level is not a JSON object", False,
+     lambda r, o: (r / "manifest.json").write_text("[1, 2]")),
+    ("manifest-int-of-5000-digits", r"manifest.json is not valid JSON", False,
+     lambda r, o: (r / "manifest.json").write_text('{"format_version": 1, "dim": 1' + "0" * 5000 + "}")),
+    ("ef-search-negative", r"hnsw.ef_search must be from 1 to", False, lambda r, o: edit_hnsw(r, ef_search=-1)),
+    ("ef-search-boolean", r"hnsw.ef_search must be a whole number, not a boolean", False,
+     lambda r, o: edit_hnsw(r, ef_search=True)),
+    ("m-fraction", r"hnsw.m must be a whole number, not a fraction", False, lambda r, o: edit_hnsw(r, m=16.5)),
+    ("count-huge", r"count must be from 0 to 50000000", False, lambda r, o: edit_manifest(r, count=10**12)),
+    ("dim-huge", r"dim must be from 1 to 8192", False, lambda r, o: edit_manifest(r, dim=10**9)),
+    ("dim-string", r"dim must be a whole number, not a string", False, lambda r, o: edit_manifest(r, dim="64")),
+    ("format-version-boolean", r"format_version a boolean is not supported", False,
+     lambda r, o: edit_manifest(r, format_version=True)),
+    ("encoder-not-an-object", r"encoder is not a JSON object", False,
+     lambda r, o: edit_manifest(r, encoder=["ViT-B-32"])),
+    ("files-not-an-object", r"files must be an object", False,
+     lambda r, o: edit_manifest(r, files=list(manifest_of(r)["files"]))),
+    ("checksum-not-hex", r"the sha256 of index.hnsw is not 64 lowercase hex digits", False,
+     lambda r, o: edit_manifest(r, files={**manifest_of(r)["files"], "index.hnsw": "<b>x</b>"})),
+    # embeddings
+    ("npy-header-71-gib", r"embeddings.npy holds float32 \(297795584, 64\), expected float32 \(8, 64\)", False,
+     lambda r, o: npy_with_header(r, (297_795_584, 64), b"\0" * 64)),
+    ("npy-header-76-gib-manifest-agrees", r"embeddings.npy has 64 bytes of data, not the 81920000000", False,
+     lambda r, o: (npy_with_header(r, (40_000_000, 512), b"\0" * 64),
+                   edit_manifest(r, count=40_000_000, dim=512))),
+    ("npy-truncated", r"embeddings.npy has 100 bytes of data, not the 2048", False,
+     lambda r, o: npy_with_header(r, (COUNT, DIM), b"\0" * 100)),
+    ("npy-fortran-order", r"in Fortran order", False, lambda r, o: set_embeddings(r, np.asfortranarray)),
+    ("npy-float64", r"embeddings.npy holds float64 \(8, 64\)", False,
+     lambda r, o: set_embeddings(r, lambda a: a.astype(np.float64))),
+    ("npy-big-endian", r"big-endian", False, lambda r, o: set_embeddings(r, lambda a: a.astype(">f4"))),
+    ("npy-pickle", r"embeddings.npy is not a plain .npy array \(it needs pickle", False,
+     lambda r, o: set_embeddings(r, lambda a: np.array([{"evil": 1}], dtype=object))),
+    ("nan-rows", NOT_UNIT, False, lambda r, o: set_embeddings(r, _rows(np.nan, slice(2, 5)))),
+    ("inf-row", NOT_UNIT, False, lambda r, o: set_embeddings(r, _rows(np.inf, slice(7, 8)))),
+    ("rows-not-unit", NOT_UNIT, False, lambda r, o: set_embeddings(r, _rows(2.0, slice(0, 8)))),
+    ("manifest-dim-disagrees", r"embeddings.npy holds float32 \(8, 64\), expected float32 \(8, 32\)", False,
+     lambda r, o: edit_manifest(r, dim=32)),
+    ("encoder-dim-disagrees", r"makes 64-d vectors but index .* holds 16-d ones", False, _encoder_dim_mismatch),
+    # metadata
+    ("duplicate-ids", r"metadata.parquet has duplicate ids", False, lambda r, o: set_cell(r, "id", 5, "item-1")),
+    ("null-id", r"metadata.parquet row 2 has no id", False, lambda r, o: set_cell(r, "id", 2, None)),
+    ("description-not-text", r"column description holds int64, not text", False,
+     lambda r, o: set_metadata(r, lambda t: t.set_column(3, "description", [list(range(COUNT))]))),
+    ("metadata-extra-row", r"manifest count 8, metadata 9 rows", False,
+     lambda r, o: set_metadata(r, lambda t: pa.concat_tables([t, t.slice(0, 1)]))),
+    ("metadata-column-missing", r"metadata.parquet lacks column\(s\) page_url", False,
+     lambda r, o: set_metadata(r, lambda t: t.drop_columns(["page_url"]))),
+    ("metadata-not-parquet", r"metadata.parquet cannot be read as parquet", False,
+     lambda r, o: ((r / "metadata.parquet").write_bytes(b"PAR1" + os.urandom(64)), reseal(r))),
+    # writes: a rebuild in place never writes through a symlink planted at a temp name
+    ("rebuild-with-planted-temp-links", None, False, _plant_temp_links),
+    # Hub snapshots: images/* are symlinks into the repo cache's blobs/
+    ("hub-snapshot", None, True, _hub_valid),
+    ("hub-snapshot-foreign-blob", r"bundle file images/item-0.png is a link that leads outside the bundle", True,
+     _hub_foreign_blob),
+]
+ERRORS = {"encoder-dim-disagrees": "EncoderMismatchError"}
+ACTIONS = {"rebuild-with-planted-temp-links": "rebuild"}
+
+
+def write_corpus(folder: Path) -> list[Case]:
+    """Write every case under `folder` (plus `_base`, the valid original, and `outside/`); return the cases."""
+    outside = folder / "outside"
+    outside.mkdir(parents=True)
+    (outside / "secret.txt").write_text(SECRET)
+    (outside / "victim.txt").write_text(SECRET)
+    base = write_valid(folder / "_base")
+    cases = []
+    for name, refusal, serving, mutate in CASES:
+        root = shutil.copytree(base, folder / name, symlinks=True)
+        index = mutate(root, outside)
+        cases.append(Case(name, index if isinstance(index, Path) else root, refusal, serving,
+                          ACTIONS.get(name, "load"), ERRORS.get(name, "BundleError")))
+    return cases
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or Path(sys.argv[1]).exists():
+        sys.exit("usage: python -m tests.hostile_bundles NEW_FOLDER")
+    for case in write_corpus(Path(sys.argv[1])):
+        print(f"{case.name:36} {case.index}  {'refused: ' + case.refusal if case.refusal else 'served safely'}")

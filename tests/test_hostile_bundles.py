@@ -1,0 +1,225 @@
+"""The hostile-bundle corpus (tests/hostile_bundles.py): every case is refused with one line that reveals nothing
+outside the bundle, or served safely; the CLI answers one line and exit 1; the app falls back to the demo with the
+reason, and every file its page links, and every picture a search shows, is a file of the bundle it serves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import search.engine
+from search import cli
+from search.bundle import Bundle
+from search.config import REPO_ROOT, EngineConfig, HnswParams
+from search.engine import load_engine
+from search.errors import SearchError
+from search.finalize import rebuild_index
+from tests.app_server import serve
+from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
+from tests.hostile_bundles import OLD_TEMP_NAMES, SECRET, Case, write_corpus
+from webapp import Startup, start_engine
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.)])/[^\s;,()'\"`]+")
+LEAK_WORDS = ("passwd", "shadow", "environ", "hostname", "SECRET-TOKEN", "/outside", "secret.txt")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
+    """Every case, written once for this module."""
+    return {case.name: case for case in write_corpus(tmp_path_factory.mktemp("hostile"))}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_demo_encoder(demo_encoder) -> Iterator[None]:
+    """Every engine in this module reuses the session's demo encoder instead of loading the model again."""
+    real_load = search.engine.ClipEncoder.load
+
+    def load(spec, *args, **kwargs):
+        return demo_encoder if spec.resolved(Path.cwd()) == DEMO_SPEC.resolved(Path.cwd()) else real_load(spec, *args,
+                                                                                                           **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search.engine.ClipEncoder, "load", load)
+        yield
+
+
+def cases(**where: object) -> list[str]:
+    """Names of the corpus cases whose fields equal `where` (read from the module's CASES table)."""
+    from tests.hostile_bundles import ACTIONS, CASES
+
+    table = [{"name": name, "refused": refusal is not None, "serving": serving, "action": ACTIONS.get(name, "load")}
+             for name, refusal, serving, _ in CASES]
+    return [row["name"] for row in table if all(row[key] == value for key, value in where.items())]
+
+
+def assert_reveals_nothing_outside(message: str, case: Case) -> None:
+    """One line; any absolute path in it is the bundle's own folder (or the model its manifest names)."""
+    assert "\n" not in message and "Traceback" not in message
+    allowed = (str(case.index), str(DEMO_SPEC.local_dir))
+    for path in ABSOLUTE_PATH.findall(message):
+        assert path.startswith(allowed), f"{case.name}: message names {path}: {message}"
+    for word in LEAK_WORDS:
+        assert word not in message, f"{case.name}: message mentions {word!r}: {message}"
+
+
+def test_the_corpus_covers_at_least_25_crafted_bundles(corpus: dict[str, Case]) -> None:
+    assert len(corpus) >= 25 and len(cases(refused=True)) >= 25
+    assert all(case.index.is_dir() for case in corpus.values())
+
+
+@pytest.mark.parametrize("name", cases(action="load"))
+def test_each_bundle_is_refused_in_one_line_or_loads_inside_its_folder(corpus: dict[str, Case], name: str) -> None:
+    case = corpus[name]
+    config = EngineConfig(index=str(case.index), onnx_text=False)
+    if case.refusal is None:
+        engine = load_engine(config)
+        hits = engine.search_text("a test picture", 8, -1.0)
+        assert len(hits) == 8
+        assert all(engine.bundle.folder.contains(hit.image) and Path(hit.image).is_file() for hit in hits)
+        return
+    with pytest.raises(SearchError) as info:
+        load_engine(config)
+    assert type(info.value).__name__ == case.error
+    assert re.search(case.refusal, str(info.value)), str(info.value)
+    assert_reveals_nothing_outside(str(info.value), case)
+
+
+@pytest.mark.parametrize("name", cases(action="load"))
+def test_the_cli_prints_one_line_and_exits_1(corpus: dict[str, Case], name: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    case = corpus[name]
+    code = cli.main(["a test picture", "--index", str(case.index), "--top-k", "3"])
+    out, err = capsys.readouterr()
+    if case.refusal is None:
+        assert code == 0 and len(out.splitlines()) == 3 and err == ""
+        return
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(case.refusal, err)
+
+
+def test_the_cli_in_a_fresh_process_prints_one_line_for_a_deeply_nested_manifest(corpus: dict[str, Case]) -> None:
+    result = subprocess.run([sys.executable, "-m", "search", "x", "--index", str(corpus["manifest-nested"].index)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: manifest.json is nested too deeply") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", cases(serving=True, refused=True))
+def test_the_app_falls_back_to_the_demo_with_the_reason(corpus: dict[str, Case], name: str) -> None:
+    case = corpus[name]
+    startup = start_engine(EngineConfig(index=str(case.index), onnx_text=False))
+    assert startup.is_demo and startup.engine.bundle.root == DEMO_INDEX_DIR
+    reason = (startup.notice or "").split("Reason: ", 1)[1].split("\n", 1)[0]
+    assert re.search(case.refusal or "", reason)
+    assert_reveals_nothing_outside(reason, case)
+
+
+# --- what the running app links and serves ---
+
+def bundle_digests(folders: tuple[Path, ...]) -> set[str]:
+    """sha256 of every file in the served folders: the only content a page may link."""
+    return {hashlib.sha256(path.read_bytes()).hexdigest() for folder in folders for path in folder.rglob("*")
+            if path.is_file()}
+
+
+def file_links(config: object, base: str) -> set[str]:
+    """Every URL by which the page would fetch a server-side file."""
+    text = json.dumps(config)
+    links = {url for url in re.findall(r'"url": "([^"]+)"', text) if "/file=" in url}
+    links |= {f"{base}/gradio_api/file={path}" for path in re.findall(r'"path": "(/[^"]+)"', text)}
+    return links
+
+
+def assert_serves_only_bundle_files(url: str, startup: Startup, expected_links: int) -> list[bytes]:
+    """Fetch every file the page config links; each must be byte-equal to a file of the served bundle."""
+    base = url.rstrip("/")
+    config = httpx.get(f"{base}/config", timeout=10).json()
+    assert SECRET.strip() not in json.dumps(config)
+    allowed = bundle_digests(startup.engine.bundle.served_folders)
+    links = file_links(config, base)
+    assert len(links) >= expected_links
+    bodies = []
+    for link in sorted(links):
+        response = httpx.get(link, timeout=10)
+        assert response.status_code == 200, link
+        served = hashlib.sha256(response.content).hexdigest()  # compared by digest: a leak is not printed
+        assert served in allowed, f"{link} is not a file of the bundle"
+        bodies.append(response.content)
+    return bodies
+
+
+SERVED = ["image-etc-passwd", "image-proc-environ", "image-relative-escape", "image-symlink-escaping",
+          "images-folder-symlink-escaping", "image-absolute-and-listed", "page-url-javascript"]
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_the_page_links_only_files_of_the_bundle_it_serves(corpus: dict[str, Case], name: str) -> None:
+    startup = start_engine(EngineConfig(index=str(corpus[name].index), onnx_text=False))
+    with serve(startup) as url:
+        bodies = assert_serves_only_bundle_files(url, startup, expected_links=4)  # the four example images
+    assert not any(SECRET.encode() in body for body in bodies)
+    assert startup.is_demo
+
+
+def run_ui_text_search(base: str, query: str, top_k: int) -> list[dict]:
+    """Run the Text tab's search as the browser does (queue/join + the event stream); the gallery it renders."""
+    config = httpx.get(f"{base}/config", timeout=10).json()
+    button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "text-search")
+    event = next(d for d in config["dependencies"] if [button, "click"] in d["targets"])
+    session = uuid.uuid4().hex
+    body = {"data": [query, "", top_k, -1.0], "fn_index": event["id"], "trigger_id": button,
+            "session_hash": session, "event_data": None}
+    assert httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=10).status_code == 200
+    with httpx.stream("GET", f"{base}/gradio_api/queue/data", params={"session_hash": session},
+                      timeout=30) as stream:
+        for line in stream.iter_lines():
+            message = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
+            if message.get("msg") == "process_completed":
+                assert message["success"], message
+                return message["output"]["data"][0]
+    raise AssertionError("the search never completed")
+
+
+def test_a_hub_snapshot_is_served_and_its_gallery_pictures_load_over_http(corpus: dict[str, Case], tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Gradio also serves anything under the temp folder, where this corpus lies; the real Hub cache is elsewhere.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-the-corpus"))
+    snapshot = corpus["hub-snapshot"].index
+    startup = start_engine(EngineConfig(index=str(snapshot), onnx_text=False))
+    assert not startup.is_demo and startup.notice is None
+    blobs = snapshot.parent.parent / "blobs"
+    assert startup.engine.bundle.served_folders == (snapshot.resolve(), blobs.resolve())
+    assert startup.engine.bundle.label == "evil/bundle@0123456789ab"
+    pictures = {hashlib.sha256(path.read_bytes()).hexdigest() for path in (snapshot / "images").iterdir()}
+    with serve(startup) as url:
+        assert len(assert_serves_only_bundle_files(url, startup, expected_links=4)) >= 4
+        gallery = run_ui_text_search(url.rstrip("/"), "a test picture", 8)
+        assert len(gallery) == 8
+        for item in gallery:
+            assert item["image"]["orig_name"].endswith(".png")  # the snapshot's name, not the blob's hash
+            response = httpx.get(item["image"]["url"], timeout=10)
+            assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+            assert hashlib.sha256(response.content).hexdigest() in pictures
+
+
+def test_a_rebuild_never_writes_through_symlinks_planted_at_temp_names(corpus: dict[str, Case]) -> None:
+    root = corpus["rebuild-with-planted-temp-links"].index
+    victim = root.parent / "outside" / "victim.txt"
+    rebuild_index(str(root), root, HnswParams(m=12, ef_construction=40, ef_search=20))
+    assert victim.read_text() == SECRET
+    for name in OLD_TEMP_NAMES:
+        assert (root / name).is_symlink() and os.readlink(root / name) == str(victim)
+    leftovers = {path.name for path in root.iterdir() if path.name.startswith(".")} - set(OLD_TEMP_NAMES)
+    assert leftovers == set()
+    assert Bundle.load(root).manifest.info.hnsw == HnswParams(12, 40, 20)
