@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.formparsers import MultiPartException
+from starlette.middleware import Middleware
 
 from search.config import EngineConfig
 from search.engine import MAX_QUERY_CHARS, Query, SearchEngine
 from search.errors import BadImageError, BadQueryError, SearchError
-from search.images import load_image
+from search.images import check_image
+from search.limits import BodyLimits, BodyRefusedError, BodyRule
 from search.types import Hit
 from webapp import (
     Startup,
@@ -25,6 +30,7 @@ from webapp import (
     credits_html,
     hits_json,
     mode_defaults,
+    negatives,
     number,
     start_engine,
     status_text,
@@ -32,13 +38,25 @@ from webapp import (
     whole_number,
 )
 
+logger = logging.getLogger(__name__)
+
 MAX_FILE_SIZE = "10mb"
+MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
+MAX_EXCLUDE_TERMS = 10  # each one is a text encode
+# Request bodies: an upload carries one picture (plus the multipart framing); any other body is a JSON call whose
+# longest legitimate field is a 1000-character query (~12 KB even as escaped emoji). Both must arrive within
+# BODY_DEADLINE_S, so a slow client cannot hold a connection and a temporary file for long.
+BODY_DEADLINE_S = 30.0
+UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
+                       ("/upload", "/process_recording", "/component_server"))
+JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
 # Two slots on a 2-vCPU Space: a query is mostly transfer and bookkeeping around a few ms to ~100 ms of model
 # time, so a second slot keeps a slow upload from holding up everyone else without oversubscribing the CPU.
 # Measured with bench/load_test.py (demo bundle, 2 cores shared with the load generator, 20 s per run):
 # 1 slot: 18.1 rps at 4 clients, 16.4 at 32; 2 slots: 20.7 and 20.4; 4 slots: 16.7 and 19.5. Two slots give the
 # most throughput and hold it flat from 4 to 32 clients (p95 grows with the queue, not from contention).
 CONCURRENCY = 2
+CONCURRENCY_ID = "search"  # one group: the limit above holds for all events together, not per event
 # Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~20 requests/s,
 # 64 waiting is about 3 s of work, so a caller is told quickly rather than timing out.
 MAX_QUEUE = 64
@@ -59,37 +77,81 @@ def checked_query(text: str) -> str:
     return text
 
 
+def checked_exclude(text: str | None) -> str | None:
+    """Refuse an Exclude field that would cost more than a few text encodes, before any of them runs."""
+    if not isinstance(text, str):
+        return text
+    if len(text) > MAX_QUERY_CHARS:
+        raise BadQueryError(f"the Exclude field has {len(text)} characters; keep it under {MAX_QUERY_CHARS}")
+    if (count := len(negatives(text))) > MAX_EXCLUDE_TERMS:
+        raise BadQueryError(f"the Exclude field lists {count} terms; keep it to {MAX_EXCLUDE_TERMS} or fewer, "
+                            "separated by commas")
+    return text
+
+
+# An absolute path's folders: a slash not inside a word, a number or a URL, then names each ending in a slash.
+_FOLDERS = re.compile(r"(?<![\w.:/~-])/(?:[^\s/:]+/)+")
+
+
+def without_server_paths(message: str, paths: tuple[Any, ...] = ()) -> str:
+    """`message` naming files as the caller knows them: each of `paths` by its name, any other absolute
+    path without its folders (an upload's temporary path says where the server keeps its files)."""
+    for path in paths:
+        if isinstance(path, str) and os.path.isabs(path):
+            message = message.replace(path, Path(path).name)
+    return _FOLDERS.sub("", message)
+
+
 def as_gr_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a handler so a SearchError reaches the browser and the client as a readable gr.Error."""
+    """Wrap a handler so every failure reaches the browser and the client as a readable one-line gr.Error."""
 
     @functools.wraps(fn)  # keeps the signature: API parameter names, and gr.SelectData injection
     def wrapped(*args: Any) -> Any:
         try:
             return fn(*args)
         except SearchError as exc:
-            raise gr.Error(str(exc), print_exception=False) from exc
+            raise gr.Error(without_server_paths(str(exc), args), print_exception=False) from exc
+        except Exception as exc:  # a bug: gradio would show an empty message; say what kind, log the rest
+            logger.exception("unexpected failure in %s", fn.__name__)
+            raise gr.Error(f"the search failed on the server ({type(exc).__name__}); try again or report it",
+                           print_exception=False) from exc
 
     return wrapped
 
 
 def explain_unreadable_uploads(image: gr.Image) -> gr.Image:
-    """Make `image` refuse a file PIL cannot identify with our loader's clear message instead of PIL's."""
+    """Make `image` check an upload's header with our loader before gradio opens it, and explain any refusal
+    in one line that names the file as the visitor knows it."""
     # An instance override, not a subclass: gradio writes a .pyi stub beside any module defining a component.
     preprocess = image.preprocess
 
     def checked(payload: Any) -> Any:
-        try:
+        path = getattr(payload, "path", None)
+        if path is None:
             return preprocess(payload)
-        except (OSError, SyntaxError, ValueError) as exc:
-            path, name = str(payload.path), payload.orig_name or "upload"
-            try:
-                load_image(path)
-            except BadImageError as bad:
-                raise gr.Error(str(bad).replace(path, name), print_exception=False) from exc
-            raise gr.Error(f"{name}: cannot be read as a picture", print_exception=False) from exc
+        name = payload.orig_name or Path(path).name
+        try:
+            # Header only: the declared size is refused here, before gradio's PIL.Image.open (which raises
+            # DecompressionBombError, shown as an empty message, from about 179 MP).
+            check_image(path)
+            return preprocess(payload)
+        except BadImageError as bad:
+            raise gr.Error(without_server_paths(str(bad).replace(str(path), name)), print_exception=False) from bad
+        except Exception as exc:  # whatever gradio's own reading raises on a hostile file
+            raise gr.Error(f"{name}: cannot be read as a picture; use a JPEG, PNG, GIF, WebP, BMP or TIFF image",
+                           print_exception=False) from exc
 
     image.preprocess = checked  # type: ignore[method-assign]
     return image
+
+
+class _RefusedBodyError(BodyRefusedError, MultiPartException):
+    """A refused body, raised as Starlette's multipart error so gradio's upload parser deletes its partial files."""
+
+
+def body_limits() -> Middleware:
+    """The request-body limits, as Starlette middleware for gradio's FastAPI app."""
+    return Middleware(BodyLimits, rules=(UPLOAD_BODY,), default=JSON_BODY, refused=_RefusedBodyError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +184,8 @@ class SearchUI:
         """Items that look like an uploaded image, best first."""
         if image is None:
             raise BadQueryError("no image given: upload a JPEG, PNG, GIF, WebP, BMP or TIFF file")
-        try:
-            hits = self.engine.search_image(image, whole_number(top_k, "top_k"), number(threshold, "threshold"))
-        except BadImageError as exc:
-            # Name the file as the caller knows it, not by the server's upload path.
-            raise BadImageError(str(exc).replace(image, Path(image).name)) from exc
-        return hits_json(hits)
+        return hits_json(self.engine.search_image(image, whole_number(top_k, "top_k"),
+                                                  number(threshold, "threshold")))
 
     def similar(self, id: str, top_k: float, threshold: float) -> list[dict]:
         """Items like a collection item (by id), the item itself left out."""
@@ -138,7 +196,7 @@ class SearchUI:
     def ui_text(self, query: str, exclude: str, top_k: float, threshold: float) -> Outputs:
         """Text tab: the query minus excluded terms."""
         request = Request("text", f"“{str(query).strip()[:60]}”",
-                          query=combined_query(checked_query(query), None, 1.0, exclude))
+                          query=combined_query(checked_query(query), None, 1.0, checked_exclude(exclude)))
         return self.run(request, top_k, threshold)
 
     def ui_image(self, image: str | None, text: str, weight: float, exclude: str, top_k: float,  # noqa: PLR0917
@@ -147,7 +205,8 @@ class SearchUI:
         # Gradio passes one positional argument per input component, hence six.
         if image is None:
             raise BadQueryError("no image yet: upload one, paste one or take a webcam picture")
-        request = Request("image", "the image", query=combined_query(checked_query(text), image, weight, exclude))
+        request = Request("image", "the image",
+                          query=combined_query(checked_query(text), image, weight, checked_exclude(exclude)))
         return self.run(request, top_k, threshold)
 
     def ui_similar(self, hits: list[dict], top_k: float, threshold: float, evt: gr.SelectData) -> Outputs:
@@ -218,7 +277,7 @@ def build_app(startup: Startup) -> gr.Blocks:
         credits = gr.HTML(elem_id="credits")
         hits, last = gr.State([]), gr.State(None)
         outputs = [gallery, status, credits, hits, last]
-        private = {"api_visibility": "private", "show_progress": "minimal"}
+        private = {"api_visibility": "private", "show_progress": "minimal", "concurrency_id": CONCURRENCY_ID}
         gr.on([text_button.click, query.submit], as_gr_error(ui.ui_text), [query, exclude, top_k, text_threshold],
               outputs, **private)
         gr.on([image_button.click, image.upload], as_gr_error(ui.ui_image),
@@ -240,7 +299,8 @@ def add_api(ui: SearchUI) -> None:
         result = gr.JSON(label="hits")
     for name, source in (("search_text", text), ("search_image", image), ("similar", item_id)):
         handler = as_gr_error(getattr(ui, name))
-        gr.on([], handler, [source, top_k, threshold], result, api_name=name, api_description=handler.__doc__)
+        gr.on([], handler, [source, top_k, threshold], result, api_name=name, api_description=handler.__doc__,
+              concurrency_id=CONCURRENCY_ID)
 
 
 def example_images(engine: SearchEngine, count: int = 4) -> list[str]:
@@ -258,7 +318,7 @@ def launch(demo: gr.Blocks, startup: Startup, **kwargs: Any) -> tuple[Any, str, 
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
-                       theme=gr.themes.Soft(), css=CSS, **kwargs)
+                       theme=gr.themes.Soft(), css=CSS, app_kwargs={"middleware": [body_limits()]}, **kwargs)
 
 
 def parse_args(argv: list[str] | None = None) -> EngineConfig:

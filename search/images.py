@@ -8,11 +8,12 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from search.errors import BadImageError, one_line
 
@@ -20,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 MAX_IMAGE_PIXELS: int = 64_000_000
 """Our own limit on declared width × height, checked before decoding (PIL's bomb guard stays on too)."""
+REDUCE_ABOVE_PIXELS: int = 4_000_000
+"""With `min_side`, a decoded picture over this many pixels is shrunk (box average by a whole factor, short side
+kept at least `min_side`) before any conversion, so a 64 MP upload costs its decode buffer and little more.
+Smaller pictures keep their exact pixels: their conversions cost at most a few tens of MB."""
 
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
 
@@ -29,26 +34,47 @@ _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # What PIL and its plugins raise on broken files; anything else is a bug worth a traceback.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+_EXIF_ERRORS = (SyntaxError, ValueError, KeyError, TypeError, struct.error)
+# Modes Image.reduce averages; others are converted to one of them first, strip by strip (see _shrunk).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"})
+_REDUCIBLE_AS = {"1": "L", "P": "RGB", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+_STRIP_PIXELS = 1 << 20  # pixels per strip when a big picture is converted piece by piece
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the turn that makes it upright (as ImageOps uses)
+# Metadata that could state the orientation again once it has been applied.
+_ORIENTATION_INFO = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
 
 
 def load_image(source: ImageSource, *, min_side: int | None = None) -> Image.Image:
-    """Return `source` as an upright RGB image, or raise BadImageError saying what is wrong and what to do."""
+    """Return `source` as an upright RGB image, or raise BadImageError saying what is wrong and what to do.
+
+    With `min_side`, a big picture may come back smaller, never with a short side under `min_side`: JPEGs are
+    decoded at reduced size, others over REDUCE_ABOVE_PIXELS are shrunk right after decoding.
+    """
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be a positive number of pixels, got {min_side}")
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", "") or "upload"
         _check_pixels(source, name)
-        return _normalise(source, name)
+        return _normalise(source, name, min_side)
     if isinstance(source, str | os.PathLike):
-        return _load_path(Path(source), min_side)
+        with _open_file(Path(source)) as stream:
+            return _load_stream(stream, str(source), min_side)
     data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else source.read()
     if not data:
         raise BadImageError(f"upload: empty (0 bytes); {_FORMATS_HINT}")
     return _load_stream(io.BytesIO(data), "upload", min_side)
 
 
-def _load_path(path: Path, min_side: int | None) -> Image.Image:
-    """Open a file ourselves so the handle is closed on every way out."""
+def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Read only the header: refuse what `load_image` would refuse before decoding, else return the size."""
+    with _open_file(Path(path)) as stream, _identified(stream, str(path)) as image:
+        return image.size
+
+
+def _open_file(path: Path) -> BinaryIO:
+    """The file opened for reading (the caller closes it), or a BadImageError saying why it cannot be."""
     if path.is_dir():
         raise BadImageError(f"{path}: is a folder, not an image file; pass the path of one image")
     try:
@@ -57,14 +83,24 @@ def _load_path(path: Path, min_side: int | None) -> Image.Image:
         raise BadImageError(f"{path}: no such file; check the path and that the file was not moved") from exc
     except OSError as exc:
         raise BadImageError(f"{path}: cannot open the file ({exc.strerror}); check its permissions") from exc
-    with stream:
-        if os.fstat(stream.fileno()).st_size == 0:
-            raise BadImageError(f"{path}: the file is empty (0 bytes); {_CORRUPT_HINT}")
-        return _load_stream(stream, str(path), min_side)
+    if os.fstat(stream.fileno()).st_size == 0:
+        stream.close()
+        raise BadImageError(f"{path}: the file is empty (0 bytes); {_CORRUPT_HINT}")
+    return stream
 
 
 def _load_stream(stream: BinaryIO, name: str, min_side: int | None) -> Image.Image:
     """Identify the format lazily, check the declared size, then decode and normalise."""
+    with _identified(stream, name) as image:
+        if min_side is not None and image.format == "JPEG":
+            # libjpeg scales by 1/2, 1/4 or 1/8 while decoding, never below the requested box.
+            image.draft("RGB", (min_side, min_side))
+            logger.debug("%s: decoding JPEG at reduced size %s", name, image.size)
+        return _normalise(image, name, min_side)
+
+
+def _identified(stream: BinaryIO, name: str) -> Image.Image:
+    """The picture opened lazily (header only) with its declared size checked; use it in a `with` block."""
     try:
         # PIL only warns between its limit and twice that; ours is lower, so _check_pixels refuses
         # those. (warnings.catch_warnings would be simpler but is not thread-safe in a server.)
@@ -76,13 +112,12 @@ def _load_stream(stream: BinaryIO, name: str, min_side: int | None) -> Image.Ima
         raise BadImageError(f"{name}: too large to decode safely ({reason}); resize it before adding it") from exc
     except _DECODE_ERRORS as exc:
         raise _decode_error(name, exc) from exc
-    with image:
+    try:
         _check_pixels(image, name)
-        if min_side is not None and image.format == "JPEG":
-            # libjpeg scales by 1/2, 1/4 or 1/8 while decoding, never below the requested box.
-            image.draft("RGB", (min_side, min_side))
-            logger.debug("%s: decoding JPEG at reduced size %s", name, image.size)
-        return _normalise(image, name)
+    except BadImageError:
+        image.close()
+        raise
+    return image
 
 
 def _check_pixels(image: Image.Image, name: str) -> None:
@@ -95,23 +130,50 @@ def _check_pixels(image: Image.Image, name: str) -> None:
         raise BadImageError(f"{name}: declares {width}×{height} pixels, {limit}; resize it before adding it")
 
 
-def _normalise(image: Image.Image, name: str) -> Image.Image:
-    """Decode fully (first frame only), apply EXIF orientation and convert to RGB as a new image."""
+def _normalise(image: Image.Image, name: str, min_side: int | None) -> Image.Image:
+    """Decode fully (first frame only), shrink if big, apply EXIF orientation and convert to RGB as a new image."""
     try:
         image.load()  # inside the try: a truncated file must fail here, not come back half grey
-        upright = _upright(image, name)
-        return _to_rgb(upright)
+        turn = _orientation(image, name)  # read first: a TIFF keeps it in tags that a shrunk copy lacks
+        image = _shrunk(image, min_side)
+        rgb = _to_rgb(image if turn is None else image.transpose(turn))
     except _DECODE_ERRORS as exc:
         raise _decode_error(name, exc) from exc
+    for key in _ORIENTATION_INFO:  # applied now: a second load_image must not turn it again
+        rgb.info.pop(key, None)
+    return rgb
 
 
-def _upright(image: Image.Image, name: str) -> Image.Image:
-    """Rotate or flip by the EXIF orientation tag; a broken EXIF block is not worth refusing the picture."""
+def _orientation(image: Image.Image, name: str) -> Image.Transpose | None:
+    """The turn its EXIF orientation tag asks for; a broken EXIF block is not worth refusing the picture."""
     try:
-        return ImageOps.exif_transpose(image)
-    except (SyntaxError, ValueError, KeyError, TypeError, struct.error) as exc:
+        return _TURNS.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except _EXIF_ERRORS as exc:
         logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name, one_line(exc, 200))
-        return image.copy()
+        return None
+
+
+def _shrunk(image: Image.Image, min_side: int | None) -> Image.Image:
+    """`image` shrunk by the largest whole factor that keeps its short side at least `min_side`, if it is big.
+
+    Strip by strip: Image.reduce itself makes a full-size premultiplied copy of RGBA and LA pictures, and the
+    palette, 1-bit, 16-bit and colour-keyed modes need converting first; a strip at a time, no full-size copy
+    ever exists. Strips hold whole boxes, so the result equals one reduce of the whole picture.
+    """
+    if min_side is None or image.width * image.height <= REDUCE_ABOVE_PIXELS:
+        return image
+    factor = min(image.size) // min_side
+    keyed = "transparency" in image.info
+    mode = "RGBA" if keyed else _REDUCIBLE_AS.get(image.mode, image.mode)
+    if factor < 2 or mode not in _REDUCIBLE_MODES:
+        return image  # a rare mode (LAB, HSV...) is converted whole, as before
+    width, height = image.size
+    reduced = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    rows = max(1, _STRIP_PIXELS // (width * factor)) * factor
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        reduced.paste((strip if strip.mode == mode else strip.convert(mode)).reduce(factor), (0, top // factor))
+    return reduced
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -127,16 +189,26 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def _to_8bit(image: Image.Image) -> Image.Image:
     """Scale 16-bit, 32-bit integer or float greyscale to 8-bit 'L'; PIL's own convert clips at 255."""
-    values = np.nan_to_num(np.asarray(image, dtype=np.float64))
-    peak = float(values.max(initial=0.0))
+    # Strip by strip: float64 copies of a whole 64 MP picture would take 512 MB each.
+    peak = max(float(values.max(initial=0.0)) for _, values in _float_strips(image))
     if image.mode.startswith("I;16"):
         full_scale = 65535.0
     elif image.mode == "I":
         full_scale = 65535.0 if peak <= 65535 else peak  # PNG 16-bit data, else whatever range it has
     else:
         full_scale = 1.0 if peak <= 1 else 255.0 if peak <= 255 else peak  # float: [0,1], [0,255] or raw
-    scaled = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255)
-    return Image.fromarray(scaled.astype(np.uint8))
+    result = np.empty((image.height, image.width), np.uint8)
+    for top, values in _float_strips(image):
+        result[top:top + len(values)] = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255)
+    return Image.fromarray(result)
+
+
+def _float_strips(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, float64 values with NaN as 0) for consecutive strips of about _STRIP_PIXELS pixels."""
+    rows = max(1, _STRIP_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        strip = image.crop((0, top, image.width, min(image.height, top + rows)))
+        yield top, np.nan_to_num(np.asarray(strip, dtype=np.float64))
 
 
 def _describe_unreadable(stream: BinaryIO) -> str:

@@ -219,6 +219,28 @@ def huge_declared_png(folder: Path, width: int = 20_000, height: int = 20_000) -
     return path
 
 
+def flat_png(folder: Path, mode: Literal["I;16", "RGBA", "RGB", "P"], width: int = 8_000, height: int = 8_000,
+             name: str | None = None) -> Path:
+    """A valid PNG of one flat colour at a worst-case size: a few hundred KB that decode to hundreds of MB.
+
+    Written as zlib of one repeated row, so it takes well under a second however large it declares itself.
+    """
+    depth, colour_type, channels, value = _FLAT_PNG_LAYOUT[mode]
+    path = folder / (name or f"flat_{mode.replace(';', '')}_{width}x{height}.png")
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    row = b"\x00" + bytes([value]) * (width * channels * depth // 8)  # filter byte 0, then the samples
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    palette = _png_chunk(b"PLTE", bytes([200, 40, 40]) * 256) if mode == "P" else b""
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + palette + _png_chunk(b"IDAT", idat)
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+# mode: (bit depth, PNG colour type, samples per pixel, byte value of every sample)
+_FLAT_PNG_LAYOUT = {"I;16": (16, 0, 1, 0x80), "RGBA": (8, 6, 4, 0x80), "RGB": (8, 2, 3, 0x80), "P": (8, 3, 1, 7)}
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     """One PNG chunk: length, type, data, CRC-32 of type + data."""
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))

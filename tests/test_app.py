@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -282,12 +283,13 @@ def test_index_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -
 
 
 def small_demo_bundle(tmp_path: Path) -> Path:
-    """A 20-item bundle made with the demo encoder, but not the demo bundle itself."""
+    """A 20-item bundle made with the demo encoder, but not the demo bundle itself (its pictures copied in)."""
     table = pq.read_table(DEMO_INDEX_DIR / "metadata.parquet").slice(0, 20)
-    table = table.set_column(table.schema.get_field_index("image"), "image",
-                             [[str(DEMO_INDEX_DIR / image) for image in table.column("image").to_pylist()]])
     embeddings = np.load(DEMO_INDEX_DIR / "embeddings.npy")[:20]
     root = tmp_path / "bundle"
+    for image in table.column("image").to_pylist():  # a bundle's local pictures live inside it
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DEMO_INDEX_DIR / image, root / image)
     write_bundle(root, embeddings, table, BundleInfo(DEMO_SPEC, source="unit-test"))
     return root
 

@@ -1,0 +1,190 @@
+"""Limits on hostile or runaway input at the serving boundary: model work at once, request bodies.
+
+`WorkLimiter` bounds how many image decodes and model encodes run at the same time in the process, whatever
+route asked for them (UI, Gradio API, later REST and MCP), which is what bounds a burst's memory. `BodyLimits`
+is a plain ASGI middleware (no web framework imported) that refuses request bodies over a size or a time limit
+before any route parses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.errors import SearchError
+
+MODEL_SLOTS = 2
+"""Model work at once: torch already spreads one encode over both cores of a 2-vCPU Space, so more slots only
+add memory (each may hold one full-size decoded picture, up to ~256 MB at the 64 MP limit)."""
+WAIT_S = 60.0
+"""How long a request waits for a slot before it is told the server is busy."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BusyError(SearchError):
+    """Every model slot stayed taken for longer than a request may wait."""
+
+
+class WorkLimiter:
+    """At most `slots` pieces of model work (an image decode + encode, or a text encode) at once."""
+
+    def __init__(self, slots: int = MODEL_SLOTS, wait_s: float = WAIT_S) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.slots, self.wait_s = slots, wait_s
+        self._free = threading.BoundedSemaphore(slots)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one slot for the duration of the block; BusyError when none frees up within `wait_s`."""
+        if not self._free.acquire(timeout=self.wait_s):
+            raise BusyError(f"the server is busy: {self.slots} searches have been running for over "
+                            f"{self.wait_s:.0f} s; try again in a minute")
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+_SHARED = WorkLimiter()
+
+
+def shared_limiter() -> WorkLimiter:
+    """The process-wide limiter: memory is per process, so every engine in it shares one bound."""
+    return _SHARED
+
+
+class BodyRefusedError(Exception):
+    """Raised into the route reading a body that broke a limit (status None: the client went away)."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.args = (message,)  # whatever a second base class made of them
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True, slots=True)
+class BodyRule:
+    """The largest body a set of paths may send, and the time allowed to receive all of it."""
+
+    max_bytes: int
+    deadline_s: float
+    path_suffixes: tuple[str, ...] = ()  # empty: the default rule for every other path
+
+
+@dataclass(slots=True)
+class _Body:
+    """What one request has sent so far, and whether the middleware refused it."""
+
+    rule: BodyRule
+    deadline: float
+    received: int = 0
+    complete: bool = False
+    refusal: BodyRefusedError | None = None
+    response_started: bool = field(default=False)
+
+
+class BodyLimits:
+    """ASGI middleware: a body over `max_bytes` gets 413 (from Content-Length before reading, else while it
+    streams), one not received within `deadline_s` gets 408; the route never sees the rest of it.
+
+    The route is stopped by raising `refused` from its `receive`; pass a subclass of the exception that the
+    framework's multipart parser cleans up after (Starlette's MultiPartException) so no partial upload file
+    stays on disk. Whatever the route answers then is replaced by the refusal.
+    """
+
+    def __init__(self, app: AsgiApp, *, rules: tuple[BodyRule, ...], default: BodyRule,
+                 refused: type[BodyRefusedError] = BodyRefusedError) -> None:
+        self.app, self.rules, self.default, self.refused = app, rules, default, refused
+
+    def rule_for(self, path: str) -> BodyRule:
+        """The first rule whose suffixes match `path`, else the default."""
+        return next((rule for rule in self.rules if path.rstrip("/").endswith(rule.path_suffixes)), self.default)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rule = self.rule_for(scope.get("path", ""))
+        declared = _content_length(scope)
+        if declared is not None and declared > rule.max_bytes:
+            await _respond(send, 413, _too_large(rule))  # refused unread
+            return
+        body = _Body(rule, asyncio.get_running_loop().time() + rule.deadline_s)
+        try:
+            await self.app(scope, self._receiver(body, receive), self._sender(body, send))
+        except BodyRefusedError:
+            if body.refusal is None:
+                raise
+        if body.refusal is not None and body.refusal.status is not None and not body.response_started:
+            await _respond(send, body.refusal.status, body.refusal.message)
+
+    def _receiver(self, body: _Body, receive: Receive) -> Receive:
+        async def limited() -> Message:
+            if body.refusal is not None:
+                raise body.refusal  # a route that caught the refusal and reads on
+            if body.complete:
+                return await receive()  # after the body: only the disconnect a streaming response waits for
+            remaining = body.deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
+            except TimeoutError:
+                raise self._refuse(body, 408, f"the request body did not arrive within "
+                                              f"{body.rule.deadline_s:.0f} s; send it again") from None
+            if message["type"] == "http.disconnect":
+                raise self._refuse(body, None, "the client went away before sending the whole body")
+            body.received += len(message.get("body", b""))
+            if body.received > body.rule.max_bytes:
+                raise self._refuse(body, 413, _too_large(body.rule))
+            body.complete = not message.get("more_body", False)
+            return message
+
+        return limited
+
+    def _refuse(self, body: _Body, status: int | None, message: str) -> BodyRefusedError:
+        body.refusal = self.refused(status, message)
+        return body.refusal
+
+    @staticmethod
+    def _sender(body: _Body, send: Send) -> Send:
+        async def guarded(message: Message) -> None:
+            if body.refusal is not None and not body.response_started:
+                return  # the route's own answer to the broken body; ours replaces it
+            if message["type"] == "http.response.start":
+                body.response_started = True
+            await send(message)
+
+        return guarded
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server itself refuses a malformed length
+    return None
+
+
+def _too_large(rule: BodyRule) -> str:
+    return f"the request body is over the limit of {rule.max_bytes:,} bytes; send a smaller file or query"
+
+
+async def _respond(send: Send, status: int, message: str) -> None:
+    """A small JSON error response, in the shape FastAPI gives its own errors."""
+    payload = json.dumps({"detail": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": payload})
