@@ -194,13 +194,20 @@ class _Pipeline:
         side = _input_side(self.encoder) if item.thumbnail is None else max(_input_side(self.encoder),
                                                                                 THUMBNAIL_SIDE)
         try:
-            image = load_image(self.fetcher.fetch(item.location), min_side=side)
+            image = load_image(self._bytes_of(item), min_side=side)
             prepared = self.transform.in_worker(image)
         except (FetchError, BadImageError) as exc:
             return str(exc).removeprefix("upload: ")
         if item.thumbnail is not None:
             save_thumbnail(image, self.config.out, item.thumbnail)
         return prepared
+
+    def _bytes_of(self, item: Item) -> bytes:
+        # Only the user's own --images-dir names local files; a data set row's location must be an http(s) URL
+        # (a row naming /proc/self/environ or /dev/zero is refused, not read).
+        if self.config.source.images_dir is not None:
+            return self.fetcher.read_file(Path(item.location))
+        return self.fetcher.fetch_url(item.location)
 
     def accept(self, item: Item, result: Any, counts: _Counts) -> None:
         """Main thread: queue a prepared item for encoding or record its failure."""

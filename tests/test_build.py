@@ -418,3 +418,15 @@ def test_a_crash_while_writing_the_bundle_is_finished_by_a_rerun(server: Loopbac
     assert build_bundle(url_config(tmp_path / "out", rows)).count == len(good)
     assert sum(server.hits.values()) == fetched  # everything came from the shards
     assert sorted(vectors_by_id(tmp_path / "out")) == sorted(good)
+
+
+def test_data_set_rows_cannot_name_local_files(server: LoopbackServer, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(secret)  # a readable picture: refused for where it is, not what
+    server.add("ok.jpg", jpeg_bytes((200, 10, 10)))
+    urls = [("ok", server.url("ok.jpg")), ("local", str(secret)), ("proc", "/proc/self/environ"),
+            ("zero", "/dev/zero"), ("file-url", secret.as_uri())]
+    manifest = build_bundle(url_config(tmp_path / "out", write_unsplash_parquet(tmp_path / "rows.parquet", urls)))
+    failures = {row["id"]: row["reason"] for row in pq.read_table(tmp_path / "out" / "failures.parquet").to_pylist()}
+    assert manifest.count == 1 and set(failures) == {"local", "proc", "zero", "file-url"}
+    assert all(reason == "refused: only http(s) URLs are fetched" for reason in failures.values())
