@@ -122,22 +122,15 @@ class Bundle:
         manifest = read_manifest(folder.root)
         files = verify_files(folder.root, manifest)
         embeddings = read_embeddings(files[EMBEDDINGS_FILE], manifest)
-        index = _load_index(files[INDEX_FILE], manifest)
+        # index.py checks the graph's structure, count, dim and a sample of its vectors before hnswlib walks it.
+        index = VectorIndex.load(files[INDEX_FILE], manifest.dim, manifest.info.hnsw, count=manifest.count,
+                                 vectors=embeddings)
         catalog = ItemCatalog(read_metadata(files[METADATA_FILE], manifest.count), files)
         if not len(index) == len(catalog) == manifest.count:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, index {len(index)}, "
                               f"metadata {len(catalog)} rows; {REBUILD_HINT}")
         logger.info("loaded bundle %s: %d items, encoder %s", folder.root, manifest.count, manifest.info.encoder)
         return cls(folder.root, manifest, embeddings, index, catalog, folder)
-
-
-def _load_index(path: Path, manifest: Manifest) -> VectorIndex:
-    try:
-        return VectorIndex.load(path, manifest.dim, manifest.info.hnsw)
-    except (RuntimeError, ValueError, MemoryError) as exc:  # hnswlib's own refusals of a file it cannot read
-        logger.warning("hnswlib cannot read %s: %s", path, exc)
-        raise BundleError(f"{INDEX_FILE} cannot be read by hnswlib (corrupt, truncated or of another dim); "
-                          f"{REBUILD_HINT}") from None
 
 
 def read_manifest(root: Path) -> Manifest:

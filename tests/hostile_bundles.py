@@ -26,6 +26,8 @@ from PIL import Image
 
 from search.bundle import BundleInfo, write_bundle
 from search.config import EncoderSpec, HnswParams
+from search.hnsw_check import HEADER
+from search.index import VectorIndex
 from tests.conftest import DEMO_MODEL_DIR, unit_vectors
 
 COUNT, DIM = 8, 64  # the demo model's dim, so a bundle that passes can be searched with the demo encoder
@@ -214,6 +216,19 @@ def _encoder_dim_mismatch(root: Path, outside: Path) -> None:
     write_valid(root, dim=16)
 
 
+def _hnsw_entry_point_out_of_range(root: Path, outside: Path) -> None:
+    data = bytearray((root / "index.hnsw").read_bytes())
+    offset = HEADER.fields["entry_point"][1]
+    data[offset:offset + 4] = (0x7FFFFFF0).to_bytes(4, "little")  # the patch that segfaulted the first query
+    (root / "index.hnsw").write_bytes(bytes(data))
+    reseal(root)
+
+
+def _hnsw_of_another_dim(root: Path, outside: Path) -> None:
+    VectorIndex.build(unit_vectors(COUNT, 16), HnswParams(8, 32, 16)).save(root / "index.hnsw")
+    reseal(root)
+
+
 def _plant_temp_links(root: Path, outside: Path) -> None:
     for name in OLD_TEMP_NAMES:
         (root / name).symlink_to(outside / "victim.txt")
@@ -345,6 +360,10 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
      lambda r, o: set_metadata(r, lambda t: t.drop_columns(["page_url"]))),
     ("metadata-not-parquet", r"metadata.parquet cannot be read as parquet", False,
      lambda r, o: ((r / "metadata.parquet").write_bytes(b"PAR1" + os.urandom(64)), reseal(r))),
+    # index.hnsw (the structural check is search/hnsw_check.py; its own cases and fuzz: tests/test_hnsw_check.py)
+    ("hnsw-entry-point-out-of-range", r"index.hnsw is corrupt .*entry point 2147483632", False,
+     _hnsw_entry_point_out_of_range),
+    ("hnsw-of-another-dim", r"index.hnsw is corrupt .*vectors of dim 16, expected 64", False, _hnsw_of_another_dim),
     # writes: a rebuild in place never writes through a symlink planted at a temp name
     ("rebuild-with-planted-temp-links", None, False, _plant_temp_links),
     # Hub snapshots: images/* are symlinks into the repo cache's blobs/
