@@ -103,8 +103,8 @@ class VectorIndex:
 
         `count` is the number of items the bundle says it holds; `vectors` its embeddings, of which about
         VECTOR_SAMPLE evenly spaced rows must match the graph's (a graph built from other embeddings is refused;
-        comparing every row cost 5 s more at 1M items: bench/hnsw_check.py). `params.ef_search` is re-applied
-        because hnswlib does not save it.
+        comparing every row cost 1.1-1.4 s more at 1M items, a third of the load: bench/hnsw_check.py).
+        `params.ef_search` is re-applied because hnswlib does not save it.
         """
         stride = max(1, len(vectors) // VECTOR_SAMPLE) if vectors is not None else 1
         header = check_hnsw_file(path, dim, count, params.m, vectors=vectors, vector_stride=stride)
