@@ -172,13 +172,20 @@ def credit_html(hit: Hit, root: Path) -> str:
     """One linked attribution: "Photo by NAME on Unsplash" for Unsplash, else the source page or the local file."""
     name = html.escape(hit.photographer or "an unknown photographer")
     label = html.escape(hit.description or hit.id)
-    if is_unsplash(hit):
-        page, home = html.escape(with_utm(hit.page_url)), html.escape(with_utm("https://unsplash.com/"))
+    try:  # only http(s) reaches an href (never javascript: or data:), as parsed, so the browser reads the same
+        parts = urlsplit(hit.page_url or "")
+        page_url = urlunsplit(parts) if parts.scheme in {"http", "https"} and parts.hostname else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        page_url = None
+    if page_url and is_unsplash(hit):
+        page, home = html.escape(with_utm(page_url)), html.escape(with_utm("https://unsplash.com/"))
         return (f'{label} — Photo by <a href="{page}" target="_blank" rel="noopener">{name}</a> on '
                 f'<a href="{home}" target="_blank" rel="noopener">Unsplash</a>')
-    if hit.page_url:
-        page = html.escape(hit.page_url)
+    if page_url:
+        page = html.escape(page_url)
         return f'{label} — Photo by {name}, <a href="{page}" target="_blank" rel="noopener">source page</a>'
+    if "://" in hit.image:  # a remote picture without a usable page: credit the name, link nothing
+        return f"{label} — Photo by {name}"
     path = Path(hit.image)
     shown = path.relative_to(root) if path.is_relative_to(root) else path
     return f"{label} — local file <code>{html.escape(str(shown))}</code>"
