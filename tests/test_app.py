@@ -346,6 +346,15 @@ def test_other_hits_credit_the_source_page_or_the_local_file(tmp_path: Path) -> 
     assert credit_html(local, tmp_path) == "a thing — local file <code>images/x.jpg</code>"
 
 
+@pytest.mark.parametrize("page_url", ["javascript:alert(1)", "JaVaScRiPt://unsplash.com/%0Aalert(1)",
+                                      " java\tscript:alert(1)", "data:text/html,<script>alert(1)</script>",
+                                      "vbscript:msgbox", "//evil.example/x", "http://[::1", "https:///no-host"])
+def test_only_http_page_urls_become_links(page_url: str) -> None:
+    html = credit_html(Hit("x", 0.5, "https://images.example/x.jpg", page_url, "a thing", "Eve"), REPO_ROOT)
+    assert html == "a thing — Photo by Eve"  # credited, linked nowhere
+    assert "href" not in html and "script" not in html.lower()
+
+
 def test_unsplash_thumbnails_are_resized_and_others_left_alone() -> None:
     assert thumbnail(UNSPLASH_HIT) == "https://images.unsplash.com/photo-1?ixid=x&w=480"
     assert thumbnail(Hit("l", 1.0, "/data/x.jpg", None, "", None)) == "/data/x.jpg"
