@@ -135,19 +135,41 @@ class Bundle:
     @classmethod
     def load(cls, root: Path) -> Bundle:
         """Load and verify a bundle directory; raises BundleError saying what is wrong and what to do."""
+        contents = BundleContents.load(root, graph=True)
+        manifest, embeddings = contents.manifest, contents.embeddings
+        # index.py checks the graph's structure, count, dim and a sample of its vectors before hnswlib walks it.
+        index = VectorIndex.load(contents.files[INDEX_FILE], manifest.dim, manifest.info.hnsw, count=manifest.count,
+                                 vectors=embeddings)
+        if len(index) != manifest.count:
+            raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, index {len(index)}; "
+                              f"{REBUILD_HINT}")
+        logger.info("loaded bundle %s: %d items, encoder %s", contents.folder.root, manifest.count,
+                    manifest.info.encoder)
+        return cls(contents.folder.root, manifest, embeddings, index, contents.catalog, contents.folder)
+
+
+@dataclass(frozen=True, slots=True)
+class BundleContents:
+    """A verified bundle without its hnswlib graph: what `--rebuild-index` needs, even when the graph is broken."""
+
+    folder: BundleFolder
+    manifest: Manifest
+    files: dict[str, Path]
+    embeddings: FeatureVector
+    catalog: ItemCatalog
+
+    @classmethod
+    def load(cls, root: Path, *, graph: bool = False) -> BundleContents:
+        """Verify every listed file (`index.hnsw` only when `graph`) and read the embeddings and metadata."""
         folder = BundleFolder.at(root)
         manifest = read_manifest(folder.root)
-        files = verify_files(folder.root, manifest)
+        files = verify_files(folder.root, manifest, skip=frozenset() if graph else frozenset({INDEX_FILE}))
         embeddings = read_embeddings(files[EMBEDDINGS_FILE], manifest)
-        # index.py checks the graph's structure, count, dim and a sample of its vectors before hnswlib walks it.
-        index = VectorIndex.load(files[INDEX_FILE], manifest.dim, manifest.info.hnsw, count=manifest.count,
-                                 vectors=embeddings)
         catalog = ItemCatalog(read_metadata(files[METADATA_FILE], manifest.count), files)
-        if not len(index) == len(catalog) == manifest.count:
-            raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, index {len(index)}, "
-                              f"metadata {len(catalog)} rows; {REBUILD_HINT}")
-        logger.info("loaded bundle %s: %d items, encoder %s", folder.root, manifest.count, manifest.info.encoder)
-        return cls(folder.root, manifest, embeddings, index, catalog, folder)
+        if len(catalog) != manifest.count:
+            raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, metadata "
+                              f"{len(catalog)} rows; {REBUILD_HINT}")
+        return cls(folder, manifest, files, embeddings, catalog)
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -171,14 +193,14 @@ def read_manifest(root: Path) -> Manifest:
     return parse_manifest(text)
 
 
-def verify_files(root: Path, manifest: Manifest) -> dict[str, Path]:
-    """Check every file the manifest lists: inside the bundle, present, with the recorded sha256; their paths."""
-    required = {INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE}
+def verify_files(root: Path, manifest: Manifest, skip: frozenset[str] = frozenset()) -> dict[str, Path]:
+    """Check every file the manifest lists (but `skip`): inside the bundle, present, with the recorded sha256."""
+    required = {INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE} - skip
     unlisted = required - manifest.files.keys()
     if unlisted:
         raise BundleError(f"{MANIFEST_FILE} lists no checksum for {', '.join(sorted(unlisted))}; {REBUILD_HINT}")
     folder = BundleFolder.at(root)
-    paths = folder.files(sorted(manifest.files))  # every name placed before any file is read
+    paths = folder.files(sorted(manifest.files.keys() - skip))  # every name placed before any file is read
     for name, path in paths.items():
         try:
             digest = sha256_of(path)

@@ -16,6 +16,7 @@ from search.bundle import (
     EMBEDDINGS_FILE,
     METADATA_FILE,
     Bundle,
+    BundleContents,
     BundleInfo,
     Manifest,
     atomic_write,
@@ -131,16 +132,17 @@ def _verify(out: Path, manifest: Manifest) -> None:
 
 def rebuild_index(source: str, out: Path, hnsw: HnswParams) -> Manifest:
     """Rebuild the hnswlib graph of a bundle with new parameters from its stored embeddings (no re-embedding)."""
-    bundle = Bundle.load(fetch_bundle(source))
-    in_place = out.resolve() == bundle.root.resolve()
-    metadata = pq.read_table(bundle.root / METADATA_FILE)
-    failures = read_failures(bundle.root)
+    bundle = BundleContents.load(fetch_bundle(source))  # not the graph: a broken index.hnsw is what this repairs
+    root = bundle.folder.root
+    in_place = out.resolve() == root.resolve()
+    metadata = pq.read_table(bundle.files[METADATA_FILE])
+    failures = read_failures(root)
     if not in_place:
         out.mkdir(parents=True, exist_ok=True)
-        copy_pictures(metadata.column("image").to_pylist(), bundle.root, out)
+        copy_pictures(metadata.column("image").to_pylist(), root, out)
         atomic_write(out / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
     old = bundle.manifest.info
-    info = BundleInfo(bundle.encoder_spec, hnsw, old.source, old.source_revision, old.failures)
+    info = BundleInfo(old.encoder.resolved(root), hnsw, old.source, old.source_revision, old.failures)
     manifest = write_bundle(out, bundle.embeddings, metadata, info)
     _verify(out, manifest)
     logger.info("rebuilt the index of %s with %s into %s", source, hnsw, out)

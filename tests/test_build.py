@@ -22,7 +22,7 @@ import build_index
 from search.build import BuildConfig, BuildError, build_bundle
 from search.bundle import Bundle
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
-from search.errors import EncoderLoadError
+from search.errors import BundleError, EncoderLoadError
 from search.fetch import FetchConfig
 from search.sources import SourceConfig
 from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
@@ -269,6 +269,17 @@ def test_rebuild_index_reuses_embeddings_without_the_model(server: LoopbackServe
     assert sum(server.hits.values()) == hits
     np.testing.assert_array_equal(Bundle.load(tmp_path / "b").embeddings, Bundle.load(tmp_path / "a").embeddings)
     assert Bundle.load(tmp_path / "b").manifest.info.failures == Bundle.load(tmp_path / "a").manifest.info.failures
+
+
+def test_rebuild_index_repairs_a_broken_graph(server: LoopbackServer, tmp_path: Path) -> None:
+    rows, _ = served_rows(server, tmp_path)
+    build_bundle(url_config(tmp_path / "a", rows, limit=12))
+    graph = tmp_path / "a" / "index.hnsw"
+    graph.write_bytes(graph.read_bytes()[:-100])  # truncated: Bundle.load refuses it, and says to rebuild
+    with pytest.raises(BundleError, match="index.hnsw"):
+        Bundle.load(tmp_path / "a")
+    assert build_index.main(["--from", str(tmp_path / "a"), "--out", str(tmp_path / "a"), "--rebuild-index"]) == 0
+    assert len(Bundle.load(tmp_path / "a").index) == 12 - Bundle.load(tmp_path / "a").manifest.info.failures
 
 
 def test_rebuild_index_needs_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
