@@ -18,7 +18,7 @@ from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 
 from search.config import EngineConfig
-from search.engine import MAX_QUERY_CHARS, Query, SearchEngine
+from search.engine import MAX_NEGATIVES, MAX_QUERY_CHARS, Query, SearchEngine
 from search.errors import BadImageError, BadQueryError, SearchError
 from search.images import check_image
 from search.limits import BodyLimits, BodyRefusedError, BodyRule
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = "10mb"
 MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
-MAX_EXCLUDE_TERMS = 10  # each one is a text encode
 # Request bodies: an upload carries one picture (plus the multipart framing); any other body is a JSON call whose
 # longest legitimate field is a 1000-character query (~12 KB even as escaped emoji). Both must arrive within
 # BODY_DEADLINE_S, so a slow client cannot hold a connection and a temporary file for long.
@@ -83,8 +82,8 @@ def checked_exclude(text: str | None) -> str | None:
         return text
     if len(text) > MAX_QUERY_CHARS:
         raise BadQueryError(f"the Exclude field has {len(text)} characters; keep it under {MAX_QUERY_CHARS}")
-    if (count := len(negatives(text))) > MAX_EXCLUDE_TERMS:
-        raise BadQueryError(f"the Exclude field lists {count} terms; keep it to {MAX_EXCLUDE_TERMS} or fewer, "
+    if (count := len(negatives(text))) > MAX_NEGATIVES:
+        raise BadQueryError(f"the Exclude field lists {count} terms; keep it to {MAX_NEGATIVES} or fewer, "
                             "separated by commas")
     return text
 

@@ -191,8 +191,7 @@ class _Pipeline:
         A string is the failure reason. The thumbnail comes from the picture decoded for the model, and is
         written before the item's row can be committed, so a committed row always has its file.
         """
-        side = _input_side(self.encoder) if item.thumbnail is None else max(_input_side(self.encoder),
-                                                                                THUMBNAIL_SIDE)
+        side = self.encoder.input_side if item.thumbnail is None else max(self.encoder.input_side, THUMBNAIL_SIDE)
         try:
             image = load_image(self._bytes_of(item), min_side=side)
             prepared = self.transform.in_worker(image)
@@ -286,8 +285,3 @@ def _fresh(items: Iterable[Item], skip: set[str]) -> Iterator[Item]:
 def _row(item: Item, status: str) -> dict[str, Any]:
     # Every row has every key: pyarrow infers a shard's columns from its first row.
     return {"id": item.id, "status": status, "reason": None, **item.metadata}
-
-
-def _input_side(encoder: ClipEncoder) -> int:
-    size = getattr(encoder.model.visual, "image_size", 224)
-    return int(max(size) if isinstance(size, tuple | list) else size)

@@ -59,6 +59,8 @@ class ClipEncoder:
         # Set by search.onnx_text once its export passed the check; None: text runs on PyTorch.
         self.onnx_text: Callable[[np.ndarray], np.ndarray] | None = None
         self.dim = int(self.encode_text([""]).shape[1])
+        size = getattr(getattr(model, "visual", None), "image_size", 224)
+        self.input_side = int(max(size) if isinstance(size, tuple | list) else size)  # the square the model reads
 
     @classmethod
     def load(cls, spec: EncoderSpec, device: str = "cpu", threads: int = 0) -> ClipEncoder:

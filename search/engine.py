@@ -23,6 +23,7 @@ from search.types import FeatureVector, Hit
 logger = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000
+MAX_NEGATIVES = 10
 MAX_QUERY_CHARS = 1000  # the tokenizer keeps 77 tokens; longer text only costs time
 # Query pictures are decoded with a short side of at least this many times the model's input side: a JPEG at
 # reduced size, a big picture of another format shrunk before conversion. At 2x the model's antialiased resize
@@ -56,17 +57,17 @@ class SearchEngine:
         actual = encoder.spec.resolved(Path.cwd())
         if actual != expected:
             raise EncoderMismatchError(
-                f"index {bundle.root} was built with model {expected}, not {actual}; load it with the "
+                f"index {bundle.label} was built with model {expected}, not {actual}; load it with the "
                 "model its manifest names, or rebuild the index with this model")
         if encoder.dim != bundle.manifest.dim:
             raise EncoderMismatchError(
-                f"model {actual} makes {encoder.dim}-d vectors but index {bundle.root} holds "
+                f"model {actual} makes {encoder.dim}-d vectors but index {bundle.label} holds "
                 f"{bundle.manifest.dim}-d ones; rebuild the index with this model")
         self.encoder = encoder
         self.bundle = bundle
         # Every decode and encode goes through one limiter, whichever route asked: that bounds a burst's memory.
         self.limiter = limiter or shared_limiter()
-        self.decode_side = QUERY_DECODE_MARGIN * _input_side(encoder)
+        self.decode_side = QUERY_DECODE_MARGIN * encoder.input_side
         # Examples, slider moves and "more like this" round trips repeat the same texts; a hit costs
         # well under a millisecond instead of ~9-17 ms of model time. lru_cache is thread-safe for Gradio's workers.
         self._text_vector = functools.lru_cache(maxsize=text_cache_size)(self._encode_text)
@@ -104,6 +105,9 @@ class SearchEngine:
         """The unit vector a combined query searches with."""
         if not query.positives:
             raise BadQueryError("empty query: type a description or give an image")
+        if len(query.negatives) > MAX_NEGATIVES:  # each one is a text encode: refused before anything runs
+            raise BadQueryError(f"the query excludes {len(query.negatives)} terms; keep it to {MAX_NEGATIVES} "
+                                "or fewer")
         total = np.zeros(self.encoder.dim, np.float32)
         for term in query.positives:
             total += _checked_weight(term.weight) * self._term_vector(term)
@@ -132,12 +136,6 @@ class SearchEngine:
         kept = sorted(((score, row) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
                        if row != exclude_row and score >= threshold), key=lambda pair: (-pair[0], pair[1]))
         return [self.bundle.catalog.hit(row, score) for score, row in kept[:top_k]]
-
-
-def _input_side(encoder: ClipEncoder) -> int:
-    """The side of the square picture the model reads (224 when the encoder does not say)."""
-    size = getattr(getattr(getattr(encoder, "model", None), "visual", None), "image_size", 224)
-    return int(max(size) if isinstance(size, tuple | list) else size)
 
 
 def _check_limits(top_k: Any, threshold: Any) -> None:

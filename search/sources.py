@@ -128,7 +128,7 @@ def unsplash_item(row: Mapping[str, Any]) -> Item | None:
     name = " ".join(part for part in (people.get("first_name"), people.get("last_name")) if part) or None
     metadata = {
         "image": image_url,
-        "page_url": photo.get("url"),
+        "page_url": _http_url(photo.get("url")),
         "description": (photo.get("description") or ai.get("description") or "").strip(),
         "photographer": name or people.get("username"),
         "photographer_username": people.get("username"),
@@ -136,6 +136,11 @@ def unsplash_item(row: Mapping[str, Any]) -> Item | None:
         "height": photo.get("height"),
     }
     return Item(str(photo_id), str(image_url), metadata)
+
+
+def _http_url(value: Any) -> str | None:
+    """An http(s) URL as is; anything else (javascript:, file:, a bare word) is dropped, not published as a link."""
+    return value if isinstance(value, str) and urlsplit(value).scheme.lower() in {"http", "https"} else None
 
 
 def folder_items(root: Path) -> Iterator[Item]:

@@ -199,7 +199,7 @@ class _CountingEncoder:
 
     def __init__(self, inner: ClipEncoder) -> None:
         self.inner, self.text_calls = inner, 0
-        self.spec, self.dim = inner.spec, inner.dim
+        self.spec, self.dim, self.input_side = inner.spec, inner.dim, inner.input_side
 
     def encode_text(self, texts):
         self.text_calls += 1
@@ -248,3 +248,13 @@ def test_search_threads_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SEARCH_THREADS", "two")
     with pytest.raises(SearchError, match="SEARCH_THREADS must be a whole number"):
         EngineConfig.from_env()
+
+
+def test_more_than_ten_excluded_terms_are_refused_before_any_is_encoded(demo_engine: SearchEngine,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(demo_engine.encoder, "encode_text", lambda texts: calls.append(texts) or pytest.fail())
+    query = Query((Term(text="a red circle"),), tuple(f"never-seen-{number}" for number in range(11)))
+    with pytest.raises(BadQueryError, match="excludes 11 terms; keep it to 10 or fewer"):
+        demo_engine.search(query)
+    assert calls == []

@@ -178,3 +178,11 @@ def test_a_missing_image_folder_is_refused(tmp_path: Path) -> None:
 ])
 def test_cdn_urls_ask_for_a_resized_rendition(url: str, width: int | None, expected: str) -> None:
     assert resized_url(url, width) == expected
+
+
+@pytest.mark.parametrize("page", ["javascript:alert(1)", "file:///etc/passwd", "unsplash.com/photos/abc", "", 42])
+def test_a_page_url_that_is_not_http_is_dropped(page: object) -> None:
+    row = unsplash_row("abc", "https://images.unsplash.com/photo-1", 1)
+    row["photo"]["url"] = page
+    item = unsplash_item(row)
+    assert item is not None and item.metadata["page_url"] is None
