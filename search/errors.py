@@ -33,6 +33,14 @@ class EncoderLoadError(SearchError):
     """A model spec that open_clip cannot load (unknown name, missing files, no network)."""
 
 
+class FetchError(SearchError):
+    """One image that could not be fetched; the message is the reason recorded in the failures file."""
+
+
+class BlockedTargetError(FetchError):
+    """A URL or redirect refused by policy: not http(s), or not a public address."""
+
+
 def one_line(exc: BaseException, limit: int | None = None) -> str:
     """An exception's message folded onto one line (cut to `limit` characters), or its type name if empty."""
     text = " ".join(str(exc).split())[:limit]

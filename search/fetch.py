@@ -9,22 +9,20 @@ connect, redirects, headers and body. Local files (`--images-dir`) are the user'
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import re
-import socket
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpcore
 import httpx
 
-from search.errors import SearchError
+from search.errors import BlockedTargetError, FetchError
+from search.netguard import ATTEMPT_DEADLINE, GuardedBackend, clamped
 from search.sources import resized_url
 
 logger = logging.getLogger(__name__)
@@ -35,17 +33,7 @@ MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is treated as down, not w
 CHUNK = 65_536  # the most one decoding step may produce: a bomb costs at most max_bytes plus this
 DECODED = frozenset({"gzip", "x-gzip", "deflate"})  # zlib can bound each step's output; brotli and zstd here cannot
 MAX_ENCODINGS = 2
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_DEADLINE: ContextVar[float | None] = ContextVar("fetch_deadline", default=None)
-
-
-class FetchError(SearchError):
-    """One image that could not be fetched; the message is the reason recorded in the failures file."""
-
-
-class BlockedTargetError(FetchError):
-    """A URL or redirect refused by policy: not http(s), or not a public address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +57,7 @@ class ImageFetcher:
         self.config = config
         # httpcore rather than httpx.Client: its network backend is public API, and the guard must sit there.
         self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), max_connections=64,
-                                             network_backend=_GuardedBackend(config.allow_private_hosts))
+                                             network_backend=GuardedBackend(config.allow_private_hosts))
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -123,7 +111,7 @@ class ImageFetcher:
 
     def _get_once(self, url: str) -> bytes:
         deadline = time.monotonic() + self.config.timeout_s
-        token = _DEADLINE.set(deadline)  # read by every socket operation of this thread's attempt
+        token = ATTEMPT_DEADLINE.set(deadline)  # read by every socket operation of this thread's attempt
         try:
             return self._follow(httpx.URL(url), deadline)
         except httpcore.TimeoutException as exc:
@@ -133,7 +121,7 @@ class ImageFetcher:
         except (httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise FetchError(_one_line(f"request failed ({type(exc).__name__}: {exc})")) from exc
         finally:
-            _DEADLINE.reset(token)
+            ATTEMPT_DEADLINE.reset(token)
 
     def _follow(self, url: httpx.URL, deadline: float) -> bytes:
         """GET `url`, following redirects one checked hop at a time; the connect guard checks each address."""
@@ -172,7 +160,7 @@ def _core_url(url: httpx.URL) -> httpcore.URL:
 
 
 def _timeouts() -> dict[str, float | None]:
-    left = _clamped(None)
+    left = clamped(None)
     return {"connect": left, "read": left, "write": left, "pool": left}
 
 
@@ -283,89 +271,3 @@ def _timeout_reason(exc: Exception, deadline: float, timeout_s: float) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _clamped(timeout: float | None) -> float | None:
-    """`timeout` shortened to what is left of this thread's deadline (the deadline of one attempt)."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    left = max(deadline - time.monotonic(), 0.001)  # 0 would make the socket non-blocking, not time out
-    return left if timeout is None else min(timeout, left)
-
-
-def is_public_address(address: str) -> bool:
-    """Whether an IP address is public unicast: not loopback, private, link-local, multicast, reserved..."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in NAT64 else None)
-        if embedded is not None:  # the IPv4 address the packets reach decides (NAT64: DNS64 networks)
-            return is_public_address(str(embedded))
-        if ip.sixtofour is not None and not is_public_address(str(ip.sixtofour)):
-            return False
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback
-                                 or ip.is_link_local or ip.is_private)
-
-
-def _resolve(host: str, port: int, allow_private: bool) -> list[str]:
-    """Every address `host` resolves to, all checked: one bad address refuses the host."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise httpcore.ConnectError(f"cannot resolve the host name ({getattr(exc, 'strerror', None) or exc})") \
-            from exc
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not allow_private and not all(is_public_address(address) for address in addresses):
-        # No address in the reason: failures.parquet is published, and this must not map internal DNS.
-        raise BlockedTargetError("refused: the host is not a public address (loopback, private, link-local "
-                                 "or reserved); --allow-private-hosts allows it for local mirrors")
-    return addresses
-
-
-class _GuardedBackend(httpcore.NetworkBackend):
-    """Connects only to checked addresses, to exactly the address checked (no second DNS lookup)."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self._allow_private = allow_private
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
-        error: httpcore.ConnectError | None = None
-        for address in _resolve(host, port, self._allow_private):
-            try:  # the next address on failure, as socket.create_connection does
-                stream = self._inner.connect_tcp(address, port, _clamped(timeout), local_address, socket_options)
-                return _DeadlineStream(stream)
-            except httpcore.ConnectError as exc:
-                error = exc
-        raise error or httpcore.ConnectError("the host name has no address")
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
-        raise BlockedTargetError("refused: unix sockets are not fetched")
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose every read and write waits no longer than the attempt's deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _clamped(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _clamped(timeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: object, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _clamped(timeout)))
-
-    def get_extra_info(self, info: str) -> object:
-        return self._inner.get_extra_info(info)

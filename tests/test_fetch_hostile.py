@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from search import fetch
+from search import netguard
 from search.config import REPO_ROOT
 from search.fetch import BlockedTargetError, FetchConfig, FetchError, ImageFetcher
 from tests.loopback import LoopbackServer
@@ -33,8 +33,8 @@ NOT_HTTP = r"refused: (only http\(s\) URLs are fetched|a redirect to a URL that 
 @pytest.fixture
 def cdn(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackServer]:
     """A 'public' server on 127.0.0.2."""
-    real = fetch.is_public_address
-    monkeypatch.setattr(fetch, "is_public_address", lambda address: address in STAND_INS or real(address))
+    real = netguard.is_public_address
+    monkeypatch.setattr(netguard, "is_public_address", lambda address: address in STAND_INS or real(address))
     with LoopbackServer(host="127.0.0.2") as running:
         running.add("a.jpg", IMAGE)
         yield running
