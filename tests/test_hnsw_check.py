@@ -437,9 +437,7 @@ def test_fuzzed_index_files_are_refused_or_served_never_crash(tmp_path: Path) ->
 
 
 @pytest.mark.fuzz
-def test_long_fuzz(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    if "fuzz" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the long fuzz runs with `pytest -m fuzz`")
+def test_long_fuzz(tmp_path: Path) -> None:
     assert_fuzz_is_safe(run_fuzz(fuzz_base(tmp_path), seed=7, mutants=LONG_MUTANTS, timeout=1800), LONG_MUTANTS)
 
 
