@@ -1,0 +1,273 @@
+"""End to end through a real Hub-protocol server on loopback: olah 0.5.4 (tests/hub_server.py) serving the git
+repos of scripts/hub_fixtures.py, with HF_ENDPOINT pointing at it and empty caches, as a Space starts.
+
+What runs over HTTP here, with huggingface_hub 2.4, datasets 5.2 and open_clip 3.3: `datasets` streaming the
+parquet files of `1aurent/unsplash-lite` at a pinned commit (the rows' pictures come from a loopback CDN twin),
+open_clip fetching `hf-hub:fixtures/demo-clip`, and `snapshot_download` of `fixtures/demo-bundle` at a commit
+(`--from` add and `--rebuild-index`, the CLI's `--index`, and `SEARCH_INDEX=... python app.py`). A missing
+revision, a missing repo and a server that dies mid-download are clear one-line errors, and the app serves the
+demo with the reason. olah has no upload routes, so `--push-to` is shown to fail clearly against it; the upload
+itself stays tested against an injected HfApi-like object (tests/test_publish.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from scripts.hub_fixtures import (
+    BUNDLE_REPO,
+    DATASET_REPO,
+    MODEL_REPO,
+    FixtureRepos,
+    dataset_photos,
+    write_fixture_repos,
+)
+from search.config import REPO_ROOT
+from tests.hub_server import DyingProxy, HubServerError, OlahServer, free_port, hub_env
+from tests.loopback import LoopbackServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")]
+
+MISSING_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+DEMO_IMAGES = REPO_ROOT / "assets" / "demo" / "index" / "images"
+
+
+@pytest.fixture(scope="session")
+def cdn() -> Iterator[LoopbackServer]:
+    """The CDN twin serving every fixture row's picture."""
+    with LoopbackServer() as server:
+        for pictures in dataset_photos().values():
+            for photo in pictures:
+                server.add(photo.name, photo.jpeg)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def repos(tmp_path_factory: pytest.TempPathFactory, cdn: LoopbackServer) -> FixtureRepos:
+    """The fixture repos, their image URLs on the CDN twin."""
+    return write_fixture_repos(tmp_path_factory.mktemp("hub") / "mirror", cdn.base_url)
+
+
+@pytest.fixture(scope="session")
+def hub(repos: FixtureRepos) -> Iterator[OlahServer]:
+    """olah serving the fixture repos; a missing package index is a failure with the reason, never a skip."""
+    server = OlahServer(repos.root, repos.root.parent / "olah")
+    try:
+        server.__enter__()
+    except HubServerError as exc:
+        pytest.fail(f"the loopback Hub server could not start: {exc}")
+    yield server
+    server.stop()
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """A command of this repository run with `env`."""
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failed command printed on stderr (asserting it is one line and the exit code is 1)."""
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr[-3000:]
+    return lines[0]
+
+
+def test_fixture_commits_depend_only_on_the_assets_and_the_cdn(tmp_path: Path, repos: FixtureRepos) -> None:
+    again = write_fixture_repos(tmp_path / "again", "http://127.0.0.1:1")
+    same_cdn = write_fixture_repos(tmp_path / "same", _cdn_of(repos))
+    assert (same_cdn.dataset_v1, same_cdn.dataset_v2, same_cdn.model_commit, same_cdn.bundle_small,
+            same_cdn.bundle_large) == (repos.dataset_v1, repos.dataset_v2, repos.model_commit, repos.bundle_small,
+                                       repos.bundle_large)
+    assert again.dataset_v1 != repos.dataset_v1  # the rows name the CDN
+    assert (again.model_commit, again.bundle_small) == (repos.model_commit, repos.bundle_small)
+
+
+def _cdn_of(repos: FixtureRepos) -> str:
+    table = pq.read_table(repos.root / "datasets" / DATASET_REPO / "data" / "train-00000-of-00003.parquet")
+    url = table.column("photo").to_pylist()[0]["image_url"]
+    return url.rsplit("/", 2)[0]
+
+
+# --- build_index.py through the Hub ---
+
+@pytest.fixture(scope="session")
+def built(hub: OlahServer, repos: FixtureRepos, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle built from the pinned data set commit with the hf-hub model, everything fetched over HTTP."""
+    out = tmp_path_factory.mktemp("built") / "bundle"
+    done = run(["build_index.py", "--dataset", DATASET_REPO, "--revision", repos.dataset_v1, "--model",
+                f"hf-hub:{MODEL_REPO}", "--out", str(out), "--allow-private-hosts", "--no-progress",
+                "--batch-size", "4", "--workers", "2", "--timeout", "5", "--retries", "0"],
+               hub_env(hub.endpoint, out.parent))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"bundle {out}: 8 items, 1 failures"
+    return out
+
+
+def test_build_streams_the_pinned_commit_of_the_hub_data_set(built: Path, repos: FixtureRepos,
+                                                              cdn: LoopbackServer) -> None:
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert manifest["source"] == {"name": DATASET_REPO, "revision": repos.dataset_v1}
+    assert manifest["encoder"] == {"model": f"hf-hub:{MODEL_REPO}", "pretrained": None}
+    metadata = pq.read_table(built / "metadata.parquet").to_pylist()
+    v1 = dataset_photos()["v1"]
+    assert [row["id"] for row in metadata] == [photo.id for photo in v1[:8]]  # not main's rows (v2)
+    assert [row["description"] for row in metadata] == [photo.caption for photo in v1[:8]]
+    assert all(row["image"] == cdn.url(photo.name) for row, photo in zip(metadata, v1, strict=False))
+    failures = pq.read_table(built / "failures.parquet").to_pylist()
+    assert [row["id"] for row in failures] == [v1[8].id] and "404" in failures[0]["reason"]
+
+
+def test_the_hf_hub_model_is_the_demo_model(built: Path, demo_encoder) -> None:
+    from PIL import Image
+
+    expected = demo_encoder.encode_images([Image.open(_jpeg(photo.jpeg)).convert("RGB")
+                                           for photo in dataset_photos()["v1"][:8]])
+    # Same weights and pixels; batches of 4 against one batch of 8 may differ in the last float bits.
+    np.testing.assert_allclose(np.load(built / "embeddings.npy"), expected, atol=1e-4)
+
+
+def _jpeg(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def test_build_from_a_hub_bundle_adds_new_items_with_its_model(hub: OlahServer, repos: FixtureRepos,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "grown"
+    done = run(["build_index.py", "--from", f"{BUNDLE_REPO}@{repos.bundle_small}", "--dataset", DATASET_REPO,
+                "--revision", repos.dataset_v1, "--limit", "3", "--out", str(out), "--allow-private-hosts",
+                "--no-progress", "--workers", "2"], hub_env(hub.endpoint, tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"bundle {out}: 23 items, 0 failures"
+    ids = pq.read_table(out / "metadata.parquet").column("id").to_pylist()
+    assert ids == [f"shape-{n:03d}" for n in range(20)] + [photo.id for photo in dataset_photos()["v1"][:3]]
+    demo = np.load(REPO_ROOT / "assets" / "demo" / "index" / "embeddings.npy")
+    np.testing.assert_array_equal(np.load(out / "embeddings.npy")[:20], demo[:20])  # kept as they were
+    assert json.loads((out / "manifest.json").read_text())["encoder"]["model"] == f"hf-hub:{MODEL_REPO}"
+    assert (out / "images" / "shape-019.jpg").read_bytes() == (DEMO_IMAGES / "shape-019.jpg").read_bytes()
+
+
+def test_rebuild_index_of_a_pinned_hub_bundle(hub: OlahServer, repos: FixtureRepos, tmp_path: Path) -> None:
+    out = tmp_path / "rebuilt"
+    done = run(["build_index.py", "--from", f"{BUNDLE_REPO}@{repos.bundle_small}", "--out", str(out),
+                "--rebuild-index", "--hnsw-m", "8", "--ef-construction", "50"], hub_env(hub.endpoint, tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"bundle {out}: 20 items, 0 failures"  # the pinned commit, not main's 40
+    assert json.loads((out / "manifest.json").read_text())["hnsw"] == {"m": 8, "ef_construction": 50,
+                                                                       "ef_search": 128}
+
+
+# --- searching a Hub bundle: CLI and app ---
+
+def test_cli_searches_a_pinned_hub_bundle(hub: OlahServer, repos: FixtureRepos, tmp_path: Path) -> None:
+    done = run(["-m", "search", "a red circle", "--index", f"{BUNDLE_REPO}@{repos.bundle_small}", "--top-k",
+                "100", "--json"], hub_env(hub.endpoint, tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    hits = json.loads(done.stdout)
+    assert sorted(hit["id"] for hit in hits) == [f"shape-{n:03d}" for n in range(20)]
+    assert hits[0]["description"].startswith("a red circle")
+
+
+def test_app_started_as_a_space_serves_the_pinned_hub_bundle(hub: OlahServer, repos: FixtureRepos,
+                                                             tmp_path: Path) -> None:
+    from tests.test_app import wait_for_client
+
+    port = free_port()
+    env = {**hub_env(hub.endpoint, tmp_path), "SEARCH_INDEX": f"{BUNDLE_REPO}@{repos.bundle_small}",
+           "GRADIO_SERVER_PORT": str(port), "SEARCH_ONNX_TEXT": "0"}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        client = wait_for_client(f"http://127.0.0.1:{port}/", process)
+        hits = client.predict("a red circle", 100, -1.0, api_name="/search_text")
+        similar = client.predict(hits[0]["id"], 3, -1.0, api_name="/similar")
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert sorted(hit["id"] for hit in hits) == [f"shape-{n:03d}" for n in range(20)], output[-2000:]
+    assert hits[0]["description"].startswith("a red circle") and len(similar) == 3
+    assert "serving the demo" not in output
+
+
+# --- failures: clear, one line; the app falls back to the demo with the reason ---
+
+FAILURES = {
+    "missing revision": (f"{BUNDLE_REPO}@{MISSING_COMMIT}", "revision"),
+    "missing repo": ("fixtures/no-such-bundle@main", "repository"),
+    "server gone mid-download": ("{bundle}", "connect"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES))
+def test_cli_reports_a_hub_failure_in_one_line(case: str, hub: OlahServer, repos: FixtureRepos,
+                                              tmp_path: Path) -> None:
+    source = FAILURES[case][0].format(bundle=f"{BUNDLE_REPO}@{repos.bundle_small}")
+    with DyingProxy(hub.endpoint) as proxy:
+        done = run(["-m", "search", "a red circle", "--index", source], hub_env(proxy.endpoint, tmp_path))
+        assert proxy.died.is_set() == (case == "server gone mid-download")
+    line = error_line(done)
+    assert line.startswith(f"error: cannot download index bundle {source} from the Hub: ")
+    assert FAILURES[case][1] in line.lower()
+    assert str(tmp_path) not in line  # no cache path
+
+
+APP_STARTS = """
+import json, sys
+from search.config import EngineConfig
+from webapp import start_engine
+for source in sys.argv[1:]:
+    startup = start_engine(EngineConfig(index=source, onnx_text=False))
+    print(json.dumps({"demo": startup.is_demo, "items": len(startup.engine.bundle.catalog),
+                      "notice": startup.notice}))
+"""
+
+
+def test_app_start_up_falls_back_to_the_demo_with_the_reason(hub: OlahServer, repos: FixtureRepos,
+                                                             tmp_path: Path) -> None:
+    good = f"{BUNDLE_REPO}@{repos.bundle_small}"
+    sources = [FAILURES[case][0].format(bundle=good) for case in ("missing revision", "missing repo")] + [good]
+    with DyingProxy(hub.endpoint) as proxy:  # the two lookups pass through; the first file download kills it
+        done = run(["-c", APP_STARTS, *sources], hub_env(proxy.endpoint, tmp_path))
+        assert proxy.died.is_set()
+    assert done.returncode == 0, done.stderr[-3000:]
+    startups = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(startups) == 3
+    for source, startup, word in zip(sources, startups, ["revision", "repository", "connect"], strict=True):
+        assert startup["demo"] and startup["items"] == 300
+        notice = startup["notice"]
+        assert f"Could not load the index `{source}`" in notice
+        reason = notice.split("Reason: ", 1)[1].split("\n", 1)[0]
+        assert reason.startswith(f"cannot download index bundle {source} from the Hub: ") and word in reason.lower()
+
+
+def test_a_missing_data_set_revision_is_one_line(hub: OlahServer, tmp_path: Path) -> None:
+    done = run(["build_index.py", "--dataset", DATASET_REPO, "--revision", MISSING_COMMIT, "--model",
+                f"hf-hub:{MODEL_REPO}", "--out", str(tmp_path / "out"), "--no-progress"],
+               hub_env(hub.endpoint, tmp_path))
+    line = error_line(done)
+    assert line.startswith(f"error: cannot stream {DATASET_REPO}: ") and MISSING_COMMIT in line
+
+
+# --- publishing: olah has no upload routes ---
+
+def test_push_to_olah_fails_clearly(hub: OlahServer, tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+
+    from search.publish import PublishError, push_bundle
+    from tests.test_app import small_demo_bundle
+
+    api = HfApi(endpoint=hub.endpoint, token="hf_test_not_a_real_token")
+    with pytest.raises(PublishError, match=r"^cannot push to fixtures/new-index: .*hf auth login") as info:
+        push_bundle(small_demo_bundle(tmp_path), "fixtures/new-index", api=api)
+    assert "\n" not in str(info.value) and "hf_test_not_a_real_token" not in str(info.value)
