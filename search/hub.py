@@ -68,17 +68,46 @@ def fetch_bundle(source: str) -> Path:
 
 def _download(repo_id: str, revision: str | None) -> Path:
     # Imported here so that using a local bundle never pays for huggingface_hub's import.
+    import httpx2  # huggingface_hub's HTTP client: a server that breaks off a download raises its errors as is
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
+    pin = f"{repo_id}@{revision}" if revision else repo_id
     try:
         folder = snapshot_download(repo_id, repo_type="dataset", revision=revision,
                                    allow_patterns=BUNDLE_PATTERNS)
-    except (OSError, HfHubHTTPError, ValueError) as exc:
-        detail = one_line(exc)
-        pin = f"@{revision}" if revision else ""
-        raise BundleError(f"cannot download index bundle {repo_id}{pin} from the Hub: {detail} "
-                          "Check the repo id, the revision and the network (or HF_TOKEN for a private repo)."
+    except (OSError, HfHubHTTPError, ValueError, httpx2.HTTPError) as exc:
+        raise BundleError(f"cannot download index bundle {pin} from the Hub: {download_failure(exc, repo_id, revision)}"
                           ) from exc
-    logger.info("index bundle %s%s is at %s", repo_id, f"@{revision}" if revision else "", folder)
+    logger.info("index bundle %s is at %s", pin, folder)
     return Path(folder)
+
+
+def download_failure(exc: BaseException, repo_id: str, revision: str | None) -> str:
+    """Why a Hub download failed, and what to do, in one line (huggingface_hub's own text only when unclassified)."""
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(exc, RepositoryNotFoundError):
+        return (f"the dataset repo {repo_id} does not exist, or it is private or gated. Check the repo id "
+                "(owner/name), or set HF_TOKEN to a token with read access.")
+    if isinstance(exc, RevisionNotFoundError):
+        return (f"{repo_id} has no revision {revision!r}. Pin an existing commit, branch or tag (build_index.py "
+                "--push-to prints the commit to pin).")
+    cause = _transport_cause(exc, httpx2.TransportError)
+    if cause is not None:
+        return (f"the Hub at {constants.ENDPOINT} could not be reached or broke off the download "
+                f"({type(cause).__name__}: {one_line(cause, 120)}). Check the network and try again.")
+    return (f"{one_line(exc, 400)} Check the repo id, the revision and the network (or HF_TOKEN for a private "
+            "repo).")
+
+
+def _transport_cause(exc: BaseException, kinds: type[BaseException]) -> BaseException | None:
+    """The connection error behind `exc` (itself, or what huggingface_hub wrapped), if any."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # huggingface_hub wraps at most a couple of levels deep
+        if seen is None or isinstance(seen, kinds):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

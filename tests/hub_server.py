@@ -17,6 +17,7 @@ import os
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -160,11 +161,12 @@ def hub_env(endpoint: str, home: Path, base: dict[str, str] | None = None) -> di
 
 
 class DyingProxy:
-    """A TCP proxy to `upstream` that, in the middle of the first file download (`GET .../resolve/...` with a
-    body, chunked or not), sends half the body, then closes every connection and its listening socket: the
-    server is gone."""
+    """A TCP proxy to `upstream` that, in the middle of the first file download whose path contains `path_part`
+    (a `GET .../resolve/...` with a body, chunked or not), sends half the body, then closes every connection and
+    its listening socket: the server is gone."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, path_part: bytes = b"/resolve/") -> None:
+        self.path_part = path_part  # which downloads count: the first GET whose path contains this dies
         host, _, port = upstream.removeprefix("http://").partition(":")
         self.upstream = (host, int(port))
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -187,9 +189,7 @@ class DyingProxy:
         with self._lock:
             sockets, self._sockets = [self._listener, *self._sockets], []
         for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                sock.close()
+            _reset(sock)
 
     def _accept(self) -> None:
         while not self.died.is_set():
@@ -197,7 +197,11 @@ class DyingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                _reset(client)
+                continue
             with self._lock:
                 self._sockets += [client, server]
             threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
@@ -211,7 +215,7 @@ class DyingProxy:
                     data = client.recv(65536)
                     if not data:
                         return
-                    download = data.startswith(b"GET ") and b"/resolve/" in data.split(b"\r\n", 1)[0]
+                    download = data.startswith(b"GET ") and self.path_part in data.split(b"\r\n", 1)[0]
                     server.sendall(data)
                 if server in ready:
                     if download:
@@ -225,6 +229,9 @@ class DyingProxy:
                     client.sendall(data)
         except OSError:
             return
+        finally:  # also a connection accepted while the proxy was dying: it must not hang until a timeout
+            _reset(client)
+            _reset(server)
 
     def _half_then_die(self, server: socket.socket, client: socket.socket) -> bool:
         """Send the response head and half its body, then die; a response without a body is passed on whole."""
@@ -251,3 +258,11 @@ class DyingProxy:
         client.sendall(head + b"\r\n\r\n" + body[:wanted if not chunked else len(body) // 2])
         self.die()
         return True
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0), as a crashed peer's kernel would; closing twice is harmless."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
