@@ -7,7 +7,8 @@ Writes, under OUT (olah's `mirrors-path` layout `OUT/{models,datasets}/ORG/NAME`
   `data/train-0000N-of-00003.parquet` in its nested schema). Commit `v1`: 9 rows of synthetic shapes whose
   `image_url`s are on the CDN twin (`CDN/ok/NAME`; the last row's is `CDN/404/NAME`, a photo that is gone);
   commit `v2` (main) replaces them with other rows, so a build pinned to `v1` is told apart from one at main.
-- `models/fixtures/demo-clip`: the demo CLIP in open_clip's hf-hub layout (open_clip_config.json + safetensors).
+- `models/fixtures/demo-clip`: the demo CLIP in open_clip's hf-hub layout (open_clip_config.json + safetensors);
+  `models/fixtures/no-weights-clip`: the same config without the weights file.
 - `datasets/fixtures/demo-bundle`: commit `small`: the first 20 demo items as an index bundle whose manifest names
   `hf-hub:fixtures/demo-clip`; commit `large` (main): the first 40.
 
@@ -44,6 +45,7 @@ from tests.test_sources import UNSPLASH_SCHEMA, unsplash_row
 
 DATASET_REPO = "1aurent/unsplash-lite"
 MODEL_REPO = "fixtures/demo-clip"
+NO_WEIGHTS_REPO = "fixtures/no-weights-clip"  # a model repo whose weights file is missing
 BUNDLE_REPO = "fixtures/demo-bundle"
 DEMO_MODEL_DIR = REPO_ROOT / "assets" / "demo" / "model"
 DEMO_INDEX_DIR = REPO_ROOT / "assets" / "demo" / "index"
@@ -161,10 +163,10 @@ def write_dataset_commit(repo: Path, pictures: list[Photo], cdn: str) -> None:
     (repo / "README.md").write_text(dataset_card(len(rows)), encoding="utf-8")
 
 
-def write_model_repo(repo: Path) -> None:
-    """The demo CLIP's files as an open_clip hf-hub repo."""
+def write_model_repo(repo: Path, weights: bool = True) -> None:
+    """The demo CLIP's files as an open_clip hf-hub repo (without its weights file unless `weights`)."""
     repo.mkdir(parents=True)
-    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
+    for name in ("open_clip_config.json", "open_clip_model.safetensors")[:2 if weights else 1]:
         shutil.copyfile(DEMO_MODEL_DIR / name, repo / name)
     (repo / "README.md").write_text("---\nlibrary_name: open_clip\nlicense: mit\n---\n\n"
                                     "# demo-clip (test fixture)\n\nThe tiny CLIP of assets/demo/model.\n")
@@ -211,6 +213,9 @@ def write_fixture_repos(root: Path, cdn: str) -> FixtureRepos:
     model = root / "models" / MODEL_REPO
     write_model_repo(model)
     model_sha = git_commit(model, "Add the demo CLIP", day=1)
+    no_weights = root / "models" / NO_WEIGHTS_REPO
+    write_model_repo(no_weights, weights=False)
+    git_commit(no_weights, "Add the config (the weights were forgotten)", day=1)
     bundle = root / "datasets" / BUNDLE_REPO
     bundle.mkdir(parents=True)
     write_bundle_commit(bundle, 20)

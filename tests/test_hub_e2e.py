@@ -26,6 +26,7 @@ from scripts.hub_fixtures import (
     BUNDLE_REPO,
     DATASET_REPO,
     MODEL_REPO,
+    NO_WEIGHTS_REPO,
     FixtureRepos,
     dataset_photos,
     write_fixture_repos,
@@ -221,6 +222,22 @@ def test_cli_reports_a_hub_failure_in_one_line(case: str, hub: OlahServer, tmp_p
     assert reason in line.lower() and str(tmp_path) not in line  # no cache path
 
 
+def test_the_real_hubs_missing_revision_answer_is_explained() -> None:
+    # olah cannot give it (see FAST_FAILURES): the Hub's 404 with X-Error-Code RevisionNotFound, as
+    # huggingface_hub classifies it.
+    import httpx2
+    from huggingface_hub.utils import hf_raise_for_status
+
+    from search.hub import download_failure
+
+    request = httpx2.Request("GET", f"https://huggingface.co/api/datasets/me/index/revision/{MISSING_COMMIT}")
+    with pytest.raises(OSError) as info:
+        hf_raise_for_status(httpx2.Response(404, headers={"X-Error-Code": "RevisionNotFound"}, request=request))
+    assert download_failure(info.value, "me/index", MISSING_COMMIT) == (
+        f"me/index has no revision '{MISSING_COMMIT}'. Pin an existing commit, branch or tag (build_index.py "
+        "--push-to prints the commit to pin).")
+
+
 APP_STARTS = """
 import json, sys
 from search.config import EngineConfig
@@ -272,6 +289,25 @@ def test_a_missing_data_set_revision_is_one_line(hub: OlahServer, tmp_path: Path
     assert done.returncode == 1, done.stderr[-3000:]
     line = done.stderr.strip().splitlines()[-1]  # after the log line of the model loaded first
     assert line.startswith(f"error: cannot stream {DATASET_REPO}: ") and "--revision" in line
+
+
+LOAD_MODEL = """
+import sys
+from search.config import EncoderSpec
+from search.encoder import ClipEncoder
+from search.errors import EncoderLoadError
+try:
+    ClipEncoder.load(EncoderSpec(sys.argv[1]))
+except EncoderLoadError as exc:
+    sys.exit(f"error: {exc}")
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="open_clip 3.3 only warns and initialises the model randomly when an "
+                   "hf-hub repo's weights cannot be downloaded; search/encoder.py does not refuse that yet")
+def test_an_hf_hub_model_whose_weights_cannot_be_had_is_refused(hub: OlahServer, tmp_path: Path) -> None:
+    line = error_line(run(["-c", LOAD_MODEL, f"hf-hub:{NO_WEIGHTS_REPO}"], hub_env(hub.endpoint, tmp_path)))
+    assert line.startswith(f"error: cannot load CLIP model hf-hub:{NO_WEIGHTS_REPO}") and "weights" in line
 
 
 # --- publishing: olah has no upload routes ---
