@@ -37,6 +37,7 @@ MAX_EF_CONSTRUCTION = 1 << 20
 LEVEL0_CHUNK_BYTES = 64 << 20  # level-0 records are read in blocks of about this size: bounded memory
 UPPER_CHUNK_LISTS = 1 << 16  # upper-level lists checked per block
 COUNT_MASK = 0xFFFF  # hnswlib reads a link count as an unsigned short; the upper bytes must stay 0
+UNIT_TOLERANCE = 1e-3  # |norm - 1| of every stored vector; hnswlib's own normalisation is within ~1e-6
 
 
 class CorruptIndexError(BundleError):
@@ -132,7 +133,8 @@ def _record_dtype(header: HnswHeader) -> np.dtype:
 
 def _check_level0(file: BinaryIO, header: HnswHeader, vectors: npt.NDArray[np.float32] | None,
                   vector_stride: int) -> None:
-    """Link counts, neighbour ids, labels (a permutation of 0..count-1) and optionally vectors, block by block."""
+    """Link counts, neighbour ids, labels (a permutation of 0..count-1), unit vectors and optionally the bundle's
+    rows, block by block."""
     record = _record_dtype(header)
     per_block = max(1, LEVEL0_CHUNK_BYTES // header.size_per_element)
     buffer = np.empty(min(per_block, header.count) * header.size_per_element, np.uint8)
@@ -155,11 +157,26 @@ def _check_level0(file: BinaryIO, header: HnswHeader, vectors: npt.NDArray[np.fl
         if np.any(labels >= header.count):
             raise corrupt(f"a label is not below the item count {header.count}")
         seen[labels.astype(np.intp)] = True
+        _check_unit(records["vector"], labels)
         if vectors is not None:
             first = -start % vector_stride  # records start, start + stride, ... of the whole file
             _check_vectors(records["vector"][first::vector_stride], vectors, labels[first::vector_stride])
     if not seen.all():  # count labels, each below count, all seen: a permutation
         raise corrupt("labels are not the row numbers 0..count-1, each once")
+
+
+def _check_unit(stored: np.ndarray, labels: np.ndarray) -> None:
+    """Every stored vector finite with norm 1 (±UNIT_TOLERANCE): cosine scores then stay in [-1, 1].
+
+    hnswlib computes 1 - dot(query, stored) without normalising the stored side, so a scaled record would
+    put its item first with a score far above 1, and a NaN record would silently drop out of results.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are what is looked for; they fail below
+        norms = np.sqrt(np.einsum("ij,ij->i", stored, stored))
+        bad = np.flatnonzero(~(np.abs(norms - 1) <= UNIT_TOLERANCE))
+    if len(bad):
+        raise corrupt(f"the stored vector of item {labels[bad[0]]} is not a finite unit vector: norm "
+                      f"{norms[bad[0]]:.6g}")
 
 
 def _check_vectors(stored: np.ndarray, vectors: npt.NDArray[np.float32], labels: np.ndarray) -> None:

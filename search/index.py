@@ -182,6 +182,9 @@ class VectorIndex:
 
 def to_scores(distances: npt.NDArray[np.floating]) -> Scores:
     """hnswlib's cosine distances (1 - cosine similarity) as scores: the one place they are converted and rounded."""
-    # np.round computes rint(x * 1e6) / 1e6: an integer divided by 1e6, i.e. the double nearest that decimal.
-    # `+ 0.0` turns the -0.0 that rounding a tiny negative gives into 0.0.
-    return np.round(1.0 - np.asarray(distances, dtype=np.float64), SCORE_DECIMALS) + 0.0
+    # Clipped as a last guard of the [-1, 1] contract (the load check already refuses stored vectors that are
+    # not unit; float32 rounding alone can give 1.0000001). np.round computes rint(x * 1e6) / 1e6: an integer
+    # divided by 1e6, i.e. the double nearest that decimal; +-1 stay exact. `+ 0.0` turns the -0.0 that rounding
+    # a tiny negative gives into 0.0.
+    similarity = np.clip(1.0 - np.asarray(distances, dtype=np.float64), -1.0, 1.0)
+    return np.round(similarity, SCORE_DECIMALS) + 0.0

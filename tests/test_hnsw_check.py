@@ -23,7 +23,7 @@ import pytest
 
 from search.config import REPO_ROOT, HnswParams
 from search.hnsw_check import CorruptIndexError, HnswHeader, check_hnsw_file
-from search.index import VectorIndex
+from search.index import VectorIndex, to_scores
 from tests.conftest import DEMO_INDEX_DIR, unit_vectors
 
 FIELD_FORMATS = "QQQQQQiIQQQdQ"  # hnswalg.h saveIndex, written field by field (no padding), little-endian
@@ -83,6 +83,17 @@ class Layout:
     def label(self, item: int) -> int:
         """Byte offset of an item's label."""
         return self.record(item) + int(self.header["label_offset"])
+
+    def vector(self, item: int) -> int:
+        """Byte offset of an internal item's stored vector."""
+        return self.record(item) + int(self.header["offset_data"])
+
+    def scale_vector(self, item: int, value: float) -> None:
+        """Multiply an item's stored float32 vector by `value` in place."""
+        dim = (int(self.header["label_offset"]) - int(self.header["offset_data"])) // 4
+        start = self.vector(item)
+        vector = np.frombuffer(bytes(self.data[start:start + 4 * dim]), "<f4") * np.float32(value)
+        self.data[start:start + 4 * dim] = vector.astype("<f4").tobytes()
 
     def upper_list(self, item: int, level: int) -> int:
         """Byte offset of an item's link list at `level` >= 1 (its count word)."""
@@ -257,6 +268,13 @@ PATCHES: dict[str, Callable[[Layout], None]] = {
     "mult huge": lambda lay: lay.set_field("mult", 1e300),
     "ef_construction 0": lambda lay: lay.set_field("ef_construction", 0),
     "ef_construction huge": lambda lay: lay.set_field("ef_construction", 2**62),
+    "a stored vector scaled by 1e6": lambda lay: lay.scale_vector(N - 1, 1e6),
+    "a stored vector scaled by 1.01": lambda lay: lay.scale_vector(1, 1.01),
+    "a stored vector zero": lambda lay: lay.scale_vector(2, 0.0),
+    "a stored vector NaN": lambda lay: lay.scale_vector(3, np.nan),
+    "a stored vector infinite": lambda lay: lay.scale_vector(4, np.inf),
+    "a stored vector overflowing when squared": lambda lay: lay.scale_vector(5, 1e30),
+    "one stored coordinate NaN": lambda lay: lay.put(lay.vector(6) + 4, 0x7FC00000),
 }
 
 
@@ -267,6 +285,44 @@ def test_each_targeted_patch_is_refused_with_one_line(tmp_path: Path, base: Layo
     assert layout.data != base.data
     (tmp_path / "index.hnsw").write_bytes(layout.data)
     assert_refused(tmp_path / "index.hnsw")
+
+
+def test_every_stored_vector_must_be_a_finite_unit_vector_not_only_the_sampled_ones(tmp_path: Path,
+                                                                                    base: Layout) -> None:
+    # The published attack: every odd record x1e6 ranked those items first with scores ~383 000; the 1 024-row
+    # sample of VectorIndex.load compared only even records. The unit check covers every record, with no vectors.
+    layout = Layout(bytearray(base.data), dict(base.header), list(base.levels), list(base.size_words))
+    for item in range(1, N, 2):
+        layout.scale_vector(item, 1e6)
+    (tmp_path / "index.hnsw").write_bytes(layout.data)
+    labels = layout.labels()
+    message = assert_refused(tmp_path / "index.hnsw")
+    assert f"the stored vector of item {labels[1]} is not a finite unit vector: norm 1e+06" in message
+    with pytest.raises(CorruptIndexError, match="not a finite unit vector"):
+        check_hnsw_file(tmp_path / "index.hnsw", DIM, N, M)  # the structural check itself, without embeddings
+
+
+def test_a_norm_within_the_tolerance_loads_and_its_scores_stay_within_minus_one_and_one(tmp_path: Path,
+                                                                                     base: Layout) -> None:
+    layout = Layout(bytearray(base.data), dict(base.header), list(base.levels), list(base.size_words))
+    for item in range(N):  # 1 +- 9e-4: inside UNIT_TOLERANCE (1e-3), so the last guard is to_scores' clip
+        layout.scale_vector(item, 1 + 9e-4 * (-1) ** item)
+    (tmp_path / "index.hnsw").write_bytes(layout.data)
+    index = VectorIndex.load(tmp_path / "index.hnsw", DIM, PARAMS, count=N)
+    stored = hnswlib.Index(space="cosine", dim=DIM)
+    stored.load_index(str(tmp_path / "index.hnsw"))
+    scores = []
+    for item in range(0, 20, 2):  # the stretched records, queried with themselves: raw similarity ~1.0009
+        vector = stored.get_items([layout.labels()[item]], return_type="numpy")[0]
+        assert float(1 - stored.knn_query(vector, k=1)[1][0, 0]) > 1.0005
+        scores.extend(index.query(vector, 5)[1])
+    assert all(-1.0 <= score <= 1.0 for score in scores) and max(scores) == 1.0
+    assert all(score == round(score, 6) for score in scores)
+
+
+def test_to_scores_clips_to_the_cosine_range_and_keeps_six_decimals() -> None:
+    scores = to_scores(np.array([-383_000.0, -1e-3, 0.0, 0.1234567, 1.0, 2.0, 2.5, 1e9], np.float32))
+    np.testing.assert_array_equal(scores, [1.0, 1.0, 1.0, 0.876543, 0.0, -1.0, -1.0, -1.0])
 
 
 def test_an_index_of_another_dim_is_refused(tmp_path: Path) -> None:
