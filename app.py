@@ -23,6 +23,7 @@ from search.errors import BadImageError, BadQueryError, SearchError
 from search.images import check_image
 from search.limits import BodyLimits, BodyRefusedError, BodyRule
 from search.types import Hit
+from upload_inputs import fetch_url_inputs_within_limits
 from webapp import (
     Startup,
     caption,
@@ -46,6 +47,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
 # longest legitimate field is a 1000-character query (~12 KB even as escaped emoji). Both must arrive within
 # BODY_DEADLINE_S, so a slow client cannot hold a connection and a temporary file for long.
 BODY_DEADLINE_S = 30.0
+UPLOAD_LIFETIME_S = (300, 1800)  # gradio's delete_cache: (how often to look, how old a file may get) in seconds
 UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
                        ("/upload", "/process_recording", "/component_server"))
 JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
@@ -243,7 +245,10 @@ def build_app(startup: Startup) -> gr.Blocks:
     """The Blocks UI and API over one engine."""
     ui = SearchUI(startup)
     d = ui.defaults
-    with gr.Blocks(title="Semantic image search", analytics_enabled=False) as demo:
+    # Uploads and fetched URLs are deleted 30 minutes after they arrive (checked every 5), so repeated uploads
+    # cannot fill the disk; examples stay (gradio keeps them). A slider re-run of an older image search then
+    # asks for the picture again.
+    with gr.Blocks(title="Semantic image search", analytics_enabled=False, delete_cache=UPLOAD_LIFETIME_S) as demo:
         gr.Markdown("# Semantic image search\nFind pictures by meaning: describe one, or give an example.")
         gr.Markdown(startup.notice or "", elem_id="notice", visible=startup.notice is not None)
         top_k = gr.Slider(1, 100, value=12, step=1, label="Results (top k)", elem_id="top-k")
@@ -257,9 +262,9 @@ def build_app(startup: Startup) -> gr.Blocks:
                                            label="Similarity threshold (text)")
                 gr.Examples([[text] for text in d.text_examples], [query], cache_examples=False)
             with gr.Tab("Image", elem_id="tab-image"):
-                image = explain_unreadable_uploads(gr.Image(
+                image = explain_unreadable_uploads(fetch_url_inputs_within_limits(gr.Image(
                     type="filepath", image_mode=None, label="Example image", elem_id="image",
-                    sources=["upload", "webcam", "clipboard"], height=260))
+                    sources=["upload", "webcam", "clipboard"], height=260), MAX_FILE_BYTES))
                 mix_text = gr.Textbox(label="Also matching this text (optional)", max_lines=1)
                 text_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Text weight when mixing with the image")
                 image_button = gr.Button("Search", variant="primary", elem_id="image-search")
@@ -292,7 +297,8 @@ def add_api(ui: SearchUI) -> None:
     """API-only endpoints (no trigger in the page) on hidden inputs, each with one JSON output."""
     with gr.Column(visible=False):
         text, item_id = gr.Textbox(label="query"), gr.Textbox(label="id")
-        image = gr.File(label="image", type="filepath")  # our loader, not gr.Image, judges odd files
+        # Our loader, not gr.Image, judges odd files; a URL instead of a file is fetched within the upload limits.
+        image = fetch_url_inputs_within_limits(gr.File(label="image", type="filepath"), MAX_FILE_BYTES)
         top_k = gr.Number(label="top_k", value=10)
         threshold = gr.Number(label="threshold", value=0.0)
         result = gr.JSON(label="hits")

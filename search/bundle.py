@@ -32,6 +32,7 @@ from search.hub import snapshot_blobs, snapshot_label
 from search.index import VectorIndex
 from search.manifest import (
     EMBEDDINGS_FILE,
+    FAILURES_FILE,
     FORMAT_VERSION,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -47,11 +48,14 @@ from search.manifest import (
 from search.metadata import ItemCatalog, read_metadata
 from search.types import FeatureVector
 
-__all__ = ["EMBEDDINGS_FILE", "FORMAT_VERSION", "INDEX_FILE", "MANIFEST_FILE", "METADATA_FILE", "REBUILD_HINT",
-           "Bundle", "BundleFolder", "BundleInfo", "ItemCatalog", "Manifest", "atomic_write", "read_manifest",
-           "sha256_of", "verify_files", "write_bundle"]
+__all__ = ["EMBEDDINGS_FILE", "FAILURES_FILE", "FORMAT_VERSION", "INDEX_FILE", "MANIFEST_FILE", "METADATA_FILE",
+           "REBUILD_HINT", "Bundle", "BundleFolder", "BundleInfo", "ItemCatalog", "Manifest", "atomic_write",
+           "read_manifest", "sha256_of", "verify_files", "write_bundle"]
 
 logger = logging.getLogger(__name__)
+
+DATA_FILES = frozenset({INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE})
+"""The files a bundle's data lives in; any other listed file is a picture the UI may serve."""
 
 @dataclass(frozen=True, slots=True)
 class BundleFolder:
@@ -124,8 +128,12 @@ class Bundle:
 
     @property
     def served_folders(self) -> tuple[Path, ...]:
-        """The folders the UI may serve files from: the bundle's, and its Hub repo's `blobs/` for a snapshot."""
-        return tuple(Path(folder) for folder in self.folder.inside)
+        """The folders the UI may serve files from: those holding the bundle's listed pictures (not the whole
+        bundle: nothing else in it is for visitors), and for a Hub snapshot its repo's `blobs/` (the pictures
+        are symlinks into it)."""
+        pictures = self.manifest.files.keys() - DATA_FILES
+        folders = {os.path.realpath((self.root / name).parent) for name in pictures}
+        return tuple(Path(folder) for folder in sorted(folders) + list(self.folder.inside[1:]))
 
     @property
     def label(self) -> str:

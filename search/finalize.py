@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from search.bundle import (
     EMBEDDINGS_FILE,
+    FAILURES_FILE,
     METADATA_FILE,
     Bundle,
     BundleContents,
@@ -31,7 +32,6 @@ from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
 
-FAILURES_FILE = "failures.parquet"
 SNAPSHOT_FILE = "base.json"  # written last: the commit point of a --from snapshot
 FAILURES_SCHEMA = pa.schema([(name, pa.string()) for name in FAILURE_COLUMNS])
 

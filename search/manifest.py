@@ -20,6 +20,7 @@ MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.hnsw"
 EMBEDDINGS_FILE = "embeddings.npy"
 METADATA_FILE = "metadata.parquet"
+FAILURES_FILE = "failures.parquet"
 REBUILD_HINT = "rebuild it with build_index.py or download it again"
 
 MAX_MANIFEST_BYTES = 64 << 20

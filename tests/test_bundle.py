@@ -239,7 +239,7 @@ def test_a_symlink_that_stays_inside_the_bundle_is_accepted(tmp_path: Path) -> N
     write_bundle(root, unit_vectors(2, 4), table, BundleInfo(EncoderSpec("ViT-B-32", None)))
     bundle = Bundle.load(root)
     assert bundle.catalog.hit(1, 1.0).image == str(root / "images" / "b.png")
-    assert bundle.served_folders == (root.resolve(),) and bundle.label == str(root)
+    assert bundle.served_folders == ((root / "images").resolve(),) and bundle.label == str(root)
 
 
 @pytest.mark.parametrize("url", ["https://images.example/a.jpg", "http://127.0.0.1:8000/x.png?w=480#top"])

@@ -199,7 +199,7 @@ def test_a_hub_snapshot_is_served_and_its_gallery_pictures_load_over_http(corpus
     startup = start_engine(EngineConfig(index=str(snapshot), onnx_text=False))
     assert not startup.is_demo and startup.notice is None
     blobs = snapshot.parent.parent / "blobs"
-    assert startup.engine.bundle.served_folders == (snapshot.resolve(), blobs.resolve())
+    assert startup.engine.bundle.served_folders == ((snapshot / "images").resolve(), blobs.resolve())
     assert startup.engine.bundle.label == "evil/bundle@0123456789ab"
     pictures = {hashlib.sha256(path.read_bytes()).hexdigest() for path in (snapshot / "images").iterdir()}
     with serve(startup) as url:
