@@ -29,6 +29,16 @@ from types import TracebackType
 
 OLAH_VERSION = "0.5.4"
 START_TIMEOUT_S = 60.0
+# Runs olah-cli (argv[1:]) after asking Linux for SIGTERM when the test process dies (PR_SET_PDEATHSIG survives
+# exec), so a killed test run leaves no server behind; elsewhere it just runs olah-cli.
+DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 class HubServerError(RuntimeError):
@@ -100,8 +110,8 @@ class OlahServer:
         self.work.mkdir(parents=True, exist_ok=True)
         (self.work / "olah.toml").write_text(olah_config(self.mirror_root, self.port, self.work))
         with open(self.log, "wb") as log:
-            self._process = subprocess.Popen([str(cli), "-c", "olah.toml"], cwd=self.work, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+            self._process = subprocess.Popen([str(cli.parent / "python"), "-c", DIE_WITH_PARENT, str(cli), "-c",
+                                              "olah.toml"], cwd=self.work, stdout=log, stderr=subprocess.STDOUT)
         try:
             self._wait_until_ready()
         except BaseException:
