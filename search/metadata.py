@@ -22,14 +22,32 @@ from search.manifest import MANIFEST_FILE, METADATA_FILE, REBUILD_HINT
 from search.types import Hit
 
 METADATA_COLUMNS = ("id", "image", "page_url", "description", "photographer")
-MAX_URL = 4096
+MAX_TEXT = 2000
+"""Characters in an id, description or photographer name: real captions take a few hundred; a page shows a few."""
+MAX_URL = 2048
+"""Characters in an image URL or file name and in a page URL: the de-facto URL limit (sitemaps, old browsers, CDNs)."""
+MAX_URL_CELL = 4 * MAX_URL
+"""Characters in an image or page_url cell before it is decoded; from MAX_URL up to here the URL rule refuses it
+with its own message (an image file name is also bounded: the manifest lists only files that exist)."""
+CELL_LIMITS = {"id": MAX_TEXT, "image": MAX_URL_CELL, "page_url": MAX_URL_CELL, "description": MAX_TEXT,
+               "photographer": MAX_TEXT}
 # http(s), a host part, then no whitespace or control characters; lowercase scheme as Gradio's own URL test wants.
 WEB_URL = r"^https?://[^\x00-\x20\x7f/?#\\]+(?:[/?#][^\x00-\x20\x7f]*)?$"
-BYTES_PER_ROW = 16 << 10  # declared (uncompressed) metadata per item; real rows take a few hundred bytes
+BYTES_PER_ROW = 4 << 10
+"""Declared (uncompressed) and decoded metadata per item allowed, plus METADATA_SLACK: the cell limits allow
+~10 KB of ASCII in one row, real rows take a few hundred bytes, so rows averaging more are not item metadata."""
+METADATA_SLACK = 16 << 20
 
 
 def read_metadata(path: Path, count: int) -> pa.Table:
-    """The item columns of `metadata.parquet`, refused before decoding when it declares a wrong row count or size."""
+    """The item columns of `metadata.parquet`, refused before decoding when they would take more than a budget.
+
+    The sizes a file declares are its author's figures, and dictionary encoding lets a few KB of file repeat one
+    huge value in every row. So text columns are read dictionary-encoded (each distinct value once), their
+    decoded size is computed from the value lengths the rows take, and only a table within the cell limits and
+    `BYTES_PER_ROW * count + METADATA_SLACK` bytes is decoded.
+    """
+    budget = BYTES_PER_ROW * count + METADATA_SLACK
     try:
         with pq.ParquetFile(path) as parquet:
             meta = parquet.metadata
@@ -37,14 +55,47 @@ def read_metadata(path: Path, count: int) -> pa.Table:
                 raise BundleError(f"the bundle is inconsistent: manifest count {count}, metadata {meta.num_rows} "
                                   f"rows; {REBUILD_HINT}")
             declared = sum(meta.row_group(group).total_byte_size for group in range(meta.num_row_groups))
-            if declared > BYTES_PER_ROW * count + (16 << 20):
+            if declared > budget:
                 raise BundleError(f"{METADATA_FILE} declares {declared >> 20} MiB of data for {count} items, far "
                                   f"more than item metadata takes; {REBUILD_HINT}")
             present = [name for name in METADATA_COLUMNS if name in parquet.schema_arrow.names]
-            return parquet.read(columns=present)
+        with pq.ParquetFile(path, metadata=meta, read_dictionary=present) as parquet:
+            table = parquet.read(columns=present)
+        check_text_sizes(table, budget)
+        return pa.table({name: _decoded(table.column(name)) for name in table.column_names})
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BundleError(f"{METADATA_FILE} cannot be read as parquet ({type(exc).__name__}); {REBUILD_HINT}") \
             from None
+
+
+def check_text_sizes(table: pa.Table, budget: int | None = None) -> None:
+    """BundleError for a cell over its CELL_LIMITS or text decoding to more than `budget` bytes (before decoding)."""
+    total = 0
+    for name in table.column_names:
+        for chunk in table.column(name).chunks:
+            values, rows = (chunk.dictionary, chunk.indices) if pa.types.is_dictionary(chunk.type) else (chunk, None)
+            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                continue  # other types are refused by ItemCatalog; they take a fixed size per row
+            chars = pc.utf8_length(values) if rows is None else pc.take(pc.utf8_length(values), rows)
+            _check_cells(name, chars, CELL_LIMITS.get(name, MAX_TEXT))
+            lengths = pc.binary_length(values) if rows is None else pc.take(pc.binary_length(values), rows)
+            total += pc.sum(lengths).as_py() or 0
+    if budget is not None and total > budget:
+        raise BundleError(f"{METADATA_FILE} holds {total >> 20} MiB of text for {len(table)} items, more than "
+                          f"{budget >> 20} MiB; {REBUILD_HINT}")
+
+
+def _check_cells(name: str, chars: pa.Array, limit: int) -> None:
+    longest = pc.max(chars).as_py()
+    if longest is not None and longest > limit:
+        row = pc.index(chars, longest).as_py()
+        raise BundleError(f"{METADATA_FILE} column {name} row {row} holds {longest} characters, more than the "
+                          f"{limit} allowed; {REBUILD_HINT}")
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded column as plain values (sizes checked)."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
 
 
 class ItemCatalog:
@@ -52,6 +103,7 @@ class ItemCatalog:
 
     def __init__(self, table: pa.Table, files: Mapping[str, Path]) -> None:
         _check_columns(table)
+        check_text_sizes(table)
         self._ids: list[str] = _ids(table.column("id"))
         self._images: list[str] = _images(table.column("image"), files)
         self._page_urls: list[str | None] = _page_urls(table.column("page_url"))

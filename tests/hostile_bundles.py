@@ -119,6 +119,15 @@ def set_metadata(root: Path, change: Callable[[pa.Table], pa.Table]) -> None:
     reseal(root)
 
 
+def repeated(column: str, value: str) -> Callable[[pa.Table], pa.Table]:
+    """Every row of `column` holds `value`, dictionary-encoded: stored once, whatever the row count."""
+    def change(table: pa.Table) -> pa.Table:
+        cells = pa.DictionaryArray.from_arrays(pa.array([0] * len(table), pa.int32()), pa.array([value]))
+        return table.set_column(table.schema.get_field_index(column), column, cells)
+
+    return change
+
+
 def set_embeddings(root: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
     """Rewrite embeddings.npy (no pickle unless the array needs it) and reseal."""
     array = change(np.load(root / "embeddings.npy"))
@@ -209,6 +218,11 @@ def _rows(value: float, rows: slice) -> Callable[[np.ndarray], np.ndarray]:
         return array
 
     return change
+
+
+def _cells_at_their_limits(root: Path, outside: Path) -> None:
+    set_cell(root, "description", 1, "é" * 2000)  # characters, not bytes, are counted
+    set_cell(root, "page_url", 1, "https://example.com/" + "p" * 2028)
 
 
 def _encoder_dim_mismatch(root: Path, outside: Path) -> None:
@@ -358,6 +372,15 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
      lambda r, o: set_metadata(r, lambda t: pa.concat_tables([t, t.slice(0, 1)]))),
     ("metadata-column-missing", r"metadata.parquet lacks column\(s\) page_url", False,
      lambda r, o: set_metadata(r, lambda t: t.drop_columns(["page_url"]))),
+    ("metadata-dictionary-bomb", r"metadata.parquet column description row 0 holds 262144 characters, more than "
+     r"the 2000 allowed", False, lambda r, o: set_metadata(r, repeated("description", "A" * (256 << 10)))),
+    ("metadata-long-photographer", r"metadata.parquet column photographer row 4 holds 2001 characters, more than "
+     r"the 2000 allowed", False, lambda r, o: set_cell(r, "photographer", 4, "P" * 2001)),
+    ("metadata-long-page-url", r"metadata.parquet row 2: page_url must be an http\(s\) URL or empty", True,
+     lambda r, o: set_cell(r, "page_url", 2, "https://example.com/" + "p" * 2029)),  # 2049 characters
+    ("metadata-huge-image-url", r"metadata.parquet column image row 5 holds 1048596 characters, more than the "
+     r"8192 allowed", True, lambda r, o: set_cell(r, "image", 5, "https://example.com/" + "i" * (1 << 20))),
+    ("metadata-cells-at-their-limits", None, False, _cells_at_their_limits),
     ("metadata-not-parquet", r"metadata.parquet cannot be read as parquet", False,
      lambda r, o: ((r / "metadata.parquet").write_bytes(b"PAR1" + os.urandom(64)), reseal(r))),
     # index.hnsw (the structural check is search/hnsw_check.py; its own cases and fuzz: tests/test_hnsw_check.py)

@@ -16,14 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import search.engine
-from search import cli
+from search import cli, metadata
 from search.bundle import Bundle
 from search.config import REPO_ROOT, EngineConfig, HnswParams
 from search.engine import load_engine
-from search.errors import SearchError
+from search.errors import BundleError, SearchError
 from search.finalize import rebuild_index
 from tests.app_server import serve
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
@@ -123,6 +125,63 @@ def test_the_app_falls_back_to_the_demo_with_the_reason(corpus: dict[str, Case],
     reason = (startup.notice or "").split("Reason: ", 1)[1].split("\n", 1)[0]
     assert re.search(case.refusal or "", reason)
     assert_reveals_nothing_outside(reason, case)
+
+
+# --- metadata.parquet: what its author declares is not what decoding it costs ---
+
+BOMB_ROWS, BOMB_CELL = 2048, 256 << 10  # the reported bomb: 5 KB of file, 512 MiB once decoded
+
+
+def write_dictionary_bomb(path: Path, cell: int = BOMB_CELL) -> None:
+    """metadata.parquet whose description repeats one `cell`-character value in every row (stored once)."""
+    rows = [str(row) for row in range(BOMB_ROWS)]
+    description = pa.DictionaryArray.from_arrays(pa.array([0] * BOMB_ROWS, pa.int32()), pa.array(["A" * cell]))
+    pq.write_table(pa.table({"id": rows, "image": [f"https://example.com/{row}.png" for row in rows],
+                             "page_url": pa.nulls(BOMB_ROWS, pa.string()), "description": description,
+                             "photographer": pa.nulls(BOMB_ROWS, pa.string())}), path, compression="zstd")
+
+
+def peak_arrow_bytes_reading(path: Path, count: int) -> tuple[int, str]:
+    """In a fresh process: the Arrow memory pool's peak while `read_metadata` runs, and its one-line outcome."""
+    code = ("import sys, pyarrow as pa; from pathlib import Path; from search.metadata import read_metadata\n"
+            "try: read_metadata(Path(sys.argv[1]), int(sys.argv[2])); outcome = 'read'\n"
+            "except Exception as exc: outcome = f'{type(exc).__name__}: {exc}'\n"
+            "print(pa.default_memory_pool().max_memory()); print(outcome)")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(count)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, check=True)
+    peak, outcome = done.stdout.splitlines()
+    return int(peak), outcome
+
+
+def test_a_dictionary_bomb_is_refused_without_being_decoded(tmp_path: Path) -> None:
+    write_dictionary_bomb(tmp_path / "metadata.parquet")
+    assert (tmp_path / "metadata.parquet").stat().st_size < 64 << 10
+    peak, outcome = peak_arrow_bytes_reading(tmp_path / "metadata.parquet", BOMB_ROWS)
+    assert outcome.startswith("BundleError: metadata.parquet column description row 0 holds 262144 characters")
+    assert peak < 8 << 20, f"{peak >> 20} MiB allocated"  # decoded it would be 512 MiB (2.2 GB RSS for the CLI)
+
+
+def test_the_same_rows_within_the_cell_limit_are_read(tmp_path: Path) -> None:
+    write_dictionary_bomb(tmp_path / "metadata.parquet", cell=2000)
+    peak, outcome = peak_arrow_bytes_reading(tmp_path / "metadata.parquet", BOMB_ROWS)
+    assert outcome == "read" and peak >= BOMB_ROWS * 2000  # decoded after the check: a plain table comes back
+
+
+def test_text_over_the_budget_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_dictionary_bomb(tmp_path / "metadata.parquet", cell=1000)  # every cell allowed, 2 MB of text in all
+    monkeypatch.setattr(metadata, "METADATA_SLACK", 1 << 20)
+    monkeypatch.setattr(metadata, "BYTES_PER_ROW", 64)  # budget 1 MiB + 128 KiB
+    with pytest.raises(BundleError, match=r"^metadata.parquet holds 2 MiB of text for 2048 items, more than 1 MiB"):
+        metadata.read_metadata(tmp_path / "metadata.parquet", BOMB_ROWS)
+    monkeypatch.setattr(metadata, "BYTES_PER_ROW", 1024)  # budget 3 MiB
+    assert len(metadata.read_metadata(tmp_path / "metadata.parquet", BOMB_ROWS)) == BOMB_ROWS
+
+
+def test_an_item_catalog_applies_the_cell_limits_to_any_table() -> None:
+    table = pa.table({"id": ["a"], "image": ["https://example.com/a.png"], "page_url": [None],
+                      "description": ["d" * 2001], "photographer": [None]})
+    with pytest.raises(BundleError, match="column description row 0 holds 2001 characters"):
+        metadata.ItemCatalog(table, {})
 
 
 # --- what the running app links and serves ---
