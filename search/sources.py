@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from search.errors import SearchError, one_line
+from search.metadata import MAX_TEXT, MAX_URL
 from search.thumbnails import thumbnail_path
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def iter_items(config: SourceConfig) -> Iterator[Item]:
     for row in _stream_rows(config):
         item = unsplash_item(row)
         if item is None:
-            logger.warning("skipping a row without photo id or image_url")
+            logger.warning("skipping a row without a usable photo id or image_url (missing or too long)")
             continue
         yield item
 
@@ -123,14 +124,15 @@ def unsplash_item(row: Mapping[str, Any]) -> Item | None:
     people = row.get("photographer") or {}
     ai = row.get("ai") or {}
     photo_id, image_url = photo.get("id"), photo.get("image_url")
-    if not photo_id or not image_url:
+    # Within the limits a bundle is loaded with (search/metadata.py), or the bundle built would be refused.
+    if not photo_id or not image_url or len(str(photo_id)) > MAX_TEXT or len(str(image_url)) > MAX_URL:
         return None
     name = " ".join(part for part in (people.get("first_name"), people.get("last_name")) if part) or None
     metadata = {
         "image": image_url,
         "page_url": _http_url(photo.get("url")),
-        "description": (photo.get("description") or ai.get("description") or "").strip(),
-        "photographer": name or people.get("username"),
+        "description": (photo.get("description") or ai.get("description") or "").strip()[:MAX_TEXT],
+        "photographer": (name or people.get("username") or "")[:MAX_TEXT] or None,
         "photographer_username": people.get("username"),
         "width": photo.get("width"),
         "height": photo.get("height"),
@@ -140,7 +142,9 @@ def unsplash_item(row: Mapping[str, Any]) -> Item | None:
 
 def _http_url(value: Any) -> str | None:
     """An http(s) URL as is; anything else (javascript:, file:, a bare word) is dropped, not published as a link."""
-    return value if isinstance(value, str) and urlsplit(value).scheme.lower() in {"http", "https"} else None
+    if not isinstance(value, str) or len(value) > MAX_URL:
+        return None
+    return value if urlsplit(value).scheme.lower() in {"http", "https"} else None
 
 
 def folder_items(root: Path) -> Iterator[Item]:

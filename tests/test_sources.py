@@ -186,3 +186,14 @@ def test_a_page_url_that_is_not_http_is_dropped(page: object) -> None:
     row["photo"]["url"] = page
     item = unsplash_item(row)
     assert item is not None and item.metadata["page_url"] is None
+
+
+def test_rows_are_kept_within_the_limits_a_bundle_loads_with() -> None:
+    row = unsplash_row("abc", "https://images.unsplash.com/photo-1", 1, photo={"description": "x" * 5000})
+    row["photographer"]["first_name"] = "y" * 5000
+    item = unsplash_item(row)
+    assert item is not None and len(item.metadata["description"]) == 2000 and len(item.metadata["photographer"]) == 2000
+    assert unsplash_item(unsplash_row("abc", "https://images.unsplash.com/" + "p" * 3000, 1)) is None
+    assert unsplash_item(unsplash_row("i" * 2001, "https://images.unsplash.com/photo-1", 1)) is None
+    long_page = unsplash_row("abc", "https://images.unsplash.com/photo-1", 1, photo={"url": "https://u/" + "q" * 3000})
+    assert unsplash_item(long_page).metadata["page_url"] is None
