@@ -7,7 +7,8 @@ The bundle and the model are git repos served by olah on loopback (tests/hub_ser
 is created on first use), with HF_ENDPOINT pointing at it: the same HTTP conversation as with the Hub, minus the
 network's bandwidth and latency. Each run is a fresh process doing what app.py does at start-up
 (`SEARCH_INDEX=OWNER/NAME@COMMIT`), in timed parts: import, the bundle's download (`fetch_bundle`), the model's
-files (open_clip's hf-hub download), loading both (`start_engine`), building the UI, one text query.
+files (open_clip's hf-hub download), loading both (`start_engine`, from the cache without asking the server
+again), building the UI, one text query.
 
 - cold: an empty HF cache (a Space's first start, or any start without persistent storage);
 - warm: the same cache again (the files are there; huggingface_hub still asks the server about each);
@@ -46,6 +47,8 @@ if model.startswith("hf-hub:"):
     download_pretrained_from_hf(model.removeprefix("hf-hub:"), filename="open_clip_config.json")
     download_pretrained_from_hf(model.removeprefix("hf-hub:"))
 t3 = time.perf_counter()
+import huggingface_hub.constants
+huggingface_hub.constants.HF_HUB_OFFLINE = True  # everything is cached now: time the load alone, asking no one
 startup = webapp.start_engine(EngineConfig(index=sys.argv[1], onnx_text=False))
 assert not startup.is_demo, startup.notice
 t4 = time.perf_counter()
