@@ -85,20 +85,14 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_fixture_commits_depend_only_on_the_assets_and_the_cdn(tmp_path: Path, repos: FixtureRepos) -> None:
-    again = write_fixture_repos(tmp_path / "again", "http://127.0.0.1:1")
-    same_cdn = write_fixture_repos(tmp_path / "same", _cdn_of(repos))
-    assert (same_cdn.dataset_v1, same_cdn.dataset_v2, same_cdn.model_commit, same_cdn.bundle_small,
-            same_cdn.bundle_large) == (repos.dataset_v1, repos.dataset_v2, repos.model_commit, repos.bundle_small,
-                                       repos.bundle_large)
-    assert again.dataset_v1 != repos.dataset_v1  # the rows name the CDN
-    assert (again.model_commit, again.bundle_small) == (repos.model_commit, repos.bundle_small)
-
-
-def _cdn_of(repos: FixtureRepos) -> str:
-    table = pq.read_table(repos.root / "datasets" / DATASET_REPO / "data" / "train-00000-of-00003.parquet")
-    url = table.column("photo").to_pylist()[0]["image_url"]
-    return url.rsplit("/", 2)[0]
+def test_fixture_commits_depend_only_on_the_assets_and_the_cdn(tmp_path: Path, repos: FixtureRepos,
+                                                                 cdn: LoopbackServer) -> None:
+    same_cdn = write_fixture_repos(tmp_path / "same", cdn.base_url)
+    other_cdn = write_fixture_repos(tmp_path / "other", "http://127.0.0.1:1")
+    commits = ("dataset_v1", "dataset_v2", "model_commit", "bundle_small", "bundle_large")
+    assert [getattr(same_cdn, name) for name in commits] == [getattr(repos, name) for name in commits]
+    assert other_cdn.dataset_v1 != repos.dataset_v1  # the rows name the CDN
+    assert (other_cdn.model_commit, other_cdn.bundle_small) == (repos.model_commit, repos.bundle_small)
 
 
 # --- build_index.py through the Hub ---
