@@ -31,6 +31,11 @@ class EncoderSpec:
         return self.model if self.pretrained is None else f"{self.model} / {self.pretrained}"
 
     @property
+    def expects_weights(self) -> bool:
+        """Whether loading must read a weights file (only a built-in name with no tag is random on purpose)."""
+        return self.pretrained is not None or self.model.startswith(("hf-hub:", LOCAL_DIR_PREFIX))
+
+    @property
     def local_dir(self) -> Path | None:
         """The folder of a `local-dir:` spec, else None."""
         if not self.model.startswith(LOCAL_DIR_PREFIX):

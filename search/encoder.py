@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx2  # huggingface_hub 2's HTTP client: its errors escape open_clip's downloads
 import numpy as np
 import open_clip
 import torch
@@ -23,6 +25,9 @@ logger = logging.getLogger(__name__)
 PAD_TOKEN = 0  # open_clip's SimpleTokenizer pads with 0 after the end-of-text token
 TRIMMABLE_POOLING = ("argmax", "eos", "first")  # pooling that never reads the padding positions
 SAFE_WEIGHTS_SUFFIX = ".safetensors"
+
+
+_WEIGHTS_LOADED = threading.local()  # checkpoints the current thread's open_clip call loaded (see ClipEncoder.load)
 
 
 class _UnsafeWeightsError(Exception):
@@ -67,16 +72,24 @@ class ClipEncoder:
         """Load a model by open_clip name + pretrained tag or file, `hf-hub:ID` or `local-dir:DIR`."""
         configure_threads(threads)
         _only_safetensors()
+        _WEIGHTS_LOADED.count = 0
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.model, pretrained=spec.pretrained, device=resolve_device(device))
             tokenizer = open_clip.get_tokenizer(spec.model)
+        except (ImportError, httpx2.HTTPError) as exc:  # a tokenizer fallback or a download that broke off
+            raise EncoderLoadError(_load_failure_message(spec, exc)) from exc
         except _UnsafeWeightsError as exc:
             raise EncoderLoadError(f"cannot load CLIP model {spec}: its weights file {exc.name} is not "
                                    "safetensors; only .safetensors weights are accepted (pickled .bin/.pt/.pth "
                                    "files can run code): convert it with safetensors.torch.save_file") from None
         except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
             raise EncoderLoadError(_load_failure_message(spec, exc)) from exc
+        if _WEIGHTS_LOADED.count == 0 and spec.expects_weights:
+            # open_clip only logs a warning when weights cannot be had and goes on with a random model.
+            raise EncoderLoadError(f"cannot load CLIP model {spec}: no weights were loaded (the download failed "
+                                   "or the repo or folder holds no open_clip weights); check the name, the "
+                                   "network or HF_ENDPOINT, or use --pretrained none for random weights on purpose")
         logger.info("loaded CLIP model %s on %s", spec, device)
         return cls(model, preprocess, tokenizer, spec)
 
@@ -125,7 +138,9 @@ def _only_safetensors() -> None:
     def checked(model: torch.nn.Module, checkpoint_path: str, *args: Any, **kwargs: Any) -> Any:
         if not str(checkpoint_path).endswith(SAFE_WEIGHTS_SUFFIX):
             raise _UnsafeWeightsError(str(checkpoint_path))
-        return current(model, checkpoint_path, *args, **kwargs)
+        result = current(model, checkpoint_path, *args, **kwargs)
+        _WEIGHTS_LOADED.count = getattr(_WEIGHTS_LOADED, "count", 0) + 1
+        return result
 
     checked.only_safetensors = True  # type: ignore[attr-defined]
     open_clip.factory.load_checkpoint = checked

@@ -36,7 +36,11 @@ def metadata_table(count: int) -> pa.Table:
 
 
 def tiny_model_dir(folder: Path, dim: int = 32, custom_text: bool = False) -> Path:
-    """A tiny random-weight open_clip model folder (config only; open_clip initialises the weights)."""
+    """A tiny open_clip model folder with seeded random weights (a folder without weights is refused on load)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
     folder.mkdir()
     config = {"model_cfg": {"embed_dim": dim, "custom_text": custom_text,
                             "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
@@ -45,6 +49,10 @@ def tiny_model_dir(folder: Path, dim: int = 32, custom_text: bool = False) -> Pa
                                          "layers": 1}},
               "preprocess_cfg": {"size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
     (folder / "open_clip_config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{folder}")  # random init: no weights file yet
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
+              folder / "open_clip_model.safetensors")
     return folder
 
 

@@ -25,6 +25,8 @@ SCRIPTS = {
                              "--variants", "none", "--rounds", "1"],
                             {"pipeline_items_per_s", "model_items_per_s", "ratio"}),
     "quality.py": ([], {"t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1"}),
+    "cold_start.py": (["--demo"], {"bundle_mb", "model_mb", "cold_s", "cold_downloads_s", "warm_s",
+                                   "warm_downloads_s", "offline_s", "offline_downloads_s"}),
     "hnsw_check.py": (["--sizes", "2000", "--rebuild-max", "2000", "--repeat", "1"],
                       {"n", "check_s", "check_peak_mb", "check_vectors_s", "load_s", "rebuild_s"}),
 }

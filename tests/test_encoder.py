@@ -156,3 +156,14 @@ def test_a_broken_safetensors_file_fails_with_one_line(tmp_path: Path) -> None:
     with pytest.raises(EncoderLoadError, match="cannot load CLIP model .*header") as info:
         ClipEncoder.load(EncoderSpec(f"local-dir:{folder}", None))
     assert "\n" not in str(info.value)
+
+
+def test_a_model_folder_without_weights_is_refused_not_randomly_initialised(tmp_path: Path) -> None:
+    # open_clip alone only logs a warning and returns random weights: queries would then search noise.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_bytes((DEMO_MODEL_DIR / "open_clip_config.json").read_bytes())
+    with pytest.raises(EncoderLoadError, match="no weights were loaded") as info:
+        ClipEncoder.load(EncoderSpec(f"local-dir:{folder}", None))
+    assert "\n" not in str(info.value)
+    assert ClipEncoder.load(EncoderSpec(f"local-dir:{DEMO_MODEL_DIR}", None)).dim > 0  # with weights: loads

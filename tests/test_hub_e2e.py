@@ -297,8 +297,6 @@ except EncoderLoadError as exc:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="open_clip 3.3 only warns and initialises the model randomly when an "
-                   "hf-hub repo's weights cannot be downloaded; search/encoder.py does not refuse that yet")
 def test_an_hf_hub_model_whose_weights_cannot_be_had_is_refused(hub: OlahServer, tmp_path: Path) -> None:
     line = error_line(run(["-c", LOAD_MODEL, f"hf-hub:{NO_WEIGHTS_REPO}"], hub_env(hub.endpoint, tmp_path)))
     assert line.startswith(f"error: cannot load CLIP model hf-hub:{NO_WEIGHTS_REPO}") and "weights" in line
