@@ -286,7 +286,8 @@ def test_a_missing_data_set_revision_is_one_line(hub: OlahServer, tmp_path: Path
 
 
 LOAD_MODEL = """
-import sys
+import logging, sys
+logging.disable(logging.WARNING)  # open_clip's own download warnings; the refusal is what is checked
 from search.config import EncoderSpec
 from search.encoder import ClipEncoder
 from search.errors import EncoderLoadError
