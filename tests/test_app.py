@@ -17,7 +17,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app import SearchUI, explain_unreadable_uploads, parse_args
+from app import SearchUI, parse_args
 from search.bundle import BundleInfo, write_bundle
 from search.config import REPO_ROOT, EngineConfig
 from search.types import Hit
@@ -32,6 +32,7 @@ from tests.odd_images import (
     truncated_jpeg,
     zero_bytes,
 )
+from upload_inputs import explain_unreadable_uploads
 from webapp import (
     BUILD_COMMAND,
     CLIP_DEFAULTS,

@@ -17,17 +17,19 @@ from gradio_client import Client
 from PIL import Image
 
 import app
-from app import SearchUI, explain_unreadable_uploads, without_server_paths
+import upload_inputs
+from app import SearchUI
 from bench.upload_burst import call_ui, image_tab_event, measure, upload
 from search import images
 from search.bundle import Bundle
 from search.engine import SearchEngine
 from search.errors import BadImageError, BadQueryError
 from search.images import check_image, load_image
-from search.limits import BusyError, WorkLimiter
+from search.limits import BodyRule, BusyError, WorkLimiter
 from tests.app_server import assert_serving, serve
 from tests.conftest import DEMO_INDEX_DIR
 from tests.odd_images import RED, WHITE, exif_rotated_jpeg, flat_png, huge_declared_png, marked_picture
+from upload_inputs import explain_unreadable_uploads, without_server_paths
 
 pytestmark = [pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
               pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]  # headers we refuse
@@ -236,9 +238,9 @@ def strict_app(demo_startup, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     uploads = tmp_path_factory.mktemp("gradio-uploads")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(uploads))
-        patch.setattr(app, "UPLOAD_BODY", app.BodyRule(app.UPLOAD_BODY.max_bytes, DEADLINE_S,
-                                                       app.UPLOAD_BODY.path_suffixes))
-        patch.setattr(app, "JSON_BODY", app.BodyRule(app.JSON_BODY.max_bytes, DEADLINE_S))
+        patch.setattr(upload_inputs, "UPLOAD_BODY", BodyRule(upload_inputs.UPLOAD_BODY.max_bytes, DEADLINE_S,
+                                                             upload_inputs.UPLOAD_BODY.path_suffixes))
+        patch.setattr(upload_inputs, "JSON_BODY", BodyRule(upload_inputs.JSON_BODY.max_bytes, DEADLINE_S))
         with serve(demo_startup) as url:
             yield url.rstrip("/"), uploads
 
