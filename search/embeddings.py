@@ -11,9 +11,8 @@ import numpy as np
 
 from search.errors import BundleError
 from search.manifest import EMBEDDINGS_FILE, REBUILD_HINT, Manifest
-from search.types import FeatureVector
+from search.types import FeatureVector, non_unit_rows
 
-UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored vector: float32 rounding is ~1e-7, a bad row far more
 NPY_DTYPE = np.dtype("<f4")
 
 
@@ -66,8 +65,7 @@ def _npy_problem(exc: Exception) -> str:
 
 def check_unit_rows(embeddings: FeatureVector) -> None:
     """Every row finite with an L2 norm within UNIT_TOLERANCE of 1 (NaN and inf rows fail the comparison)."""
-    squares = np.einsum("ij,ij->i", embeddings, embeddings)  # no (count, dim) temporary, unlike np.isfinite
-    bad = np.flatnonzero(~(np.abs(np.sqrt(squares) - 1.0) <= UNIT_TOLERANCE))
+    bad = non_unit_rows(embeddings)
     if len(bad):
         raise BundleError(f"{EMBEDDINGS_FILE} has {len(bad)} row(s) that are not finite unit vectors (row "
                           f"{int(bad[0])} first); {REBUILD_HINT}")

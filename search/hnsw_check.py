@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from search.errors import BundleError
+from search.types import non_unit_rows
 
 INDEX_NAME = "index.hnsw"
 HEADER = np.dtype([
@@ -37,7 +38,6 @@ MAX_EF_CONSTRUCTION = 1 << 20
 LEVEL0_CHUNK_BYTES = 64 << 20  # level-0 records are read in blocks of about this size: bounded memory
 UPPER_CHUNK_LISTS = 1 << 16  # upper-level lists checked per block
 COUNT_MASK = 0xFFFF  # hnswlib reads a link count as an unsigned short; the upper bytes must stay 0
-UNIT_TOLERANCE = 1e-3  # |norm - 1| of every stored vector; hnswlib's own normalisation is within ~1e-6
 
 
 class CorruptIndexError(BundleError):
@@ -171,12 +171,11 @@ def _check_unit(stored: np.ndarray, labels: np.ndarray) -> None:
     hnswlib computes 1 - dot(query, stored) without normalising the stored side, so a scaled record would
     put its item first with a score far above 1, and a NaN record would silently drop out of results.
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are what is looked for; they fail below
-        norms = np.sqrt(np.einsum("ij,ij->i", stored, stored))
-        bad = np.flatnonzero(~(np.abs(norms - 1) <= UNIT_TOLERANCE))
+    bad = non_unit_rows(stored)
     if len(bad):
-        raise corrupt(f"the stored vector of item {labels[bad[0]]} is not a finite unit vector: norm "
-                      f"{norms[bad[0]]:.6g}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm = float(np.sqrt(np.dot(stored[bad[0]], stored[bad[0]])))
+        raise corrupt(f"the stored vector of item {labels[bad[0]]} is not a finite unit vector: norm {norm:.6g}")
 
 
 def _check_vectors(stored: np.ndarray, vectors: npt.NDArray[np.float32], labels: np.ndarray) -> None:

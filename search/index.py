@@ -152,7 +152,7 @@ class VectorIndex:
         """The k nearest labels with their cosine similarities, best first; k is clamped to the count."""
         k = min(k, len(self))
         if k <= 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
+            return np.empty(0, np.int64), np.empty(0, np.float64)
         with self._lock.reading():
             labels, distances = self._knn(vector.reshape(1, -1), k)
         return labels[0].astype(np.int64), to_scores(distances[0])

@@ -11,6 +11,16 @@ import numpy.typing as npt
 FeatureVector = npt.NDArray[np.float32]
 """float32, shape (n, dim) or (dim,), L2-normalised; produced only by the encoder."""
 
+UNIT_TOLERANCE = 1e-3
+"""|norm - 1| allowed for a vector read from a bundle: float32 rounding is ~1e-7, a bad row far more."""
+
+
+def non_unit_rows(vectors: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
+    """Row numbers of `vectors` (n, dim) that are not finite with an L2 norm within UNIT_TOLERANCE of 1."""
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are what is looked for; they fail below
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # no (n, dim) temporary, unlike np.isfinite
+        return np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_TOLERANCE))
+
 
 @dataclass(frozen=True, slots=True)
 class Hit:
