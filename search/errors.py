@@ -41,7 +41,8 @@ class BlockedTargetError(FetchError):
     """A URL or redirect refused by policy: not http(s), or not a public address."""
 
 
-def one_line(exc: BaseException, limit: int | None = None) -> str:
-    """An exception's message folded onto one line (cut to `limit` characters), or its type name if empty."""
+def one_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """An exception's message (or a text) folded onto one line, cut to `limit` characters; an exception with an
+    empty message gives its type name."""
     text = " ".join(str(exc).split())[:limit]
-    return text or type(exc).__name__
+    return text or ("" if isinstance(exc, str) else type(exc).__name__)

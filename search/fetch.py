@@ -21,7 +21,7 @@ from pathlib import Path
 import httpcore
 import httpx
 
-from search.errors import BlockedTargetError, FetchError
+from search.errors import BlockedTargetError, FetchError, one_line
 from search.netguard import ATTEMPT_DEADLINE, GuardedBackend, clamped
 from search.sources import resized_url
 
@@ -117,9 +117,9 @@ class ImageFetcher:
         except httpcore.TimeoutException as exc:
             raise _RetryableError(_timeout_reason(exc, deadline, self.config.timeout_s)) from exc
         except (httpcore.NetworkError, httpcore.RemoteProtocolError) as exc:
-            raise _RetryableError(_one_line(f"connection failed ({type(exc).__name__}: {exc})")) from exc
+            raise _RetryableError(one_line(f"connection failed ({type(exc).__name__}: {exc})")) from exc
         except (httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise FetchError(_one_line(f"request failed ({type(exc).__name__}: {exc})")) from exc
+            raise FetchError(one_line(f"request failed ({type(exc).__name__}: {exc})")) from exc
         finally:
             ATTEMPT_DEADLINE.reset(token)
 
@@ -267,7 +267,3 @@ def _timeout_reason(exc: Exception, deadline: float, timeout_s: float) -> str:
     if time.monotonic() >= deadline - 0.01:
         return f"timed out (no complete response within {timeout_s:g} s)"
     return f"timed out ({type(exc).__name__})"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from search.errors import SearchError
@@ -91,7 +91,7 @@ class _Body:
     received: int = 0
     complete: bool = False
     refusal: BodyRefusedError | None = None
-    response_started: bool = field(default=False)
+    response_started: bool = False
 
 
 class BodyLimits:
