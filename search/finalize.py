@@ -26,6 +26,7 @@ from search.bundle import (
 from search.config import EncoderSpec, HnswParams
 from search.errors import SearchError
 from search.hub import fetch_bundle
+from search.metadata import read_metadata
 from search.shards import FAILURE_COLUMNS, Collected
 from search.thumbnails import copy_pictures, prune_thumbnails
 from search.types import FeatureVector
@@ -76,7 +77,7 @@ def load_base(source: str, snapshot: Path, out: Path) -> BaseBundle:
 def _write_snapshot(bundle: Bundle, snapshot: Path, out: Path) -> None:
     snapshot.mkdir(parents=True, exist_ok=True)
     atomic_write(snapshot / EMBEDDINGS_FILE, lambda tmp: np.save(tmp, bundle.embeddings, allow_pickle=False))
-    metadata = pq.read_table(bundle.root / METADATA_FILE)
+    metadata = read_metadata(bundle.root / METADATA_FILE, bundle.manifest.count, columns=None)  # sized, as on load
     copy_pictures(metadata.column("image").to_pylist(), bundle.root, out)  # before the commit point below
     atomic_write(snapshot / METADATA_FILE, lambda tmp: pq.write_table(metadata, tmp))
     failures = read_failures(bundle.root)
@@ -135,7 +136,7 @@ def rebuild_index(source: str, out: Path, hnsw: HnswParams) -> Manifest:
     bundle = BundleContents.load(fetch_bundle(source))  # not the graph: a broken index.hnsw is what this repairs
     root = bundle.folder.root
     in_place = out.resolve() == root.resolve()
-    metadata = pq.read_table(bundle.files[METADATA_FILE])
+    metadata = read_metadata(bundle.files[METADATA_FILE], bundle.manifest.count, columns=None)  # sized, as on load
     failures = read_failures(root)
     if not in_place:
         out.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,9 @@ BYTES_PER_ROW = 4 << 10
 METADATA_SLACK = 16 << 20
 
 
-def read_metadata(path: Path, count: int) -> pa.Table:
-    """The item columns of `metadata.parquet`, refused before decoding when they would take more than a budget.
+def read_metadata(path: Path, count: int, columns: tuple[str, ...] | None = METADATA_COLUMNS) -> pa.Table:
+    """The item columns of `metadata.parquet` (every column with `columns=None`: what a rebuild copies), refused
+    before decoding when they would take more than a budget.
 
     The sizes a file declares are its author's figures, and dictionary encoding lets a few KB of file repeat one
     huge value in every row. So text columns are read dictionary-encoded (each distinct value once), their
@@ -58,8 +59,11 @@ def read_metadata(path: Path, count: int) -> pa.Table:
             if declared > budget:
                 raise BundleError(f"{METADATA_FILE} declares {declared >> 20} MiB of data for {count} items, far "
                                   f"more than item metadata takes; {REBUILD_HINT}")
-            present = [name for name in METADATA_COLUMNS if name in parquet.schema_arrow.names]
-        with pq.ParquetFile(path, metadata=meta, read_dictionary=present) as parquet:
+            schema = parquet.schema_arrow
+            present = [name for name in columns or schema.names if name in schema.names]
+            _refuse_nested(schema, present)
+            text = [name for name in present if _is_text(schema.field(name).type)]
+        with pq.ParquetFile(path, metadata=meta, read_dictionary=text) as parquet:
             table = parquet.read(columns=present)
         check_text_sizes(table, budget)
         return pa.table({name: _decoded(table.column(name)) for name in table.column_names})
@@ -68,13 +72,25 @@ def read_metadata(path: Path, count: int) -> pa.Table:
             from None
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _refuse_nested(schema: pa.Schema, names: list[str]) -> None:
+    """Only flat columns are item metadata; a nested one could hide any amount of text from the size checks."""
+    nested = next((name for name in names if pa.types.is_nested(schema.field(name).type)), None)
+    if nested is not None:
+        raise BundleError(f"{METADATA_FILE} column {nested[:60]!r} is nested; item metadata has flat columns "
+                          f"only; {REBUILD_HINT}")
+
+
 def check_text_sizes(table: pa.Table, budget: int | None = None) -> None:
     """BundleError for a cell over its CELL_LIMITS or text decoding to more than `budget` bytes (before decoding)."""
     total = 0
     for name in table.column_names:
         for chunk in table.column(name).chunks:
             values, rows = (chunk.dictionary, chunk.indices) if pa.types.is_dictionary(chunk.type) else (chunk, None)
-            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            if not _is_text(values.type):
                 continue  # other types are refused by ItemCatalog; they take a fixed size per row
             chars = pc.utf8_length(values) if rows is None else pc.take(pc.utf8_length(values), rows)
             _check_cells(name, chars, CELL_LIMITS.get(name, MAX_TEXT))

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +29,7 @@ from search.errors import BundleError, SearchError
 from search.finalize import rebuild_index
 from tests.app_server import serve
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
-from tests.hostile_bundles import OLD_TEMP_NAMES, SECRET, Case, write_corpus
+from tests.hostile_bundles import OLD_TEMP_NAMES, SECRET, Case, repeated, set_metadata, write_corpus, write_valid
 from webapp import Startup, start_engine
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.)])/[^\s;,()'\"`]+")
@@ -282,3 +282,25 @@ def test_a_rebuild_never_writes_through_symlinks_planted_at_temp_names(corpus: d
     leftovers = {path.name for path in root.iterdir() if path.name.startswith(".")} - set(OLD_TEMP_NAMES)
     assert leftovers == set()
     assert Bundle.load(root).manifest.info.hnsw == HnswParams(12, 40, 20)
+
+
+def _extra_column(name: str) -> Callable[[pa.Table], pa.Table]:
+    """An extra metadata column: nested `keywords`, or any other name holding 256 KiB in every row."""
+    def change(table: pa.Table) -> pa.Table:
+        if name == "keywords":
+            return table.append_column(name, pa.array([["forest"]] * len(table)))
+        return repeated(name, "A" * (256 << 10))(table.append_column(name, pa.array([""] * len(table))))
+
+    return change
+
+
+@pytest.mark.parametrize("column", ["photographer_username", "keywords"])
+def test_a_rebuild_reads_every_metadata_column_within_the_same_limits(tmp_path: Path, column: str) -> None:
+    # --rebuild-index and --from copy every column, not only the item columns a load reads: an extra column
+    # that decodes to 512 MiB (or a nested one the size checks cannot see into) is refused the same way.
+    root = write_valid(tmp_path / "bundle")
+    set_metadata(root, _extra_column(column))
+    assert len(Bundle.load(root).catalog) > 0  # serving reads only the item columns
+    with pytest.raises(BundleError, match=f"metadata.parquet column '?{column}'? (row 0 holds 262144 characters|is "
+                                          "nested)"):
+        rebuild_index(str(root), tmp_path / "rebuilt", HnswParams(m=12, ef_construction=40, ef_search=20))
