@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 from search.errors import BundleError, one_line
-from search.manifest import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE
+from search.manifest import EMBEDDINGS_FILE, FAILURES_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
 HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
-BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, "failures.parquet", "images/*"]
+BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE, "images/*"]
 # huggingface_hub's cache: REPO_CACHE/snapshots/REVISION/NAME is a symlink to REPO_CACHE/blobs/HASH, where
 # REPO_CACHE is named like "datasets--OWNER--NAME".
 REPO_CACHE_NAME = re.compile(r"(datasets|models|spaces)--([\w.-]+?)--([\w.-]+)")
@@ -33,21 +33,27 @@ def snapshot_blobs(folder: Path) -> Path | None:
     The snapshot's files are symlinks into that folder, so it counts as part of the bundle; blobs of other
     repos, and anything else outside the snapshot, do not.
     """
-    real = Path(os.path.realpath(folder))
-    repo_cache = real.parent.parent
-    if real.parent.name != "snapshots" or not REPO_CACHE_NAME.fullmatch(repo_cache.name):
+    snapshot = _snapshot(folder)
+    if snapshot is None:
         return None
-    blobs = repo_cache / "blobs"
+    blobs = snapshot[0].parent.parent / "blobs"
     return blobs if blobs.is_dir() and not blobs.is_symlink() else None
 
 
 def snapshot_label(folder: Path) -> str | None:
     """`owner/name@revision` for a huggingface_hub snapshot folder (for messages: no cache path), else None."""
-    real = Path(os.path.realpath(folder))
-    match = REPO_CACHE_NAME.fullmatch(real.parent.parent.name)
-    if real.parent.name != "snapshots" or match is None:
+    snapshot = _snapshot(folder)
+    if snapshot is None:
         return None
-    return f"{match[2]}/{match[3]}@{real.name[:12]}"
+    real, repo = snapshot
+    return f"{repo[2]}/{repo[3]}@{real.name[:12]}"
+
+
+def _snapshot(folder: Path) -> tuple[Path, re.Match[str]] | None:
+    """(real folder, match of its repo cache's name) when `folder` is REPO_CACHE/snapshots/REVISION, else None."""
+    real = Path(os.path.realpath(folder))
+    repo = REPO_CACHE_NAME.fullmatch(real.parent.parent.name)
+    return (real, repo) if real.parent.name == "snapshots" and repo is not None else None
 
 
 def fetch_bundle(source: str) -> Path:
