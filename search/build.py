@@ -19,7 +19,7 @@ from PIL import Image
 from torchvision.transforms import Compose, Normalize, ToTensor
 from tqdm import tqdm
 
-from search.bundle import BundleInfo, Manifest, atomic_write
+from search.bundle import BundleInfo, Manifest, atomic_write, sync_folder
 from search.config import EncoderSpec, HnswParams
 from search.encoder import ClipEncoder, resolve_device
 from search.errors import BadImageError, SearchError
@@ -28,7 +28,7 @@ from search.finalize import BaseBundle, finalize_bundle, load_base
 from search.images import load_image
 from search.shards import STATUS_FAILED, STATUS_OK, ShardStore
 from search.sources import Item, SourceConfig, count_items, iter_items
-from search.thumbnails import THUMBNAIL_SIDE, images_folder, save_thumbnail, sync_folder
+from search.thumbnails import THUMBNAIL_SIDE, images_folder, save_thumbnail
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from search.types import FeatureVector
 
 __all__ = ["EMBEDDINGS_FILE", "FAILURES_FILE", "FORMAT_VERSION", "INDEX_FILE", "MANIFEST_FILE", "METADATA_FILE",
            "REBUILD_HINT", "Bundle", "BundleFolder", "BundleInfo", "ItemCatalog", "Manifest", "atomic_write",
-           "read_manifest", "sha256_of", "verify_files", "write_bundle"]
+           "read_manifest", "sha256_of", "sync_folder", "verify_files", "write_bundle"]
 
 logger = logging.getLogger(__name__)
 
@@ -285,11 +285,16 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         raise
     finally:
         os.close(descriptor)
-    folder = os.open(path.parent, os.O_RDONLY)
+    sync_folder(path.parent)  # make the rename itself durable, not only the data
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so the renames into it survive a power cut before anything that refers to them."""
+    descriptor = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(folder)  # make the rename itself durable, not only the data
+        os.fsync(descriptor)
     finally:
-        os.close(folder)
+        os.close(descriptor)
 
 
 def _exclusive_temp(path: Path) -> tuple[Path, int]:

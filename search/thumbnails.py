@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from search.bundle import sync_folder
 from search.errors import SearchError
 
 IMAGES_DIR = "images"
@@ -102,15 +103,6 @@ def _exclusive_temporary(path: Path) -> tuple[int, Path]:
             raise ThumbnailError(f"cannot write in {path.parent} ({exc.strerror}); check free space and "
                                  "permissions") from exc
     raise ThumbnailError(f"cannot create a temporary file in {path.parent}; remove its .tmp-* files")
-
-
-def sync_folder(folder: Path) -> None:
-    """fsync a folder, so the renames into it survive a power cut before anything that refers to them."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def prune_thumbnails(bundle: Path, referenced: Iterable[str | None]) -> int:
