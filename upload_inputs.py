@@ -29,6 +29,15 @@ from search.fetch import FetchConfig, ImageFetcher
 from search.images import check_image
 from search.limits import BodyLimits, BodyRefusedError, BodyRule
 
+MAX_FILE_SIZE = "10mb"  # gradio's per-file upload limit
+MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
+# Request bodies: an upload carries one picture (plus the multipart framing); any other body is a JSON call whose
+# longest legitimate field is a 1000-character query (~12 KB even as escaped emoji). Both must arrive within
+# BODY_DEADLINE_S, so a slow client cannot hold a connection and a temporary file for long.
+BODY_DEADLINE_S = 30.0
+UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
+                       ("/upload", "/process_recording", "/component_server"))
+JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
 URL_FETCH_TIMEOUT_S = 15.0
 
 
@@ -48,7 +57,7 @@ def fetch_url_inputs_within_limits(component: gr.components.Component, max_bytes
         component.temp_files.add(path)
         return path
 
-    # An instance override, as for preprocess in app.py: gradio calls it for every file input of this component.
+    # An instance override, as for preprocess below: gradio calls it for every file input of this component.
     component.async_move_resource_to_block_cache = bounded  # type: ignore[method-assign]
     return component
 
@@ -61,17 +70,6 @@ def _save_download(cache: Path, url: str, data: bytes) -> str:
     with path.open("xb") as handle:  # a new file in a new folder: nothing to follow or overwrite
         handle.write(data)
     return str(path)
-
-
-MAX_FILE_SIZE = "10mb"  # gradio's per-file upload limit
-MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
-# Request bodies: an upload carries one picture (plus the multipart framing); any other body is a JSON call whose
-# longest legitimate field is a 1000-character query (~12 KB even as escaped emoji). Both must arrive within
-# BODY_DEADLINE_S, so a slow client cannot hold a connection and a temporary file for long.
-BODY_DEADLINE_S = 30.0
-UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
-                       ("/upload", "/process_recording", "/component_server"))
-JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
 
 
 # An absolute path's folders: a slash not inside a word, a number or a URL, then names each ending in a slash.
