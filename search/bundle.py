@@ -30,11 +30,13 @@ from search.embeddings import read_embeddings
 from search.errors import BundleError
 from search.hub import snapshot_blobs, snapshot_label
 from search.index import VectorIndex
+from search.keywords import KeywordIndex, read_keywords
 from search.manifest import (
     EMBEDDINGS_FILE,
     FAILURES_FILE,
     FORMAT_VERSION,
     INDEX_FILE,
+    KEYWORD_FILES,
     MANIFEST_FILE,
     MAX_MANIFEST_BYTES,
     METADATA_FILE,
@@ -54,7 +56,7 @@ __all__ = ["EMBEDDINGS_FILE", "FAILURES_FILE", "FORMAT_VERSION", "INDEX_FILE", "
 
 logger = logging.getLogger(__name__)
 
-DATA_FILES = frozenset({INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE})
+DATA_FILES = frozenset({INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE, *KEYWORD_FILES})
 """The files a bundle's data lives in; any other listed file is a picture the UI may serve."""
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class Bundle:
     index: VectorIndex
     catalog: ItemCatalog
     folder: BundleFolder
+    keywords: KeywordIndex | None = None  # the BM25 index over the items' text; None in bundles without one
 
     @property
     def encoder_spec(self) -> EncoderSpec:
@@ -153,7 +156,8 @@ class Bundle:
                               f"{REBUILD_HINT}")
         logger.info("loaded bundle %s: %d items, encoder %s", contents.folder.root, manifest.count,
                     manifest.info.encoder)
-        return cls(contents.folder.root, manifest, embeddings, index, contents.catalog, contents.folder)
+        keywords = read_keywords(contents.files, manifest.count)  # optional: older bundles have none
+        return cls(contents.folder.root, manifest, embeddings, index, contents.catalog, contents.folder, keywords)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,7 @@ def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info
     (root / MANIFEST_FILE).unlink(missing_ok=True)  # a half-written bundle must not look complete
     atomic_write(root / EMBEDDINGS_FILE, lambda tmp: np.save(tmp, embeddings, allow_pickle=False))
     atomic_write(root / METADATA_FILE, lambda tmp: pq.write_table(metadata, tmp))
+    _write_keywords(root, KeywordIndex.build(metadata))
     index = VectorIndex.build(embeddings, info.hnsw)
     atomic_write(root / INDEX_FILE, index.save)
     portable = BundleInfo(info.encoder.relative_to(root), info.hnsw, info.source, info.source_revision,
@@ -253,6 +258,16 @@ def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info
     text = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
     atomic_write(root / MANIFEST_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return manifest
+
+
+def _write_keywords(root: Path, keywords: KeywordIndex | None) -> None:
+    """The keyword index's files, or none (a stale set from an earlier build removed) when there is no text."""
+    if keywords is None:
+        for name in KEYWORD_FILES:
+            (root / name).unlink(missing_ok=True)
+        return
+    for name, write in keywords.writers().items():
+        atomic_write(root / name, write)
 
 
 def _bundle_files(root: Path) -> list[Path]:

@@ -8,12 +8,13 @@ import re
 from pathlib import Path
 
 from search.errors import BundleError, one_line
-from search.manifest import EMBEDDINGS_FILE, FAILURES_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE
+from search.manifest import EMBEDDINGS_FILE, FAILURES_FILE, INDEX_FILE, KEYWORD_FILES, MANIFEST_FILE, METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
 HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
-BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE, "images/*"]
+BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE, *KEYWORD_FILES,
+                   "images/*"]
 # huggingface_hub's cache: REPO_CACHE/snapshots/REVISION/NAME is a symlink to REPO_CACHE/blobs/HASH, where
 # REPO_CACHE is named like "datasets--OWNER--NAME".
 REPO_CACHE_NAME = re.compile(r"(datasets|models|spaces)--([\w.-]+?)--([\w.-]+)")

@@ -21,6 +21,12 @@ INDEX_FILE = "index.hnsw"
 EMBEDDINGS_FILE = "embeddings.npy"
 METADATA_FILE = "metadata.parquet"
 FAILURES_FILE = "failures.parquet"
+# The keyword (BM25) index, written when the metadata has text (search/keywords.py); optional: older bundles lack it.
+KEYWORD_VOCAB_FILE = "keywords.json"
+KEYWORD_OFFSETS_FILE = "keywords-offsets.npy"
+KEYWORD_DOCS_FILE = "keywords-docs.npy"
+KEYWORD_WEIGHTS_FILE = "keywords-weights.npy"
+KEYWORD_FILES = (KEYWORD_VOCAB_FILE, KEYWORD_OFFSETS_FILE, KEYWORD_DOCS_FILE, KEYWORD_WEIGHTS_FILE)
 REBUILD_HINT = "rebuild it with build_index.py or download it again"
 
 MAX_MANIFEST_BYTES = 64 << 20

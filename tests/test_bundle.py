@@ -24,6 +24,7 @@ from search.bundle import (
 )
 from search.config import EncoderSpec, HnswParams
 from search.errors import BundleError, UnknownItemError
+from search.manifest import KEYWORD_FILES
 from tests.conftest import metadata_table, unit_vectors
 
 MakeBundle = Callable[..., Path]
@@ -40,7 +41,7 @@ def test_round_trip_keeps_vectors_metadata_and_manifest(make_bundle: MakeBundle)
     assert manifest["hnsw"] == {"m": 8, "ef_construction": 64, "ef_search": 32}
     assert manifest["source"] == {"name": "unit-test", "revision": "r1"}
     assert manifest["failures"] == 2 and manifest["created"].endswith("+00:00")
-    assert set(manifest["files"]) == {INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE}
+    assert set(manifest["files"]) == {INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, *KEYWORD_FILES}  # text: BM25 too
     assert bundle.index.params.ef_search == 32
     hit = bundle.catalog.hit(bundle.catalog.row_of("item-0004"), 0.5)
     assert hit.to_dict() == {"id": "item-0004", "score": 0.5, "image": "https://images.example/4.jpg",

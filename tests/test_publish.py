@@ -55,7 +55,8 @@ def test_push_uploads_every_bundle_file_and_a_card_in_one_commit(make_bundle: Ca
     assert api.repos == [("me/my-index", {"repo_type": "dataset", "private": True, "exist_ok": True})]
     assert len(api.commits) == 1 and api.commits[0][2]["repo_type"] == "dataset"
     files = _uploaded(api)
-    assert sorted(files) == ["README.md", "embeddings.npy", "index.hnsw", "manifest.json", "metadata.parquet"]
+    assert sorted(files) == ["README.md", "embeddings.npy", "index.hnsw", "keywords-docs.npy", "keywords-offsets.npy",
+                             "keywords-weights.npy", "keywords.json", "manifest.json", "metadata.parquet"]
     assert files["manifest.json"] == (root / "manifest.json").read_bytes()
     card = files["README.md"].decode()
     assert "unit-test @ r1" in card and "| items | 50 |" in card and "| failed downloads | 2 |" in card
