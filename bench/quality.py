@@ -8,10 +8,16 @@
         --dataset nlphuji/flickr_1k_test_image_text_retrieval --split test
     python bench/quality.py --model ViT-B-32 --pretrained laion2b_s34b_b79k --data 'coco-5k-test/*.parquet'
 
+    # real Unsplash searches: text search on a built Unsplash Lite bundle, CLIP alone vs hybrid (CLIP + keywords)
+    python bench/quality.py --conversions unsplash-lite/conversions.tsv000 --index index/ --max-queries 1000
+
 A data set has one row per image: an image column (a `datasets` Image, {"bytes": ...} from parquet, or a
 local path) and a caption column (one string or a list of them, e.g. Flickr30k's five). Metrics follow
 open_clip / clip_benchmark: t2i R@K counts a caption as found when its image is in the top K; i2t R@K counts
 an image as found when any of its captions is in the top K.
+With --conversions, each row of Unsplash's conversions file (someone searched `keyword`, then downloaded
+`photo_id`) becomes a judgement; the most frequent keywords whose photos the bundle holds are searched with the
+bundle's own model, and R@1/5/10 (out of min(relevant, K)) and nDCG@10 are reported (bench/relevance.py).
 Published reference (open_clip's retrieval results, ViT-B-32 / laion2b_s34b_b79k): Flickr30k 1k test
 text->image R@1 66.8, MSCOCO 5k test text->image R@1 39.3.
 """
@@ -55,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--per-class", type=int, default=1, help="synthetic set: images per class (48 classes)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--conversions", type=Path, help="Unsplash conversions TSV: judge text search on --index")
+    parser.add_argument("--index", type=Path, help="with --conversions: the bundle (its manifest names the model)")
+    parser.add_argument("--max-queries", type=int, default=1000, help="with --conversions: most frequent keywords")
     return parser.parse_args(argv)
 
 
@@ -108,12 +117,40 @@ def recalls(image_vectors: np.ndarray, text_vectors: np.ndarray, owner: np.ndarr
     return result
 
 
+def conversions_main(args: argparse.Namespace) -> int:
+    """Judge text search on a bundle with real searches: CLIP alone vs hybrid; print the table and JSON line."""
+    from bench.relevance import bundle_rankers, compare, read_conversions
+    from search.bundle import Bundle
+    from search.encoder import ClipEncoder
+
+    if args.index is None:
+        raise SystemExit("--conversions needs --index BUNDLE (a built Unsplash Lite bundle)")
+    bundle = Bundle.load(args.index)
+    ids = [bundle.catalog.hit(row, 0.0).id for row in range(len(bundle.catalog))]
+    judgements = read_conversions(args.conversions, set(ids))
+    queries = {word: judgements.relevant[word] for word in judgements.top(args.max_queries)}
+    encoder = ClipEncoder.load(bundle.encoder_spec)
+    texts = list(queries)
+    vectors = [row for i in range(0, len(texts), 256) for row in encoder.encode_text(texts[i:i + 256])]
+    results = compare(queries, vectors, ids, bundle_rankers(bundle))
+    print(f"text search on {bundle.label} ({len(ids)} items, model {encoder.spec}): {len(queries)} keywords from "
+          f"{judgements.rows} conversions ({judgements.malformed} malformed, {judgements.outside} of other photos)")
+    common.print_table(["ranking", "R@1", "R@5", "R@10", "nDCG@10"],
+                       [[name, m["r1"], m["r5"], m["r10"], m["ndcg10"]] for name, m in results.items()])
+    common.emit_json({"queries": len(queries), "malformed": judgements.malformed,
+                      **{f"{name}_{key}": round(m[key], 4) for name, m in results.items()
+                         for key in ("r1", "r5", "r10", "ndcg10")}})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Encode the set, print the table and the JSON line."""
     from search.config import EncoderSpec
     from search.encoder import ClipEncoder
 
     args = parse_args(argv)
+    if args.conversions is not None:
+        return conversions_main(args)
     encoder = ClipEncoder.load(EncoderSpec(args.model, args.pretrained))
     images, captions = dataset_set(args) if args.data or args.dataset else synthetic_set(args.per_class)
     flat = [text for group in captions for text in group]
