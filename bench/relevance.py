@@ -115,16 +115,16 @@ def compare(queries: dict[str, set[str]], vectors: Sequence[object], ids: Sequen
             for name, rank in rankers.items()}
 
 
-def bundle_rankers(bundle: object, top_k: int = 10) -> dict[str, Ranker]:
+def bundle_rankers(bundle: object, top_k: int = 10, weight: float | None = None) -> dict[str, Ranker]:
     """`clip` (the ANN index alone) and, when the bundle has a keyword index, `hybrid` (fused with it)."""
-    from search.keywords import CANDIDATES, HybridRanker
+    from search.keywords import CANDIDATES, KEYWORD_WEIGHT, HybridRanker
 
     def clip(text: str, vector: object) -> list[int]:
         return bundle.index.query(vector, top_k)[0].tolist()
 
     rankers: dict[str, Ranker] = {"clip": clip}
     if bundle.keywords is not None:
-        fusion = HybridRanker(bundle.keywords, bundle.embeddings)
+        fusion = HybridRanker(bundle.keywords, bundle.embeddings, KEYWORD_WEIGHT if weight is None else weight)
 
         def hybrid(text: str, vector: object) -> list[int]:
             rows, scores = bundle.index.query(vector, max(top_k, CANDIDATES))
