@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     encoder, result = ClipEncoder.load(DEMO_SPEC), {}
     for seed in args.seeds:
-        gallery = write_place_gallery(Path(tempfile.mkdtemp(prefix="fusion-")) / "b", encoder, args.count, seed)
-        bundle = Bundle.load(gallery.root)
+        with tempfile.TemporaryDirectory(prefix="fusion-") as folder:
+            gallery = write_place_gallery(Path(folder) / "b", encoder, args.count, seed)
+            bundle = Bundle.load(gallery.root)  # everything it needs is in memory once loaded
         rankers = {"clip": bundle_rankers(bundle)["clip"]}
         for weight in args.weights:
             rankers[f"w{weight:g}"] = bundle_rankers(bundle, weight=weight)["hybrid"]
