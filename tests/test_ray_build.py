@@ -1,0 +1,129 @@
+"""build_index.py --ray on a local Ray instance (2 CPUs, no dashboard, offline): the same bundle as the
+single-process build from the loopback parquet fixture, faults included, and a resume after SIGKILL."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+import build_index
+from search.build import BuildError, build_bundle
+from search.config import REPO_ROOT
+from search.ray_build import RayOptions, build_bundle_on_ray
+from tests.conftest import DEMO_MODEL_DIR
+from tests.loopback import LoopbackServer
+from tests.test_build import served_rows, url_config
+
+FLAGS = ["--model", f"local-dir:{DEMO_MODEL_DIR}", "--device", "cpu", "--timeout", "0.5", "--retries", "1",
+         "--image-width", "384", "--max-bytes", "200000", "--allow-private-hosts", "--no-progress",
+         "--hnsw-m", "8", "--ef-construction", "64", "--ef-search", "32"]  # the same build as url_config's
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[str]:
+    """One local Ray instance for the module (start-up costs seconds); yields its address."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopbackServer, Path, Path]]:
+    """The loopback CDN twin with test_build's 40 rows (faults included), and the single-process bundle."""
+    folder = tmp_path_factory.mktemp("ray-build")
+    with LoopbackServer(slow_s=2.0, large_bytes=300_000) as server:
+        rows, _ = served_rows(server, folder)
+        build_bundle(url_config(folder / "reference", rows))
+        yield server, rows, folder / "reference"
+
+
+def bundle_rows(root: Path) -> tuple[list[str], np.ndarray, list[dict], dict]:
+    """Ids in bundle order, their vectors (checked on load), the failures and the manifest's numbers."""
+    from search.bundle import Bundle
+
+    bundle = Bundle.load(root)
+    ids = pq.read_table(root / "metadata.parquet").column("id").to_pylist()
+    failures = sorted(pq.read_table(root / "failures.parquet").to_pylist(), key=lambda row: row["id"])
+    return ids, bundle.embeddings, failures, {"count": bundle.manifest.count, **_numbers(root)}
+
+
+def _numbers(root: Path) -> dict:
+    import json
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    return {key: manifest[key] for key in ("failures", "source", "dim")}
+
+
+def assert_same_bundle(built: Path, reference: Path) -> None:
+    ids, vectors, failures, numbers = bundle_rows(built)
+    want_ids, want_vectors, want_failures, want_numbers = bundle_rows(reference)
+    assert ids == want_ids  # same items, same order
+    np.testing.assert_allclose(vectors, want_vectors, atol=1e-5)
+    assert failures == want_failures and numbers == want_numbers
+    assert pq.read_table(built / "metadata.parquet").equals(pq.read_table(reference / "metadata.parquet"))
+
+
+def test_ray_build_gives_the_single_process_bundle(local_ray: str, fixture, tmp_path: Path) -> None:
+    server, rows, reference = fixture
+    before = server.hits.copy()
+    # Two Ray Data jobs (windows of 24 items): the second continues where the first one's rows ended.
+    manifest = build_bundle_on_ray(url_config(tmp_path / "ray", rows), RayOptions(window=24))
+    assert (manifest.count, manifest.info.failures) == (32, 7)
+    assert_same_bundle(tmp_path / "ray", reference)
+    fetched = server.hits - before
+    assert fetched["/ok/p0.jpg"] == 1 and "/ok/dup.jpg" not in fetched  # a repeated id is taken once
+    assert fetched["/slow/f2.jpg"] == 2  # the same fetcher rules in the Ray tasks: timeout, then one retry
+
+
+def test_a_ray_build_killed_mid_way_resumes_into_the_same_bundle(local_ray: str, fixture, tmp_path: Path) -> None:
+    server, rows, reference = fixture
+    out = tmp_path / "killed"
+    args = ["--data-files", str(rows), "--out", str(out), "--batch-size", "2", "--shard-size", "2",
+            "--workers", "2", *FLAGS]
+    server.delay_s = 0.2  # slow enough that the driver is killed with most items still to do
+    try:
+        process = subprocess.Popen([sys.executable, "build_index.py", "--ray", local_ray, *args], cwd=REPO_ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        shards = out / ".build" / "shards"
+        deadline = time.monotonic() + 90
+        while not any(shards.glob("shard-*.parquet")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    finally:
+        server.delay_s = 0.0
+    committed = pa.concat_tables(pq.read_table(path) for path in shards.glob("*.parquet")).column("id").to_pylist()
+    assert 2 <= len(committed) < 40 and not (out / "manifest.json").exists()
+    before = server.hits.copy()
+    assert build_index.main(["--ray", *args]) == 0  # resumes on this module's Ray instance
+    assert_same_bundle(out, reference)
+    fetched = server.hits - before
+    assert not any(fetched[f"/ok/p{int(item[5:])}.jpg"] for item in committed if item.startswith("good-"))
+
+
+def test_cuda_on_a_cluster_without_gpus_is_refused(local_ray: str, fixture, tmp_path: Path) -> None:
+    _, rows, _ = fixture
+    with pytest.raises(BuildError, match="no GPU; use --device auto or cpu"):
+        build_bundle_on_ray(url_config(tmp_path / "out", rows, device="cuda"), RayOptions())
+
+
+def test_ray_flag_parses_an_optional_address() -> None:
+    parse = build_index.build_parser().parse_args
+    assert parse(["--out", "x", "--ray"]).ray == build_index.LOCAL_RAY
+    assert parse(["--ray", "ray://head:10001", "--out", "x"]).ray == "ray://head:10001"
+    assert parse(["--out", "x"]).ray is None
+    assert build_index.main(["--out", "x", "--from", "y", "--rebuild-index", "--ray"]) == 1
