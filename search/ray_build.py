@@ -68,7 +68,8 @@ class _Stage:
     workers: int
     spec: EncoderSpec
     device: str  # as asked for (auto, cpu, cuda); resolved on the worker that holds the model
-    blank: np.ndarray  # what a failed row carries in the pixels column: zeros of the prepared shape
+    shape: tuple[int, ...]  # of the prepared pixels: a failed row carries zeros of this shape and dtype
+    dtype: str
 
 
 def build_bundle_on_ray(config: BuildConfig, options: RayOptions) -> Manifest:
@@ -135,9 +136,10 @@ def _windows(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
 def _stage(pipeline: _Pipeline, device: str) -> _Stage:
     encoder, config = pipeline.encoder, pipeline.config
     in_worker = split_transform(encoder.preprocess).in_worker
-    blank = np.zeros_like(np.asarray(in_worker(Image.new("RGB", (encoder.input_side,) * 2))))
+    # Shape and dtype, not a blank array: small arguments travel inline, not through Ray's object store.
+    probe = np.asarray(in_worker(Image.new("RGB", (encoder.input_side,) * 2)))
     return _Stage(config.fetch, in_worker, encoder.input_side, config.out, config.source.images_dir is not None,
-                  config.workers, encoder.spec.resolved(Path.cwd()), device, blank)
+                  config.workers, encoder.spec.resolved(Path.cwd()), device, probe.shape, probe.dtype.str)
 
 
 def _embed_pool(device: str) -> tuple[int, dict[str, float]]:
@@ -196,7 +198,8 @@ def _prepare_batch(batch: dict[str, np.ndarray], stage: _Stage) -> dict[str, np.
         preparer = Preparer(fetcher, stage.in_worker, stage.input_side, stage.out, stage.local_files)
         results = list(pool.map(preparer, items))
     reasons = [result if isinstance(result, str) else "" for result in results]
-    pixels = [stage.blank if isinstance(result, str) else np.asarray(result) for result in results]
+    blank = np.zeros(stage.shape, stage.dtype)
+    pixels = [blank if isinstance(result, str) else np.asarray(result) for result in results]
     return {"position": batch["position"], "reason": np.array(reasons, dtype=object), "pixels": np.stack(pixels)}
 
 
