@@ -39,6 +39,7 @@ from search.build import (
 )
 from search.bundle import Manifest
 from search.config import EncoderSpec
+from search.errors import one_line
 from search.fetch import FetchConfig, ImageFetcher
 from search.sources import Item
 
@@ -86,6 +87,9 @@ def build_bundle_on_ray(config: BuildConfig, options: RayOptions) -> Manifest:
         runner = functools.partial(embed_on_ray, device=config.device, window=options.window)
         # The driver's own copy of the model only gives the dimension and the preprocessing: keep it off the GPU.
         return build_bundle(replace(config, device="cpu"), embed=runner)
+    except ray.exceptions.RayError as exc:  # a worker that crashed or a task that raised: what came back is kept
+        raise BuildError(f"the Ray job failed ({one_line(exc, 300)}); the shards committed so far are kept: run "
+                         "the same command to resume") from exc
     finally:
         if started:
             ray.shutdown()
@@ -95,13 +99,16 @@ def _connect(options: RayOptions) -> None:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report: builds run offline too
-    if options.address is None:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False)
-        return
-    # A remote cluster's workers have no copy of this repository: ship the `search` package with the job.
-    ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False,
-             runtime_env={"py_modules": [str(PACKAGE_DIR)]})
+    try:
+        if options.address is None:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            return
+        # A remote cluster's workers have no copy of this repository: ship the `search` package with the job.
+        ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False,
+                 runtime_env={"py_modules": [str(PACKAGE_DIR)]})
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise BuildError(f"cannot start or reach Ray at {options.address or 'a local instance'} "
+                         f"({one_line(exc, 300)}); check --ray ADDRESS and that the cluster is up") from exc
 
 
 def embed_on_ray(pipeline: _Pipeline, items: Iterable[Item], skip: set[str], device: str = "auto",
