@@ -42,6 +42,7 @@ from search.config import EncoderSpec
 from search.errors import one_line
 from search.fetch import FetchConfig, ImageFetcher
 from search.sources import Item
+from search.thumbnails import images_folder
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,8 @@ def _prepare_batch(batch: dict[str, np.ndarray], stage: _Stage) -> dict[str, np.
     """Ray task: fetch, decode and preprocess a batch of items in threads (the same `Preparer` as single-process)."""
     items = [Item(str(item_id), str(location), {}, str(thumbnail) or None)
              for item_id, location, thumbnail in zip(batch["id"], batch["location"], batch["thumbnail"], strict=True)]
+    if stage.local_files:
+        images_folder(stage.out)  # made by the driver already; here too, for a node that sees --out first
     with ImageFetcher(stage.fetch) as fetcher, ThreadPoolExecutor(stage.workers) as pool:
         preparer = Preparer(fetcher, stage.in_worker, stage.input_side, stage.out, stage.local_files)
         results = list(pool.map(preparer, items))

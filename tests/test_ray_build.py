@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+from PIL import Image
 
 import build_index
 from search.build import BuildError, build_bundle
@@ -120,3 +122,35 @@ def test_ray_flag_parses_an_optional_address() -> None:
     assert parse(["--ray", "ray://head:10001", "--out", "x"]).ray == "ray://head:10001"
     assert parse(["--out", "x"]).ray is None
     assert build_index.main(["--out", "x", "--from", "y", "--rebuild-index", "--ray"]) == 1
+
+
+def test_the_ray_stages_run_in_process_on_an_image_folder(demo_encoder, tmp_path: Path) -> None:
+    """The task and actor functions themselves, without Ray: local files, thumbnails, a failed row's zeros."""
+    from search.build import _Pipeline
+    from search.fetch import ImageFetcher
+    from search.ray_build import _Embedder, _prepare_batch, _stage
+    from search.shards import ShardStore
+    from search.sources import SourceConfig, folder_items
+    from tests.test_build import SHAPES, shape_picture
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, (colour, shape) in SHAPES.items():
+        shape_picture(colour, shape, 4).save(photos / f"{name}.png")
+    (photos / "0-broken.jpg").write_bytes(b"not a picture")
+    items = list(folder_items(photos))
+    config = replace(url_config(tmp_path / "out", tmp_path), source=SourceConfig(images_dir=photos))
+    pipeline = _Pipeline(demo_encoder, ImageFetcher(config.fetch), ShardStore(tmp_path / "shards", 1), config)
+    stage = _stage(pipeline, "cpu")
+    batch = {"position": np.arange(len(items)), "id": np.array([item.id for item in items]),
+             "location": np.array([item.location for item in items]),
+             "thumbnail": np.array([item.thumbnail for item in items])}
+    prepared = _prepare_batch(batch, stage)
+    assert list(prepared["reason"][1:]) == ["", "", ""] and "image" in prepared["reason"][0]  # 0-broken.jpg sorts first
+    assert not prepared["pixels"][0].any() and prepared["pixels"].shape[1:] == stage.shape
+    assert all((tmp_path / "out" / item.thumbnail).is_file() for item in items[1:])
+    assert not (tmp_path / "out" / items[0].thumbnail).exists()
+    embedded = _Embedder(stage)(prepared)
+    images = [Image.open(photos / item.id).convert("RGB") for item in items[1:]]
+    np.testing.assert_allclose(embedded["vector"][1:], demo_encoder.encode_images(images), atol=1e-5)
+    assert not embedded["vector"][0].any()
