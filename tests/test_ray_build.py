@@ -154,3 +154,16 @@ def test_the_ray_stages_run_in_process_on_an_image_folder(demo_encoder, tmp_path
     images = [Image.open(photos / item.id).convert("RGB") for item in items[1:]]
     np.testing.assert_allclose(embedded["vector"][1:], demo_encoder.encode_images(images), atol=1e-5)
     assert not embedded["vector"][0].any()
+
+
+def test_ray_is_imported_only_when_a_build_asks_for_it() -> None:
+    """The Space installs requirements.txt alone: no module of the app or the build may import Ray on load."""
+    import ast
+
+    for path in [*(REPO_ROOT / "search").glob("*.py"), REPO_ROOT / "build_index.py", REPO_ROOT / "app.py"]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+        names = [alias.name for node in top if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
+        assert not [name for name in names if name.split(".")[0] == "ray"], path.name
+    assert "import ray" in (REPO_ROOT / "search" / "ray_build.py").read_text()  # inside its functions
