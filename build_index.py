@@ -4,6 +4,7 @@
     python build_index.py --images-dir photos/ --out idx --model local-dir:assets/demo/model
     python build_index.py --from idx --out idx --rebuild-index --hnsw-m 16
     python build_index.py --out unsplash-index --push-to me/unsplash-clip
+    python build_index.py --out unsplash-index --ray                 # as a Ray Data job (local Ray instance)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from search.errors import SearchError
 from search.fetch import FetchConfig
 from search.sources import DEFAULT_DATASET, SourceConfig
 
+LOCAL_RAY = "local"  # --ray without an address
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 DEFAULTS_HNSW, DEFAULTS_FETCH = HnswParams(), FetchConfig()
 
@@ -85,6 +87,12 @@ def _add_tuning(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-bytes", type=_positive, default=DEFAULTS_FETCH.max_bytes, help="largest download")
     run.add_argument("--allow-private-hosts", action="store_true",
                      help="allow downloads from loopback and private addresses (for local mirrors)")
+    scale = parser.add_argument_group("Ray Data (pip install -r requirements-scale.txt)")
+    scale.add_argument("--ray", nargs="?", const=LOCAL_RAY, metavar="ADDRESS",
+                       help="run fetch and embedding as a Ray Data job: on a local Ray instance, or on the cluster "
+                            "at ADDRESS (auto, HOST:6379 or ray://HOST:10001)")
+    scale.add_argument("--ray-window", type=_positive, default=50_000, metavar="N",
+                       help="items per Ray Data job (default 50000); each job loads the model on its workers")
     ann = parser.add_argument_group("hnswlib index")
     ann.add_argument("--hnsw-m", type=_positive, default=DEFAULTS_HNSW.m)
     ann.add_argument("--ef-construction", type=_positive, default=DEFAULTS_HNSW.ef_construction)
@@ -123,9 +131,16 @@ def run(args: argparse.Namespace) -> None:
     if args.rebuild_index:
         if not args.base:
             raise SearchError("--rebuild-index needs --from DIR|OWNER/NAME[@REV] (the bundle to re-index)")
+        if args.ray:
+            raise SearchError("--rebuild-index embeds nothing, so it runs without Ray: leave out --ray")
         from search.finalize import rebuild_index
 
         manifest = rebuild_index(args.base, args.out, HnswParams(args.hnsw_m, args.ef_construction, args.ef_search))
+    elif args.ray:
+        from search.ray_build import RayOptions, build_bundle_on_ray
+
+        address = None if args.ray == LOCAL_RAY else args.ray
+        manifest = build_bundle_on_ray(build_config(args), RayOptions(address, args.ray_window))
     else:
         from search.build import build_bundle
 

@@ -65,8 +65,15 @@ class _Counts:
     failed: int = 0
 
 
-def build_bundle(config: BuildConfig) -> Manifest:
-    """Run (or resume) a build into `config.out` and return the manifest of the verified bundle."""
+EmbedRunner = Callable[["_Pipeline", Iterable[Item], set[str]], _Counts]
+
+
+def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manifest:
+    """Run (or resume) a build into `config.out` and return the manifest of the verified bundle.
+
+    `embed` runs the items through fetch, encode and shards (default `embed_items`, in this process;
+    search/ray_build.py passes one that runs them as a Ray Data job).
+    """
     work = config.out / WORK_DIR
     _check_state(work, config, None)  # before --from is copied in: a refused build must leave no trace
     base = load_base(config.base, work / "base", config.out) if config.base else None
@@ -78,7 +85,7 @@ def build_bundle(config: BuildConfig) -> Manifest:
     store = ShardStore(work / "shards", encoder.dim)
     skip = store.done_ids(include_failed=not config.retry_failed) | (base.ids if base else set())
     items = itertools.islice(_outside_bundle(iter_items(config.source), config), config.limit)
-    counts = embed_items(_Pipeline(encoder, ImageFetcher(config.fetch), store, config), items, skip)
+    counts = (embed or embed_items)(_Pipeline(encoder, ImageFetcher(config.fetch), store, config), items, skip)
     logger.info("embedded %d items this run, %d failed", counts.ok, counts.failed)
     info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
     return finalize_bundle(config.out, store.collect(), info, base)
@@ -171,6 +178,43 @@ def _batch_tensor(steps: Sequence[Callable], arrays: Sequence[np.ndarray]) -> to
     return batch
 
 
+@dataclass(frozen=True, slots=True)
+class Preparer:
+    """One item's fetch, safe decode, per-image preprocessing and thumbnail: what a worker (thread or Ray task) does.
+
+    `local_files`: locations are the user's own --images-dir files; otherwise they must be http(s) URLs.
+    """
+
+    fetcher: ImageFetcher
+    in_worker: Callable[[Image.Image], Any]
+    input_side: int
+    out: Path
+    local_files: bool
+
+    def __call__(self, item: Item) -> Any:
+        """The prepared pixels, or a string: the failure reason.
+
+        The thumbnail comes from the picture decoded for the model, and is written before the item's row can be
+        committed, so a committed row always has its file.
+        """
+        side = self.input_side if item.thumbnail is None else max(self.input_side, THUMBNAIL_SIDE)
+        try:
+            image = load_image(self._bytes_of(item), min_side=side)
+            prepared = self.in_worker(image)
+        except (FetchError, BadImageError) as exc:
+            return str(exc).removeprefix("upload: ")
+        if item.thumbnail is not None:
+            save_thumbnail(image, self.out, item.thumbnail)
+        return prepared
+
+    def _bytes_of(self, item: Item) -> bytes:
+        # Only the user's own --images-dir names local files; a data set row's location must be an http(s) URL
+        # (a row naming /proc/self/environ or /dev/zero is refused, not read).
+        if self.local_files:
+            return self.fetcher.read_file(Path(item.location))
+        return self.fetcher.fetch_url(item.location)
+
+
 @dataclass(slots=True)
 class _Pipeline:
     encoder: ClipEncoder
@@ -181,42 +225,23 @@ class _Pipeline:
     vectors: list[np.ndarray] = field(default_factory=list)
     batch: list[tuple[Item, Any]] = field(default_factory=list)
     transform: SplitTransform = field(init=False)
+    preparer: Preparer = field(init=False)
 
     def __post_init__(self) -> None:
         self.transform = split_transform(self.encoder.preprocess)
+        self.preparer = Preparer(self.fetcher, self.transform.in_worker, self.encoder.input_side, self.config.out,
+                                 self.config.source.images_dir is not None)
 
     def prepare(self, item: Item) -> Any:
-        """Worker thread: fetch, decode safely, preprocess (its per-image part), save the thumbnail if any.
-
-        A string is the failure reason. The thumbnail comes from the picture decoded for the model, and is
-        written before the item's row can be committed, so a committed row always has its file.
-        """
-        side = self.encoder.input_side if item.thumbnail is None else max(self.encoder.input_side, THUMBNAIL_SIDE)
-        try:
-            image = load_image(self._bytes_of(item), min_side=side)
-            prepared = self.transform.in_worker(image)
-        except (FetchError, BadImageError) as exc:
-            return str(exc).removeprefix("upload: ")
-        if item.thumbnail is not None:
-            save_thumbnail(image, self.config.out, item.thumbnail)
-        return prepared
-
-    def _bytes_of(self, item: Item) -> bytes:
-        # Only the user's own --images-dir names local files; a data set row's location must be an http(s) URL
-        # (a row naming /proc/self/environ or /dev/zero is refused, not read).
-        if self.config.source.images_dir is not None:
-            return self.fetcher.read_file(Path(item.location))
-        return self.fetcher.fetch_url(item.location)
+        """Worker thread: see `Preparer`."""
+        return self.preparer(item)
 
     def accept(self, item: Item, result: Any, counts: _Counts) -> None:
         """Main thread: queue a prepared item for encoding or record its failure."""
         if isinstance(result, str):
             counts.failed += 1
             logger.debug("failed %s: %s", item.id, result)
-            row = {**_row(item, STATUS_FAILED), "reason": result}
-            if item.thumbnail is not None:
-                row["image"] = None  # its thumbnail was never written: point at nothing
-            self.rows.append(row)
+            self.rows.append(failure_row(item, result))
         else:
             counts.ok += 1
             self.batch.append((item, result))
@@ -280,6 +305,14 @@ def _fresh(items: Iterable[Item], skip: set[str]) -> Iterator[Item]:
         if item.id not in seen:
             seen.add(item.id)
             yield item
+
+
+def failure_row(item: Item, reason: str) -> dict[str, Any]:
+    """The shard row of an item that could not be fetched or decoded."""
+    row = {**_row(item, STATUS_FAILED), "reason": reason}
+    if item.thumbnail is not None:
+        row["image"] = None  # its thumbnail was never written: point at nothing
+    return row
 
 
 def _row(item: Item, status: str) -> dict[str, Any]:
