@@ -1,0 +1,150 @@
+"""Ranked rows for a query vector under SearchOptions: filtered candidates, cut-off, collapse, sort and pages.
+
+How a filtered query finds its candidates depends on how many items the filter keeps (bench/filters.py):
+- few (at most EXACT_MAX_ROWS): exact search over just those rows, a matrix product; always complete;
+- many (at least POSTFILTER_MIN_FRACTION of all): the unfiltered graph search asked for more neighbours, the
+  disallowed ones dropped afterwards; cheap because most neighbours pass;
+- in between: hnswlib's filter callback, which walks the graph skipping disallowed items.
+Any of the graph paths that comes back short falls back to the exact search, so a filter always yields k hits
+when k items pass it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from search.filters import Filters, SearchOptions
+from search.index import VectorIndex, to_scores
+from search.metadata import ItemCatalog
+from search.ranking import GAP_SPAN, Rows, Scores, collapse, cut_count, sort_order
+from search.types import FeatureVector
+
+EXACT_MAX_ROWS = 20_000
+"""Filters keeping up to this many items are searched exactly (~2-4 ms per 10k rows; bench/filters.py)."""
+POSTFILTER_MIN_FRACTION = 0.1
+"""Filters keeping at least this share of items post-filter an over-fetched unfiltered search."""
+OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
+SORT_POOL = 200
+"""Sorting by date or popularity reorders the best this-many candidates above the threshold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """The rows a filter keeps, in the three shapes the search paths use."""
+
+    mask: npt.NDArray[np.bool_]
+    rows: npt.NDArray[np.int64]
+    flags: bytes
+
+    @property
+    def fraction(self) -> float:
+        """Share of the collection kept."""
+        return len(self.rows) / max(len(self.mask), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """Rows of one page, with scores and folded near-duplicate counts."""
+
+    rows: Rows
+    scores: Scores
+    duplicates: npt.NDArray[np.int64]
+
+
+def first_window(ef_search: int, need: int) -> int:
+    """Candidates fetched for `need` hits: ef_search, doubled until enough.
+
+    Why steps: hnswlib searches with a beam of max(ef_search, k), so every request up to ef_search gets a prefix
+    of one and the same list (the plain search's), and deeper pages share the list of their step: the same query
+    gives the same order across pages.
+    """
+    window = max(ef_search, GAP_SPAN)
+    while window < need:
+        window *= 2
+    return window
+
+
+class Retriever:
+    """Searches one bundle's index and embeddings with options; no model, so benchmarks use it directly."""
+
+    def __init__(self, index: VectorIndex, embeddings: FeatureVector, catalog: ItemCatalog,
+                 filter_cache_size: int = 16) -> None:
+        self.index = index
+        self.embeddings = embeddings
+        self.catalog = catalog
+        # A UI repeats one filter over many queries and pages; its mask costs ~1-10 ms at 1M items.
+        self.allowed = functools.lru_cache(maxsize=filter_cache_size)(self._allowed)
+
+    def _allowed(self, filters: Filters) -> Allowed | None:
+        mask = filters.mask(self.catalog.attributes)
+        if mask is None:
+            return None
+        return Allowed(mask, np.flatnonzero(mask).astype(np.int64), mask.astype(np.uint8).tobytes())
+
+    def ranked(self, vector: FeatureVector, top_k: int, threshold: float, options: SearchOptions,
+               exclude_row: int | None = None) -> Ranked:
+        """The page `options.offset .. + top_k` of the hits the options describe."""
+        allowed = self.allowed(options.filters)
+        need = options.offset + top_k
+        window = first_window(self.index.params.ef_search, need if options.sort == "relevance" else SORT_POOL)
+        while True:
+            rows, scores = self.candidates(vector, window, allowed, exclude_row)
+            complete = len(rows) < window or (len(scores) > 0 and scores[-1] < threshold)
+            above = int(np.count_nonzero(scores >= threshold))  # scores are best first
+            keep = cut_count(scores[:above], options.cutoff)
+            rows, scores = rows[:keep], scores[:keep]
+            duplicates = np.zeros(len(rows), np.int64)
+            if options.collapse_radius is not None:
+                kept, duplicates = collapse(rows, self.embeddings, options.collapse_radius)
+                rows, scores = rows[kept], scores[kept]
+            # A cut-off that cut is final (later candidates score lower still); a sort reorders one fixed pool.
+            if complete or keep < above or options.sort != "relevance" or len(rows) >= need:
+                break
+            window *= 2  # collapse folded too many to fill the page: look twice as deep
+        order = sort_order(rows, self.catalog.attributes, options.sort)[options.offset:need]
+        return Ranked(rows[order], scores[order], duplicates[order])
+
+    def candidates(self, vector: FeatureVector, window: int, allowed: Allowed | None,
+                   exclude_row: int | None = None) -> tuple[Rows, Scores]:
+        """Up to `window` allowed rows nearest the vector, best first, ties by row."""
+        extra = exclude_row is not None
+        if allowed is None:
+            rows, scores = self.index.query(vector, window + extra)
+        elif len(allowed.rows) <= EXACT_MAX_ROWS:
+            rows, scores = self.exact(vector, window + extra, allowed.rows)
+        else:
+            rows, scores = self._graph(vector, window + extra, allowed)
+        if extra:
+            keep = rows != exclude_row
+            rows, scores = rows[keep], scores[keep]
+        order = np.lexsort((rows, -scores))[:window]
+        return rows[order], scores[order]
+
+    def _graph(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
+        k = min(k, len(allowed.rows))
+        if allowed.fraction >= POSTFILTER_MIN_FRACTION:
+            asked = min(len(self.index), math.ceil(k / allowed.fraction * OVERFETCH))
+            rows, scores = self.index.query(vector, asked)
+            passed = allowed.mask[rows]
+            if passed.sum() >= k:
+                return rows[passed][:k], scores[passed][:k]
+        rows, scores = self.index.query(vector, k, allowed.flags)
+        if len(rows) < k:  # the walk came back short: the exact search over the allowed rows is complete
+            return self.exact(vector, k, allowed.rows)
+        return rows, scores
+
+    def exact(self, vector: FeatureVector, k: int, rows: Rows) -> tuple[Rows, Scores]:
+        """Exact top-k of `rows` by cosine, scored exactly like the index (`to_scores`)."""
+        similarity = self.embeddings[rows] @ np.asarray(vector, np.float32)
+        k = min(k, len(rows))
+        if k == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        top = np.argpartition(-similarity, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+        scores = to_scores(1.0 - similarity[top].astype(np.float64))
+        order = np.lexsort((rows[top], -scores))
+        return rows[top][order], scores[order]
