@@ -78,7 +78,7 @@ def _as_numbers(name: str, column: pa.ChunkedArray, kind: str) -> npt.NDArray[np
     with np.errstate(invalid="ignore"):
         bad = np.flatnonzero(~np.isnan(values) & ~((values >= low) & (values <= high)))
     if kind != DATE and len(bad):
-        raise _refuse(name, int(bad[0]), f"{values[bad[0]]!r} is outside {low:g}..{high:g}")
+        raise _refuse(name, int(bad[0]), f"{float(values[bad[0]])!r} is outside {low:g}..{high:g}")
     return values
 
 
@@ -88,7 +88,8 @@ def _check_text(name: str, column: pa.ChunkedArray, kind: str) -> None:
         if bad is not None:
             raise _refuse(name, bad, "colours are written #rrggbb in lowercase hex")
     if kind == COLOUR and not pa.types.is_null(column.type):
-        bad = _first_bad(pc.is_in(column, value_set=pa.array(list(PALETTE), column.type)))
+        known = pc.is_in(column, value_set=pa.array(list(PALETTE), column.type))
+        bad = _first_bad(pc.or_(known, pc.is_null(column)))
         if bad is not None:
             raise _refuse(name, bad, f"colour names are one of {', '.join(PALETTE)}")
 

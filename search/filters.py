@@ -27,6 +27,8 @@ CUTOFFS = ("flat", "relative", "gap")
 SQUARE_TOLERANCE = 0.05  # width/height within 5% of 1 counts as square (4000x3900 looks square)
 MAX_OFFSET = 10_000
 MAX_FILTER_TEXT = 200
+SUGGESTED_RADIUS = 0.05
+"""Collapse radius the UI and docs suggest (bench/dedup_cutoff.py on the demo)."""
 MAX_RADIUS = 0.5  # cosine distance; beyond this "duplicates" are merely related pictures
 
 

@@ -29,6 +29,7 @@ EXACT_MAX_ROWS = 20_000
 POSTFILTER_MIN_FRACTION = 0.1
 """Filters keeping at least this share of items post-filter an over-fetched unfiltered search."""
 OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
+FIRST_WINDOW = 16
 SORT_POOL = 200
 """Sorting by date or popularity reorders the best this-many candidates above the threshold."""
 
@@ -56,15 +57,15 @@ class Ranked:
     duplicates: npt.NDArray[np.int64]
 
 
-def first_window(ef_search: int, need: int) -> int:
-    """Candidates fetched for `need` hits: ef_search, doubled until enough.
+def first_window(need: int, minimum: int = 0) -> int:
+    """Candidates fetched for `need` hits: FIRST_WINDOW, doubled until enough.
 
-    Why steps: hnswlib searches with a beam of max(ef_search, k), so every request up to ef_search gets a prefix
-    of one and the same list (the plain search's), and deeper pages share the list of their step: the same query
-    gives the same order across pages.
+    Why fixed steps: a page asks for the same number of candidates as the pages before it in its step, so it
+    sees the same list; and hnswlib searches with a beam of max(ef_search, k), so every step up to ef_search
+    gets a prefix of one and the same list. Either way the same query gives the same order across pages.
     """
-    window = max(ef_search, GAP_SPAN)
-    while window < need:
+    window = FIRST_WINDOW
+    while window < max(need, minimum):
         window *= 2
     return window
 
@@ -91,7 +92,9 @@ class Retriever:
         """The page `options.offset .. + top_k` of the hits the options describe."""
         allowed = self.allowed(options.filters)
         need = options.offset + top_k
-        window = first_window(self.index.params.ef_search, need if options.sort == "relevance" else SORT_POOL)
+        window = first_window(need, GAP_SPAN if options.cutoff == "gap" else 0)
+        if options.sort != "relevance":
+            window = SORT_POOL
         while True:
             rows, scores = self.candidates(vector, window, allowed, exclude_row)
             complete = len(rows) < window or (len(scores) > 0 and scores[-1] < threshold)
@@ -128,13 +131,24 @@ class Retriever:
     def _graph(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
         k = min(k, len(allowed.rows))
         if allowed.fraction >= POSTFILTER_MIN_FRACTION:
-            asked = min(len(self.index), math.ceil(k / allowed.fraction * OVERFETCH))
-            rows, scores = self.index.query(vector, asked)
-            passed = allowed.mask[rows]
-            if passed.sum() >= k:
-                return rows[passed][:k], scores[passed][:k]
+            found = self.postfiltered(vector, k, allowed)
+            if found is not None:
+                return found
+        return self.walked(vector, k, allowed)
+
+    def postfiltered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores] | None:
+        """The unfiltered search asked for k / fraction * OVERFETCH neighbours, filtered; None if under k pass."""
+        asked = min(len(self.index), math.ceil(k / allowed.fraction * OVERFETCH))
+        rows, scores = self.index.query(vector, asked)
+        passed = allowed.mask[rows]
+        if passed.sum() < k:
+            return None
+        return rows[passed][:k], scores[passed][:k]
+
+    def walked(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
+        """hnswlib's filtered graph walk; the exact search when the walk comes back short."""
         rows, scores = self.index.query(vector, k, allowed.flags)
-        if len(rows) < k:  # the walk came back short: the exact search over the allowed rows is complete
+        if len(rows) < min(k, len(allowed.rows)):
             return self.exact(vector, k, allowed.rows)
         return rows, scores
 
