@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=25_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--skip-filters", action="store_true", help="only the options overhead table")
     args = parser.parse_args(argv)
     log(f"{common.machine()}; n={args.n}")
     vectors = common.clip_like_vectors(args.n, 512)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = common.clip_like_queries(vectors, args.queries)
     unfiltered = common.p50(common.timed_each(lambda vector: index.query(vector, K), list(queries)))
     rows = []
-    for name, filters in share_filters(catalog):
+    for name, filters in [] if args.skip_filters else share_filters(catalog):
         log(f"filter {name}")
         rows += measure_filter(retriever, queries, name, filters)
     print(f"n={args.n}, {args.queries} queries, k={K}; unfiltered index.query p50 {unfiltered:.3f} ms")

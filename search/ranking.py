@@ -47,22 +47,21 @@ def collapse(rows: Rows, embeddings: FeatureVector, radius: float) -> Folded:
     A hit within cosine distance `radius` of an already kept hit is folded into the most similar such hit;
     greedy in rank order, so the outcome for the first n hits never depends on later ones.
     """
-    if len(rows) == 0:
-        return np.empty(0, np.intp), np.empty(0, np.int64)
     vectors = np.asarray(embeddings[rows], np.float32)
-    similarity = vectors @ vectors.T  # at most a few hundred candidates: a small matrix
-    close = similarity >= 1.0 - radius
-    kept: list[int] = []
-    counts: list[int] = []
-    for position in range(len(rows)):
-        near = np.flatnonzero(close[position, kept]) if kept else ()
-        if len(near):
-            best = int(near[np.argmax(similarity[position, np.asarray(kept)[near]])])
-            counts[best] += 1
-        else:
-            kept.append(position)
-            counts.append(0)
-    return np.asarray(kept, np.intp), np.asarray(counts, np.int64)
+    kept = np.empty_like(vectors)  # vectors of the hits kept so far, in rank order
+    positions: list[int] = []
+    counts = np.zeros(len(rows), np.int64)
+    for position, vector in enumerate(vectors):
+        # Against the kept hits only (a page's worth), not all pairs: n x page products, not n x n.
+        if positions:
+            similarity = kept[:len(positions)] @ vector
+            nearest = int(np.argmax(similarity))
+            if similarity[nearest] >= 1.0 - radius:
+                counts[nearest] += 1
+                continue
+        kept[len(positions)] = vector
+        positions.append(position)
+    return np.asarray(positions, np.intp), counts[:len(positions)]
 
 
 def sort_order(rows: Rows, attributes: Attributes, sort: str) -> npt.NDArray[np.intp]:

@@ -1,12 +1,14 @@
 """Ranked rows for a query vector under SearchOptions: filtered candidates, cut-off, collapse, sort and pages.
 
 How a filtered query finds its candidates depends on how many items the filter keeps (bench/filters.py):
-- few (at most EXACT_MAX_ROWS): exact search over just those rows, a matrix product; always complete;
-- many (at least POSTFILTER_MIN_FRACTION of all): the unfiltered graph search asked for more neighbours, the
-  disallowed ones dropped afterwards; cheap because most neighbours pass;
-- in between: hnswlib's filter callback, which walks the graph skipping disallowed items.
-Any of the graph paths that comes back short falls back to the exact search, so a filter always yields k hits
-when k items pass it.
+- a large share (at least POSTFILTER_MIN_FRACTION): the unfiltered graph search asked for k / share * OVERFETCH
+  neighbours, the disallowed ones dropped afterwards; about as cheap as an unfiltered query;
+- few items (at most EXACT_MAX_ROWS): exact search over just those rows; always complete;
+- a smaller share still worth over-fetching (POSTFILTER_FLOOR): post-filter again;
+- else hnswlib's filter callback, which walks the graph skipping disallowed items (it calls back into Python
+  for every node it visits, so it was the slowest path measured; it is the last resort).
+A graph path that comes back short falls back to the next, ending with the exact search, so a filter always
+yields k hits when k items pass it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ EXACT_MAX_ROWS = 20_000
 """Filters keeping up to this many items are searched exactly (~2-4 ms per 10k rows; bench/filters.py)."""
 POSTFILTER_MIN_FRACTION = 0.1
 """Filters keeping at least this share of items post-filter an over-fetched unfiltered search."""
+POSTFILTER_FLOOR = 0.02
+"""Below EXACT_MAX_ROWS' reach, post-filtering still beats the filter callback down to this share."""
 OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
 FIRST_WINDOW = 16
 SORT_POOL = 200
@@ -92,7 +96,10 @@ class Retriever:
         """The page `options.offset .. + top_k` of the hits the options describe."""
         allowed = self.allowed(options.filters)
         need = options.offset + top_k
-        window = first_window(need, GAP_SPAN if options.cutoff == "gap" else 0)
+        # Collapse compares each candidate with the hits kept, so its cost grows with the window: twice the page
+        # leaves room for some folds without a second round.
+        folding = 2 * need if options.collapse_radius is not None else 0
+        window = first_window(need, max(folding, GAP_SPAN if options.cutoff == "gap" else 0))
         if options.sort != "relevance":
             window = SORT_POOL
         while True:
@@ -118,23 +125,22 @@ class Retriever:
         extra = exclude_row is not None
         if allowed is None:
             rows, scores = self.index.query(vector, window + extra)
-        elif len(allowed.rows) <= EXACT_MAX_ROWS:
-            rows, scores = self.exact(vector, window + extra, allowed.rows)
         else:
-            rows, scores = self._graph(vector, window + extra, allowed)
+            rows, scores = self._filtered(vector, window + extra, allowed)
         if extra:
             keep = rows != exclude_row
             rows, scores = rows[keep], scores[keep]
         order = np.lexsort((rows, -scores))[:window]
         return rows[order], scores[order]
 
-    def _graph(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
+    def _filtered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
         k = min(k, len(allowed.rows))
-        if allowed.fraction >= POSTFILTER_MIN_FRACTION:
+        few = len(allowed.rows) <= EXACT_MAX_ROWS
+        if allowed.fraction >= POSTFILTER_MIN_FRACTION or (not few and allowed.fraction >= POSTFILTER_FLOOR):
             found = self.postfiltered(vector, k, allowed)
             if found is not None:
                 return found
-        return self.walked(vector, k, allowed)
+        return self.exact(vector, k, allowed.rows) if few else self.walked(vector, k, allowed)
 
     def postfiltered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores] | None:
         """The unfiltered search asked for k / fraction * OVERFETCH neighbours, filtered; None if under k pass."""
@@ -154,7 +160,9 @@ class Retriever:
 
     def exact(self, vector: FeatureVector, k: int, rows: Rows) -> tuple[Rows, Scores]:
         """Exact top-k of `rows` by cosine, scored exactly like the index (`to_scores`)."""
-        similarity = self.embeddings[rows] @ np.asarray(vector, np.float32)
+        # einsum, not @: numpy's own loop on one core. BLAS splits a matrix-vector product over threads, which
+        # measured 2-5x slower on 2 busy cores (bench/filters.py) and only helps an idle many-core machine.
+        similarity = np.einsum("ij,j->i", self.embeddings[rows], np.asarray(vector, np.float32))
         k = min(k, len(rows))
         if k == 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
