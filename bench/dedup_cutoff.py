@@ -110,7 +110,7 @@ def cutoff_scores(engine: SearchEngine) -> list[list[object]]:
     settings = {"flat": [(t, lambda s, t=t: int(np.count_nonzero(s >= t))) for t in np.arange(0.0, 1.0, 0.01)],
                 "relative": [(m, lambda s, m=m: int(np.count_nonzero(s >= s[0] - m)))
                              for m in np.arange(0.01, 0.3, 0.01)],
-                "flat at the default 0.0": [(0.0, lambda s: len(s))],
+                "flat at the default 0.0": [(0.0, len)],
                 "gap": [(ranking.GAP_MIN, lambda s: ranking.cut_count(s, "gap"))]}
     rows = []
     halves = (runs[0::2], runs[1::2])

@@ -27,7 +27,7 @@ from search.config import HnswParams
 from search.filters import Filters, SearchOptions
 from search.index import VectorIndex
 from search.metadata import ItemCatalog
-from search.retrieval import Retriever
+from search.retrieval import EXACT_MAX_ROWS, Retriever
 
 CACHE = Path("~/.cache/clip-search-bench").expanduser()
 SHARES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001)
@@ -100,6 +100,21 @@ def measure_filter(retriever: Retriever, queries: np.ndarray, name: str, filters
     return rows
 
 
+def measure_exact_only(retriever: Retriever, queries: np.ndarray, catalog: ItemCatalog) -> list[list[Any]]:
+    """Without a graph (--no-graph, for 1M when no graph is cached): the exact path the engine takes for filters
+    keeping at most EXACT_MAX_ROWS items, against a full exact scan; recall is 1 by construction."""
+    rows = []
+    for name, filters in share_filters(catalog):
+        started = time.perf_counter()
+        allowed = retriever._allowed(filters)
+        cold_ms = (time.perf_counter() - started) * 1000
+        if len(allowed.rows) > EXACT_MAX_ROWS:
+            continue
+        times = common.timed_each(lambda vector, a=allowed: retriever.exact(vector, K, a.rows), list(queries))
+        rows.append([name, f"{allowed.fraction:.4f}", "exact", common.p50(times), 1.0, cold_ms])
+    return rows
+
+
 def measure_overhead(retriever: Retriever, queries: np.ndarray) -> list[list[Any]]:
     """Unfiltered queries: the plain index query vs each option added (dedup, sort, a later page)."""
     cases = {
@@ -122,11 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=25_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--skip-filters", action="store_true", help="only the options overhead table")
+    parser.add_argument("--no-graph", action="store_true", help="no hnswlib graph: only the exact path (1M)")
     args = parser.parse_args(argv)
     log(f"{common.machine()}; n={args.n}")
     vectors = common.clip_like_vectors(args.n, 512)
-    index = load_index(args.n, vectors)
     catalog = ItemCatalog(common.synthetic_metadata(args.n), {})
+    if args.no_graph:
+        retriever = Retriever(None, vectors, catalog)  # type: ignore[arg-type]  # exact() needs no graph
+        queries = common.clip_like_queries(vectors, args.queries)
+        full = common.p50(common.timed_each(lambda vector: np.einsum("ij,j->i", vectors, vector), list(queries)))
+        print(f"n={args.n}, {args.queries} queries, k={K}; full exact scan p50 {full:.1f} ms")
+        rows = measure_exact_only(retriever, queries, catalog)
+        common.print_table(["filter", "kept", "path", "p50 ms", "recall@10", "mask ms (cold)"], rows)
+        common.emit_json({"bench": "filters", "n": args.n, "full_scan_p50_ms": full, "rows": rows})
+        return 0
+    index = load_index(args.n, vectors)
     retriever = Retriever(index, vectors, catalog)
     queries = common.clip_like_queries(vectors, args.queries)
     unfiltered = common.p50(common.timed_each(lambda vector: index.query(vector, K), list(queries)))
