@@ -76,7 +76,7 @@ def paths(retriever: Retriever, allowed: Any) -> dict[str, Any]:
         found = retriever.postfiltered(vector, K, allowed)
         return found[0] if found is not None else retriever.walked(vector, K, allowed)[0]
 
-    return {"exact": lambda vector: retriever.exact(vector, K, allowed.rows)[0],
+    return {"exact": lambda vector: retriever.exact(vector, K, allowed.rows, allowed.vectors)[0],
             "post-filter": postfiltered,
             "hnsw filter": lambda vector: retriever.walked(vector, K, allowed)[0]}
 
@@ -110,7 +110,8 @@ def measure_exact_only(retriever: Retriever, queries: np.ndarray, catalog: ItemC
         cold_ms = (time.perf_counter() - started) * 1000
         if len(allowed.rows) > EXACT_MAX_ROWS:
             continue
-        times = common.timed_each(lambda vector, a=allowed: retriever.exact(vector, K, a.rows), list(queries))
+        times = common.timed_each(lambda vector, a=allowed: retriever.exact(vector, K, a.rows, a.vectors),
+                                  list(queries))
         rows.append([name, f"{allowed.fraction:.4f}", "exact", common.p50(times), 1.0, cold_ms])
     return rows
 

@@ -45,6 +45,8 @@ class Allowed:
     mask: npt.NDArray[np.bool_]
     rows: npt.NDArray[np.int64]
     flags: bytes
+    vectors: FeatureVector | None
+    """The rows' embeddings, contiguous, when few enough to search exactly (the gather was most of the cost)."""
 
     @property
     def fraction(self) -> float:
@@ -78,18 +80,21 @@ class Retriever:
     """Searches one bundle's index and embeddings with options; no model, so benchmarks use it directly."""
 
     def __init__(self, index: VectorIndex, embeddings: FeatureVector, catalog: ItemCatalog,
-                 filter_cache_size: int = 16) -> None:
+                 filter_cache_size: int = 8) -> None:
         self.index = index
         self.embeddings = embeddings
         self.catalog = catalog
-        # A UI repeats one filter over many queries and pages; its mask costs ~1-10 ms at 1M items.
+        # A UI repeats one filter over many queries and pages; its mask costs up to ~50 ms at 1M items. Each entry
+        # holds at most EXACT_MAX_ROWS embeddings (40 MB at 512-d): 8 entries bound the cache to ~330 MB.
         self.allowed = functools.lru_cache(maxsize=filter_cache_size)(self._allowed)
 
     def _allowed(self, filters: Filters) -> Allowed | None:
         mask = filters.mask(self.catalog.attributes)
         if mask is None:
             return None
-        return Allowed(mask, np.flatnonzero(mask).astype(np.int64), mask.astype(np.uint8).tobytes())
+        rows = np.flatnonzero(mask).astype(np.int64)
+        vectors = np.ascontiguousarray(self.embeddings[rows]) if len(rows) <= EXACT_MAX_ROWS else None
+        return Allowed(mask, rows, mask.astype(np.uint8).tobytes(), vectors)
 
     def ranked(self, vector: FeatureVector, top_k: int, threshold: float, options: SearchOptions,
                exclude_row: int | None = None) -> Ranked:
@@ -140,7 +145,7 @@ class Retriever:
             found = self.postfiltered(vector, k, allowed)
             if found is not None:
                 return found
-        return self.exact(vector, k, allowed.rows) if few else self.walked(vector, k, allowed)
+        return self.exact(vector, k, allowed.rows, allowed.vectors) if few else self.walked(vector, k, allowed)
 
     def postfiltered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores] | None:
         """The unfiltered search asked for k / fraction * OVERFETCH neighbours, filtered; None if under k pass."""
@@ -158,11 +163,13 @@ class Retriever:
             return self.exact(vector, k, allowed.rows)
         return rows, scores
 
-    def exact(self, vector: FeatureVector, k: int, rows: Rows) -> tuple[Rows, Scores]:
-        """Exact top-k of `rows` by cosine, scored exactly like the index (`to_scores`)."""
+    def exact(self, vector: FeatureVector, k: int, rows: Rows, vectors: FeatureVector | None = None
+              ) -> tuple[Rows, Scores]:
+        """Exact top-k of `rows` (whose embeddings `vectors` may hold) by cosine, scored like the index."""
         # einsum, not @: numpy's own loop on one core. BLAS splits a matrix-vector product over threads, which
         # measured 2-5x slower on 2 busy cores (bench/filters.py) and only helps an idle many-core machine.
-        similarity = np.einsum("ij,j->i", self.embeddings[rows], np.asarray(vector, np.float32))
+        stored = self.embeddings[rows] if vectors is None else vectors
+        similarity = np.einsum("ij,j->i", stored, np.asarray(vector, np.float32))
         k = min(k, len(rows))
         if k == 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
