@@ -17,7 +17,7 @@ from search.types import FeatureVector
 Rows = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float64]
 
-RELATIVE_MARGIN = 0.10
+RELATIVE_MARGIN = 0.12
 """cutoff="relative": keep hits scoring at least the best score minus this (bench/dedup_cutoff.py)."""
 GAP_SPAN = 50
 """cutoff="gap": the largest drop between neighbouring scores among the first this-many hits is the cut."""
