@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,15 @@ def test_picture_facts_from_exif_and_pixels() -> None:
     picture = Image.new("RGB", (60, 60), (250, 250, 250))
     picture.paste((40, 80, 210), (0, 0, 60, 40))  # two thirds blue
     assert dominant_colour(picture) == ("blue", "#2850d2")
+
+
+def test_bench_filters_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import filters as bench_filters
+
+    monkeypatch.setattr(bench_filters, "CACHE", tmp_path)  # never the user's ~/.cache
+    assert bench_filters.main(["--n", "1500", "--queries", "4"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {row["path"] for row in result["rows"]} == {"exact", "post-filter", "hnsw filter", "auto (engine)"}
+    assert all(row["recall"] >= 0.9 for row in result["rows"] if row["path"] == "auto (engine)")
+    assert (tmp_path / "filters-1500" / "index.hnsw").is_file()
