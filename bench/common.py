@@ -169,21 +169,63 @@ def random_vit_b32(threads: int = 0) -> Any:
     return ClipEncoder(model, preprocess, open_clip.get_tokenizer("ViT-B-32"), EncoderSpec("ViT-B-32", None))
 
 
-def write_synthetic_bundle(root: Path, n: int, dim: int = 512, pretrained: str | None = None) -> Path:
-    """A bundle of `n` CLIP-like vectors with Unsplash-like metadata for ViT-B-32 (random-init by default)."""
+SYNTHETIC_COUNTRIES = 50  # country k holds a share proportional to 1/(k+1): Zipf-like, as real photo places
+
+
+def synthetic_attributes(n: int, seed: int = 7) -> dict[str, Any]:
+    """Unsplash-like optional columns (search/attributes.py) for `n` items, deterministic.
+
+    Shares a filter keeps: landscape ~60 %, portrait ~30 %, square ~10 %; colour "blue" ~10 %, "red" ~1 %;
+    featured ~5 %; country-000 ~22 %, country-009 ~2.2 %; each of 997 photographers ~0.1 %; downloads
+    log-normal, so `min_downloads` at a quantile keeps any share.
+    """
+    from search.colour import PALETTE
+
+    rng = np.random.default_rng(seed)
+    shape = rng.choice(3, n, p=[0.6, 0.3, 0.1])
+    width = np.where(shape == 0, 4000, np.where(shape == 1, 2667, 3000))
+    height = np.where(shape == 0, 2667, np.where(shape == 1, 4000, 3000))
+    start = np.datetime64("2014-01-01T00:00:00", "s").astype(np.int64)
+    seconds = start + rng.integers(0, 10 * 365 * 86_400, n)
+    weights = 1.0 / np.arange(1, SYNTHETIC_COUNTRIES + 1)
+    country = rng.choice(SYNTHETIC_COUNTRIES, n, p=weights / weights.sum())
+    colours = list(PALETTE)
+    share = np.full(len(colours), (1.0 - 0.10 - 0.01) / (len(colours) - 2))
+    share[colours.index("blue")], share[colours.index("red")] = 0.10, 0.01
+    colour = rng.choice(len(colours), n, p=share)
+    downloads = np.floor(rng.lognormal(5.0, 1.5, n)).astype(np.int64)
+    return {
+        "width": width, "height": height,
+        "date": np.datetime_as_string(seconds.astype("datetime64[s]")).astype(object),
+        "featured": rng.random(n) < 0.05, "photographer_username": [f"user{row % 997:04d}" for row in range(n)],
+        "country": [f"country-{code:03d}" for code in country], "city": [f"city-{code:03d}" for code in country],
+        "camera_make": np.asarray(["Canon", "Nikon", "SONY", "FUJIFILM"])[rng.integers(0, 4, n)],
+        "downloads": downloads, "views": downloads * 40, "colour": [colours[code] for code in colour],
+        "colour_hex": ["#{:02x}{:02x}{:02x}".format(*PALETTE[colours[code]]) for code in colour],
+    }
+
+
+def synthetic_metadata(n: int) -> Any:
+    """The metadata table of a synthetic bundle: the required columns and `synthetic_attributes`."""
     import pyarrow as pa
 
-    from search.bundle import BundleInfo, write_bundle
-    from search.config import EncoderSpec
-
     ids = [f"photo-{row:07d}" for row in range(n)]
-    metadata = pa.table({
+    return pa.table({
         "id": ids,
         "image": [f"https://images.example/{i}.jpg?w=480" for i in ids],
         "page_url": [f"https://unsplash.com/photos/{i}" for i in ids],
         "description": [f"synthetic picture {row}" for row in range(n)],
         "photographer": [f"Person {row % 997}" for row in range(n)],
+        **{name: pa.array(values) for name, values in synthetic_attributes(n).items()},
     })
+
+
+def write_synthetic_bundle(root: Path, n: int, dim: int = 512, pretrained: str | None = None) -> Path:
+    """A bundle of `n` CLIP-like vectors with Unsplash-like metadata for ViT-B-32 (random-init by default)."""
+    from search.bundle import BundleInfo, write_bundle
+    from search.config import EncoderSpec
+
+    metadata = synthetic_metadata(n)
     write_bundle(root, clip_like_vectors(n, dim), metadata, BundleInfo(EncoderSpec("ViT-B-32", pretrained),
                                                                         source="synthetic"))
     return root

@@ -9,7 +9,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,23 @@ from torchvision.transforms import Compose, Normalize, ToTensor
 from tqdm import tqdm
 
 from search.bundle import BundleInfo, Manifest, atomic_write, sync_folder
+from search.colour import dominant_colour
 from search.config import EncoderSpec, HnswParams
 from search.encoder import ClipEncoder, resolve_device
 from search.errors import BadImageError, SearchError
 from search.fetch import FetchConfig, FetchError, ImageFetcher
 from search.finalize import BaseBundle, finalize_bundle, load_base
 from search.images import load_image
+from search.picture_facts import file_facts
 from search.shards import STATUS_FAILED, STATUS_OK, ShardStore
 from search.sources import Item, SourceConfig, count_items, iter_items
 from search.thumbnails import THUMBNAIL_SIDE, images_folder, save_thumbnail
 
 logger = logging.getLogger(__name__)
 
+PICTURE_COLUMNS = ("width", "height", "date", "camera_make", "camera_model", "latitude", "longitude", "colour",
+                   "colour_hex")
+"""Columns `picture_columns` may learn from a picture."""
 WORK_DIR = ".build"  # hidden, so write_bundle leaves it out of the manifest
 STATE_FILE = "build.json"
 
@@ -192,20 +197,22 @@ class Preparer:
     local_files: bool
 
     def __call__(self, item: Item) -> Any:
-        """The prepared pixels, or a string: the failure reason.
+        """(prepared pixels, facts), or a string: the failure reason.
 
-        The thumbnail comes from the picture decoded for the model, and is written before the item's row can be
-        committed, so a committed row always has its file.
+        The facts are columns learnt from the picture (its dominant colour; for a local file also size, EXIF date,
+        camera and GPS). The thumbnail comes from the picture decoded for the model, and is written before the
+        item's row can be committed, so a committed row always has its file.
         """
         side = self.input_side if item.thumbnail is None else max(self.input_side, THUMBNAIL_SIDE)
         try:
-            image = load_image(self._bytes_of(item), min_side=side)
+            data = self._bytes_of(item)
+            image = load_image(data, min_side=side)
             prepared = self.in_worker(image)
         except (FetchError, BadImageError) as exc:
             return str(exc).removeprefix("upload: ")
         if item.thumbnail is not None:
             save_thumbnail(image, self.out, item.thumbnail)
-        return prepared
+        return prepared, picture_columns(image, data if self.local_files else None)
 
     def _bytes_of(self, item: Item) -> bytes:
         # Only the user's own --images-dir names local files; a data set row's location must be an http(s) URL
@@ -244,7 +251,8 @@ class _Pipeline:
             self.rows.append(failure_row(item, result))
         else:
             counts.ok += 1
-            self.batch.append((item, result))
+            prepared, facts = result
+            self.batch.append((_with_facts(item, facts), prepared))
         if len(self.batch) >= self.config.batch_size:
             self.encode_batch()
 
@@ -315,6 +323,18 @@ def failure_row(item: Item, reason: str) -> dict[str, Any]:
     return row
 
 
+def picture_columns(image: Image.Image, data: bytes | None) -> dict[str, Any]:
+    """Columns learnt from a decoded picture: its dominant colour, and from a local file's bytes its facts."""
+    name, hex_code = dominant_colour(image)
+    return {**(file_facts(data) if data is not None else {}), "colour": name, "colour_hex": hex_code}
+
+
+def _with_facts(item: Item, facts: dict[str, Any]) -> Item:
+    """The item with facts from its picture added; a value the source gave (Unsplash's size) is kept."""
+    known = {key: value for key, value in item.metadata.items() if value is not None}
+    return replace(item, metadata={**item.metadata, **facts, **known})
+
+
 def _row(item: Item, status: str) -> dict[str, Any]:
-    # Every row has every key: pyarrow infers a shard's columns from its first row.
-    return {"id": item.id, "status": status, "reason": None, **item.metadata}
+    # Every row has every key: pyarrow infers a shard's columns from its first row (a failed one has no facts).
+    return {"id": item.id, "status": status, "reason": None, **dict.fromkeys(PICTURE_COLUMNS), **item.metadata}

@@ -9,9 +9,11 @@ import sys
 from dataclasses import replace
 from typing import NoReturn
 
+from search.colour import PALETTE
 from search.config import EngineConfig
 from search.engine import MAX_TOP_K, Query, Term, load_engine
 from search.errors import SearchError
+from search.filters import CUTOFFS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS, SearchOptions
 from search.types import Hit
 
 
@@ -35,10 +37,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=10, help=f"most hits to return, 0..{MAX_TOP_K} (default 10)")
     parser.add_argument("--threshold", type=float, default=0.0,
                         help="lowest cosine similarity to keep, -1..1 (default 0.0)")
+    add_option_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda or auto (default: $SEARCH_DEVICE, else cpu)")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON array")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """Filters, sort, collapse, pages and cut-off; values are checked by SearchOptions.from_params, not here."""
+    group = parser.add_argument_group("filters and result options (see README: Filters, sort and pages)")
+    group.add_argument("--orientation", help=f"{' | '.join(ORIENTATIONS)}")
+    group.add_argument("--colour", "--color", dest="colour", help=f"dominant colour: {', '.join(PALETTE)}")
+    group.add_argument("--date-from", metavar="YYYY-MM-DD", help="taken or submitted on or after this day (UTC)")
+    group.add_argument("--date-to", metavar="YYYY-MM-DD", help="taken or submitted on or before this day (UTC)")
+    group.add_argument("--country", help="country name, any case")
+    group.add_argument("--city", help="city name, any case")
+    group.add_argument("--camera", help="part of the camera make and model, any case (e.g. canon)")
+    group.add_argument("--photographer", help="Unsplash username of the photographer")
+    group.add_argument("--featured", choices=("true", "false"), help="only featured (or only not featured) photos")
+    group.add_argument("--min-downloads", metavar="N", help="at least N downloads")
+    group.add_argument("--sort", choices=SORTS, help="order of the hits above the threshold (default relevance)")
+    group.add_argument("--collapse", metavar="RADIUS", dest="collapse_radius",
+                       help=f"fold hits within this cosine distance of a better one (suggested {SUGGESTED_RADIUS})")
+    group.add_argument("--offset", metavar="N", help="skip the first N hits: the next page (default 0)")
+    group.add_argument("--cutoff", choices=CUTOFFS, help="flat: the threshold only (default); relative: also drop "
+                       "hits far below the best; gap: cut at the largest score drop")
+
+
+def options_from_args(args: argparse.Namespace) -> SearchOptions:
+    """The SearchOptions the flags describe (BadQueryError for a bad value)."""
+    return SearchOptions.from_params({name: value for name, value in vars(args).items() if value is not None})
 
 
 def query_from_args(args: argparse.Namespace) -> Query:
@@ -52,7 +81,8 @@ def format_table(hits: list[Hit]) -> str:
     """Hits as aligned text lines, best first; scores in full (6 decimals), the number --threshold compares."""
     if not hits:
         return "no results above the threshold; lower --threshold"
-    return "\n".join(f"{hit.score:9.6f}  {hit.id}  {hit.description}  {hit.image}" for hit in hits)
+    return "\n".join(f"{hit.score:9.6f}  {hit.id}  {hit.description}  {hit.image}"
+                     + (f"  (+{hit.duplicates} near-duplicates)" if hit.duplicates else "") for hit in hits)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, index=args.index or config.index, device=args.device or config.device)
         if not query.positives:
             raise SearchError("give a text QUERY and/or --image PATH (see --help)")
+        options = options_from_args(args)
         engine = load_engine(config)
-        hits = engine.search(query, top_k=args.top_k, threshold=args.threshold)
+        hits = engine.search(query, top_k=args.top_k, threshold=args.threshold, options=options)
     except SearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -15,9 +15,11 @@ from search.bundle import Bundle
 from search.config import EngineConfig
 from search.encoder import ClipEncoder
 from search.errors import BadQueryError, EncoderMismatchError
+from search.filters import SearchOptions
 from search.hub import fetch_bundle
 from search.images import load_image
 from search.limits import WorkLimiter, shared_limiter
+from search.retrieval import Retriever
 from search.types import FeatureVector, Hit
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class SearchEngine:
         # Examples, slider moves and "more like this" round trips repeat the same texts; a hit costs
         # well under a millisecond instead of ~9-17 ms of model time. lru_cache is thread-safe for Gradio's workers.
         self._text_vector = functools.lru_cache(maxsize=text_cache_size)(self._encode_text)
+        self.retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog)
 
     def _encode_text(self, text: str) -> FeatureVector:
         with self.limiter.slot():  # only on a cache miss: a cached text costs no model work
@@ -82,24 +85,39 @@ class SearchEngine:
         """Forget cached text vectors (benchmarks measure the uncached path with it)."""
         self._text_vector.cache_clear()
 
-    def search_text(self, text: str, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+    def search_text(self, text: str, top_k: int = 10, threshold: float = 0.0,
+                    options: SearchOptions | None = None) -> list[Hit]:
         """Items that match a text description."""
-        return self.search(Query((Term(text=text),)), top_k, threshold)
+        return self.search(Query((Term(text=text),)), top_k, threshold, options)
 
-    def search_image(self, image: Any, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+    def search_image(self, image: Any, top_k: int = 10, threshold: float = 0.0,
+                     options: SearchOptions | None = None) -> list[Hit]:
         """Items that look like an image (a path, bytes, file object or PIL image)."""
-        return self.search(Query((Term(image=image),)), top_k, threshold)
+        return self.search(Query((Term(image=image),)), top_k, threshold, options)
 
-    def similar(self, item_id: str, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+    def similar(self, item_id: str, top_k: int = 10, threshold: float = 0.0,
+                options: SearchOptions | None = None) -> list[Hit]:
         """Items like a collection item, from its stored embedding; the item itself is left out."""
-        _check_limits(top_k, threshold)
+        _check_limits(top_k, threshold, options)
         row = self.bundle.catalog.row_of(str(item_id))
-        return self._nearest(self.bundle.embeddings[row], top_k, threshold, exclude_row=row)
+        return self.search_vector(self.bundle.embeddings[row], top_k, threshold, options, exclude_row=row)
 
-    def search(self, query: Query, top_k: int = 10, threshold: float = 0.0) -> list[Hit]:
+    def search(self, query: Query, top_k: int = 10, threshold: float = 0.0,
+               options: SearchOptions | None = None) -> list[Hit]:
         """Items nearest to the weighted sum of the positive terms minus the negative texts."""
-        _check_limits(top_k, threshold)
-        return self._nearest(self.query_vector(query), top_k, threshold)
+        _check_limits(top_k, threshold, options)
+        return self.search_vector(self.query_vector(query), top_k, threshold, options)
+
+    def search_vector(self, vector: FeatureVector, top_k: int = 10, threshold: float = 0.0,
+                      options: SearchOptions | None = None, exclude_row: int | None = None) -> list[Hit]:
+        """Hits for a unit query vector; the defaults (no options) give exactly the plain nearest items."""
+        _check_limits(top_k, threshold, options)
+        if options is None or options.plain:
+            return self._nearest(vector, top_k, threshold, exclude_row)
+        ranked = self.retriever.ranked(vector, top_k, threshold, options, exclude_row)
+        catalog = self.bundle.catalog
+        return [catalog.hit(int(row), float(score), int(folded)) for row, score, folded
+                in zip(ranked.rows, ranked.scores, ranked.duplicates, strict=True)]
 
     def query_vector(self, query: Query) -> FeatureVector:
         """The unit vector a combined query searches with."""
@@ -138,12 +156,14 @@ class SearchEngine:
         return [self.bundle.catalog.hit(row, score) for score, row in kept[:top_k]]
 
 
-def _check_limits(top_k: Any, threshold: Any) -> None:
+def _check_limits(top_k: Any, threshold: Any, options: Any = None) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or not 0 <= top_k <= MAX_TOP_K:
         raise BadQueryError(f"top_k must be a whole number from 0 to {MAX_TOP_K}, got {top_k!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating) \
             or not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
         raise BadQueryError(f"threshold must be a cosine similarity from -1 to 1, got {threshold!r}")
+    if options is not None and not isinstance(options, SearchOptions):
+        raise BadQueryError("options must be a SearchOptions; build it with SearchOptions.from_params")
 
 
 def _checked_weight(weight: Any) -> float:

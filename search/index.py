@@ -148,26 +148,36 @@ class VectorIndex:
                 self._raw.resize_index(max(needed, 2 * self._raw.get_max_elements()))
             self._raw.add_items(vectors, labels)
 
-    def query(self, vector: FeatureVector, k: int) -> tuple[Labels, Scores]:
-        """The k nearest labels with their cosine similarities, best first; k is clamped to the count."""
-        k = min(k, len(self))
+    def query(self, vector: FeatureVector, k: int, allowed: bytes | None = None) -> tuple[Labels, Scores]:
+        """The k nearest labels with their cosine similarities, best first; k is clamped to the count.
+
+        `allowed`: one byte per label, nonzero for labels that may be returned (hnswlib's filter callback);
+        then fewer than k come back when fewer are allowed.
+        """
+        k = min(k, len(self) if allowed is None else allowed.count(1))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         with self._lock.reading():
-            labels, distances = self._knn(vector.reshape(1, -1), k)
+            labels, distances = self._knn(vector.reshape(1, -1), k, allowed)
         return labels[0].astype(np.int64), to_scores(distances[0])
 
-    def _knn(self, vectors: FeatureVector, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _knn(self, vectors: FeatureVector, k: int, allowed: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return self._raw.knn_query(vectors, k=k, num_threads=1)
+            if allowed is None:
+                return self._raw.knn_query(vectors, k=k, num_threads=1)
+            # bytes.__getitem__ is a C call returning 0/1: the cheapest callback hnswlib can make per node.
+            return self._raw.knn_query(vectors, k=k, num_threads=1, filter=allowed.__getitem__)
         except RuntimeError:
             # hnswlib raises when its graph walk reaches fewer than k items (tiny M, clustered data,
             # k near the count). An exact scan of the stored vectors always finds them.
             logger.debug("hnswlib found fewer than %d results; answering by exact search", k)
-            return self._exact_knn(vectors, k)
+            return self._exact_knn(vectors, k, allowed)
 
-    def _exact_knn(self, vectors: FeatureVector, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _exact_knn(self, vectors: FeatureVector, k: int, allowed: bytes | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(self._raw.get_ids_list(), dtype=np.int64)
+        if allowed is not None:
+            labels = labels[np.frombuffer(allowed, np.uint8)[labels] != 0]
         stored = self._raw.get_items(labels, return_type="numpy")  # normalised by hnswlib on add
         query = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         similarity = query @ stored.T

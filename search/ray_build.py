@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,7 @@ from search.build import (
     _fresh,
     _Pipeline,
     _row,
+    _with_facts,
     build_bundle,
     failure_row,
     split_transform,
@@ -180,8 +182,9 @@ def _run_window(chunk: list[Item], stage: _Stage, pool: tuple[int, dict[str, flo
                                    batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                                    **resources)
     for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-        for position, reason, vector in zip(batch["position"], batch["reason"], batch["vector"], strict=True):
-            yield chunk[int(position)], str(reason), vector
+        for position, reason, vector, facts in zip(batch["position"], batch["reason"], batch["vector"],
+                                                   batch["facts"], strict=True):
+            yield _with_facts(chunk[int(position)], json.loads(facts)), str(reason), vector
 
 
 def _commit(pipeline: _Pipeline, item: Item, reason: str, vector: np.ndarray, counts: _Counts) -> None:
@@ -209,8 +212,11 @@ def _prepare_batch(batch: dict[str, np.ndarray], stage: _Stage) -> dict[str, np.
         results = list(pool.map(preparer, items))
     reasons = [result if isinstance(result, str) else "" for result in results]
     blank = np.zeros(stage.shape, stage.dtype)
-    pixels = [blank if isinstance(result, str) else np.asarray(result) for result in results]
-    return {"position": batch["position"], "reason": np.array(reasons, dtype=object), "pixels": np.stack(pixels)}
+    pixels = [blank if isinstance(result, str) else np.asarray(result[0]) for result in results]
+    # The picture's facts (colour, EXIF) travel as JSON text: plain values, no pickled objects between processes.
+    facts = [json.dumps({} if isinstance(result, str) else result[1]) for result in results]
+    return {"position": batch["position"], "reason": np.array(reasons, dtype=object), "pixels": np.stack(pixels),
+            "facts": np.array(facts, dtype=object)}
 
 
 class _Embedder:
@@ -233,4 +239,4 @@ class _Embedder:
         if ok.any():
             prepared = [torch.from_numpy(np.ascontiguousarray(pixels)) for pixels in batch["pixels"][ok]]
             vectors[ok] = self.encoder.encode_pixels(self.in_batch(prepared))
-        return {"position": batch["position"], "reason": batch["reason"], "vector": vectors}
+        return {"position": batch["position"], "reason": batch["reason"], "vector": vectors, "facts": batch["facts"]}

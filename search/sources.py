@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from search.attributes import MAX_COUNT
 from search.errors import SearchError, one_line
 from search.metadata import MAX_TEXT, MAX_URL
 from search.thumbnails import thumbnail_path
@@ -19,6 +22,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATASET = "1aurent/unsplash-lite"
 UNSPLASH_LITE_ROWS = 25_000  # about; the data set card lists no split sizes to read instead
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+KEYWORD_CONFIDENCE = 50.0
+"""Keep an AI-given keyword at this confidence (0-100) or above; a person's suggestion always."""
 RESIZABLE_HOSTS = frozenset({"images.unsplash.com", "plus.unsplash.com"})  # imgix CDNs that honour ?w=
 
 
@@ -133,11 +138,82 @@ def unsplash_item(row: Mapping[str, Any]) -> Item | None:
         "page_url": _http_url(photo.get("url")),
         "description": (photo.get("description") or ai.get("description") or "").strip()[:MAX_TEXT],
         "photographer": (name or people.get("username") or "")[:MAX_TEXT] or None,
-        "photographer_username": people.get("username"),
-        "width": photo.get("width"),
-        "height": photo.get("height"),
+        **unsplash_attributes(row),
     }
     return Item(str(photo_id), str(image_url), metadata)
+
+
+def unsplash_attributes(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional columns (search/attributes.py) of a nested row, each checked or None."""
+    photo, exif = row.get("photo") or {}, row.get("exif") or {}
+    place, stats = row.get("location") or {}, row.get("stats") or {}
+    latitude, longitude = _number(place.get("latitude"), 90.0), _number(place.get("longitude"), 180.0)
+    if latitude is None or longitude is None or (latitude == 0 and longitude == 0):  # 0,0: unset, not the sea
+        latitude = longitude = None
+    return {
+        "photographer_username": _short((row.get("photographer") or {}).get("username")),
+        "width": _count(photo.get("width")), "height": _count(photo.get("height")),
+        "date": submitted_date(photo.get("submitted_at")), "featured": _flag(photo.get("featured")),
+        "location_name": _short(place.get("name")), "city": _short(place.get("city")),
+        "country": _short(place.get("country")), "latitude": latitude, "longitude": longitude,
+        "camera_make": _short(exif.get("camera_make")), "camera_model": _short(exif.get("camera_model")),
+        "views": _count(stats.get("views")), "downloads": _count(stats.get("downloads")),
+        "ai_description": _short((row.get("ai") or {}).get("description")),
+        "keywords": confident_keywords(row.get("keywords")), "blur_hash": _short(photo.get("blur_hash")),
+    }
+
+
+def submitted_date(value: Any) -> str | None:
+    """Unsplash's "2020-01-31 12:00:00[.fff][+tz]" as the bundle's "YYYY-MM-DDTHH:MM:SS" UTC; None if not a date."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") if 1 <= moment.year <= 9999 else None
+
+
+def confident_keywords(keywords: Any) -> str | None:
+    """The keywords a person suggested or an AI service gave at least KEYWORD_CONFIDENCE, comma-joined."""
+    kept: list[str] = []
+    for entry in keywords if isinstance(keywords, list) else []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("keyword"), str):
+            continue
+        scores = [_number(entry.get(key), 100.0) for key in ("ai_service_1_confidence", "ai_service_2_confidence")]
+        if entry.get("suggested_by_user") is True or max((s for s in scores if s is not None), default=0.0) \
+                >= KEYWORD_CONFIDENCE:
+            word = " ".join(entry["keyword"].replace(",", " ").split())
+            if word and word not in kept:
+                kept.append(word)
+    return ", ".join(kept)[:MAX_TEXT] or None
+
+
+def _short(value: Any) -> str | None:
+    return (value.strip()[:MAX_TEXT] or None) if isinstance(value, str) else None
+
+
+def _number(value: Any, limit: float) -> float | None:
+    """A finite number within +-limit (strings too: the data set stores some numbers as text)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and abs(number) <= limit else None
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value, MAX_COUNT)
+    return int(number) if number is not None and number >= 0 and number == int(number) else None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def _http_url(value: Any) -> str | None:

@@ -32,6 +32,26 @@ class Hit:
     page_url: str | None
     description: str
     photographer: str | None
+    # Added with issue 12; all optional, so older bundles give None (and to_dict only gained keys).
+    duplicates: int = 0
+    """Near-duplicates folded into this hit (search with a collapse radius)."""
+    width: int | None = None
+    height: int | None = None
+    date: str | None = None
+    """When it was taken (EXIF) or submitted (Unsplash), "YYYY-MM-DDTHH:MM:SSZ"."""
+    featured: bool | None = None
+    photographer_username: str | None = None
+    location: str | None = None
+    city: str | None = None
+    country: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    camera: str | None = None
+    views: int | None = None
+    downloads: int | None = None
+    colour: str | None = None
+    colour_hex: str | None = None
+    blur_hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict with the field names of the public API."""

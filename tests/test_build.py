@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 import build_index
 from search.build import BuildConfig, BuildError, build_bundle
 from search.bundle import Bundle
+from search.colour import PALETTE
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
 from search.errors import BundleError, EncoderLoadError
 from search.fetch import FetchConfig
@@ -116,6 +117,11 @@ def test_url_build_keeps_good_rows_and_lists_failures(server: LoopbackServer, tm
     first = next(row for row in metadata if row["id"] == "good-01")
     assert first["page_url"] == "https://unsplash.com/photos/good-01" and first["photographer"] == "Ana Número 1"
     assert first["image"].endswith("/ok/p1.jpg") and first["width"] == 4001
+    # Columns for filters: from the row (date, place, stats) and from the decoded picture (rgb 53,101,29).
+    assert first["date"] == "2020-01-01T00:00:00" and first["country"] == "Norway" and first["downloads"] == 10
+    assert first["colour"] == "green" and first["colour_hex"].startswith("#") and first["keywords"] == "thing"
+    hit = Bundle.load(tmp_path / "out").catalog.hit(0, 1.0)
+    assert hit.colour in PALETTE and hit.camera == "Canon" and hit.date == "2020-01-01T00:00:00Z"
     assert server.hits["/ok/dup.jpg"] == 0
 
 
@@ -217,6 +223,7 @@ def test_images_dir_build_finds_blue_squares_first(tmp_path: Path, capsys: pytes
     hits = json.loads(capsys.readouterr().out)
     assert [hit["id"].split("/")[-1].split(" ")[0] for hit in hits] == ["blue-square"] * 8
     assert all(Path(hit["image"]).is_file() for hit in hits)
+    assert all(hit["width"] > 0 and hit["height"] > 0 and hit["colour"] in PALETTE for hit in hits)
 
 
 def test_a_custom_text_tower_builds_by_flags_alone(tmp_path: Path) -> None:

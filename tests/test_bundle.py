@@ -44,9 +44,9 @@ def test_round_trip_keeps_vectors_metadata_and_manifest(make_bundle: MakeBundle)
     assert set(manifest["files"]) == {INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, *KEYWORD_FILES}  # text: BM25 too
     assert bundle.index.params.ef_search == 32
     hit = bundle.catalog.hit(bundle.catalog.row_of("item-0004"), 0.5)
-    assert hit.to_dict() == {"id": "item-0004", "score": 0.5, "image": "https://images.example/4.jpg",
-                             "page_url": "https://example.com/p/4", "description": "picture number 4",
-                             "photographer": "Person 4"}
+    assert hit.to_dict().items() >= {"id": "item-0004", "score": 0.5, "image": "https://images.example/4.jpg",
+                                     "page_url": "https://example.com/p/4", "description": "picture number 4",
+                                     "photographer": "Person 4", "duplicates": 0, "date": None}.items()
     assert bundle.catalog.hit(0, 0.1).page_url is None
 
 

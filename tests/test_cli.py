@@ -75,6 +75,10 @@ def test_a_bad_number_is_a_one_line_error() -> None:
     (["a red circle", "--top-k", "-1"], ["top_k must be"]),
     (["a red circle", "--not", ""], ["empty query"]),
     (["a red circle", "--index", "/no/such/bundle"], ["/no/such/bundle"]),
+    (["a red circle", "--orientation", "diagonal"], ["orientation must be one of"]),
+    (["a red circle", "--date-from", "2020-02-30"], ["date_from must be a date written YYYY-MM-DD"]),
+    (["a red circle", "--collapse", "2"], ["collapse_radius must be a cosine distance"]),
+    (["a red circle", "--country", "Norway"], ["this index has no country data"]),
 ])
 def test_bad_input_exits_non_zero_with_one_line(argv: list[str], fragments: list[str],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,6 +95,19 @@ def test_combined_query_and_table_output(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0 and len(lines) == 3
     scores = [float(line.split()[0]) for line in lines]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_filter_collapse_and_page_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["a red circle", "--index", str(DEMO_INDEX_DIR), "--json", "--top-k", "5", "--colour", "BLUE"]
+    assert main(argv) == 0
+    blue = json.loads(capsys.readouterr().out)
+    assert len(blue) == 5 and all(hit["colour"] == "blue" and "blue" in hit["description"] for hit in blue)
+    assert main([*argv, "--offset", "5"]) == 0
+    later = json.loads(capsys.readouterr().out)
+    assert not {hit["id"] for hit in later} & {hit["id"] for hit in blue} and later[0]["score"] <= blue[-1]["score"]
+    assert main(["a red circle", "--index", str(DEMO_INDEX_DIR), "--top-k", "5", "--collapse", "0.05"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and any("near-duplicates)" in line for line in lines)
 
 
 def test_a_bad_environment_setting_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch,

@@ -92,7 +92,40 @@ def test_nested_row_maps_to_item_metadata() -> None:
     assert item.metadata == {"image": "https://images.unsplash.com/photo-1?ixid=x",
                              "page_url": "https://unsplash.com/photos/abc", "description": "photo 1 of a thing",
                              "photographer": "Ana Número 1", "photographer_username": "user1",
-                             "width": 4001, "height": 3000}
+                             "width": 4001, "height": 3000, "date": "2020-01-01T00:00:00", "featured": True,
+                             "location_name": "Oslo, Norway", "city": "Oslo", "country": "Norway",
+                             "latitude": pytest.approx(59.9), "longitude": pytest.approx(10.7),
+                             "camera_make": "Canon", "camera_model": None, "views": 1000, "downloads": 10,
+                             "ai_description": "ai says thing 1", "keywords": "thing",
+                             "blur_hash": "LEHV6nWB2yk8"}
+
+
+@pytest.mark.parametrize(("field", "value", "column", "expected"), [
+    ("submitted_at", "2021-02-03 04:05:06.789+02:00", "date", "2021-02-03T02:05:06"),
+    ("submitted_at", "2021-02-30 00:00:00", "date", None),
+    ("submitted_at", "yesterday", "date", None),
+    ("width", -5, "width", None),
+    ("featured", "yes", "featured", None),
+])
+def test_odd_photo_values_become_none_not_bad_columns(field: str, value: Any, column: str, expected: Any) -> None:
+    item = unsplash_item(unsplash_row("abc", "https://x/y.jpg", 1, photo={field: value}))
+    assert item is not None and item.metadata[column] == expected
+
+
+def test_positions_out_of_range_or_unset_are_dropped_and_only_confident_keywords_kept() -> None:
+    row = unsplash_row("abc", "https://x/y.jpg", 1)
+    row["location"].update(latitude=95.0)
+    row["keywords"] = [{"keyword": "sea", "ai_service_1_confidence": "97.5", "ai_service_2_confidence": None,
+                        "suggested_by_user": False},
+                       {"keyword": "maybe", "ai_service_1_confidence": "12", "ai_service_2_confidence": "bad",
+                        "suggested_by_user": False},
+                       {"keyword": "Oslo, harbour", "ai_service_1_confidence": None,
+                        "ai_service_2_confidence": None, "suggested_by_user": True}]
+    metadata = unsplash_item(row).metadata
+    assert metadata["latitude"] is None and metadata["longitude"] is None
+    assert metadata["keywords"] == "sea, Oslo harbour"
+    row["location"].update(latitude=0.0, longitude=0.0)
+    assert unsplash_item(row).metadata["latitude"] is None
 
 
 def test_description_falls_back_to_ai_and_photographer_to_username() -> None:
