@@ -183,8 +183,8 @@ class SearchUI:
     def ui_rerun(self, top_k: float, text_threshold: float, image_threshold: float, session: Session) -> Shown:
         """A moved slider: repeat the open tab's search with the new top-k and that mode's threshold."""
         last = session.view.request
-        if last is None:
-            return session.view.html, session.view.status, session
+        if last is None:  # nothing to repeat: leave the page as it is (a search may be on its way)
+            return gr.skip(), gr.skip(), gr.skip()
         return self.show(session, last, top_k, text_threshold if last.mode == "text" else image_threshold)
 
     def ui_tab(self, tab: str, session: Session) -> Shown:

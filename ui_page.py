@@ -41,8 +41,10 @@ CSS = """
 #results .detail-actions button { padding: 6px 12px; border-radius: 6px; cursor: pointer;
     border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill);
     color: var(--button-secondary-text-color); }
-#results .detail-actions button.primary { background: var(--button-primary-background-fill);
-    color: var(--button-primary-text-color); border-color: transparent; }
+/* Fixed colours where the theme's fall under 4.5:1 (axe): indigo-600 under white text, links per mode. */
+#results .detail-actions button.primary { background: #4f46e5; color: #ffffff; border-color: transparent; }
+#results a, #notice a { color: #3730a3; }
+.dark #results a, .dark #notice a { color: #c7d2fe; }
 #results .detail-actions button:focus-visible { outline: 3px solid var(--color-accent); outline-offset: 2px; }
 """
 
@@ -100,6 +102,9 @@ function openDetail(index) {
   box.querySelector('[data-action="prev"]').disabled = index <= 0;
   box.querySelector('[data-action="next"]').disabled = index >= tiles().length - 1;
   if (!box.open) box.showModal();
+  // Replacing the body drops focus from a link inside it; keep it in the dialog so the arrow keys keep working.
+  if (!box.contains(document.activeElement) || document.activeElement === document.body)
+    box.querySelector('[data-action="similar"]').focus();
 }
 function rendered() {
   const results = element.querySelector(".results");

@@ -99,7 +99,7 @@ def detail_html(hit: Hit, root: Path, extras: dict[str, str] | None = None) -> s
 
 DIALOG = ('<dialog class="detail" aria-label="Picture details"><div class="detail-body"></div>'
           '<div class="detail-actions">'
-          '<button type="button" data-action="similar" class="primary">More like this</button>'
+          '<button type="button" data-action="similar" class="primary" autofocus>More like this</button>'
           '<button type="button" data-action="mix">Search with this picture and a text</button>'
           '<button type="button" data-action="prev" aria-label="Previous result">‹ Previous</button>'
           '<button type="button" data-action="next" aria-label="Next result">Next ›</button>'
