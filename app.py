@@ -15,12 +15,12 @@ import gradio as gr
 
 from search.config import EngineConfig
 from ui_handlers import SearchUI
-from ui_layout import build_app
+from ui_layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
 from ui_page import CSS
 from upload_inputs import MAX_FILE_SIZE, body_limits
 from webapp import Startup, start_engine
 
-__all__ = ["SearchUI", "build_app", "launch", "main", "parse_args"]
+__all__ = ["CONCURRENCY_ID", "UPLOAD_LIFETIME_S", "SearchUI", "build_app", "launch", "main", "parse_args"]
 
 logger = logging.getLogger(__name__)
 

@@ -114,8 +114,7 @@ class SearchUI:
         Args:
             query: what the picture shows, in words (up to 1000 characters), e.g. "a foggy forest at dawn"
             top_k: how many hits at most (0 to 1000)
-            threshold: keep hits whose cosine similarity is at least this (-1 to 1; text matches score lower
-                than picture matches)
+            threshold: keep hits whose cosine similarity is at least this (-1 to 1; a text scores lower than a picture)
         """
         return hits_json(self.engine.search_text(checked_query(query), whole_number(top_k, "top_k"),
                                                  number(threshold, "threshold")))
@@ -124,8 +123,7 @@ class SearchUI:
         """Find pictures that look like an example picture, best first.
 
         Args:
-            image: the example picture: a file, or a public http(s) URL of a JPEG, PNG, GIF, WebP, BMP or TIFF
-                image (at most 10 MB; private and loopback addresses are refused)
+            image: the example picture: a public http(s) URL of a JPEG, PNG, GIF, WebP, BMP or TIFF (up to 10 MB)
             top_k: how many hits at most (0 to 1000)
             threshold: keep hits whose cosine similarity is at least this (-1 to 1)
         """
@@ -146,16 +144,19 @@ class SearchUI:
                                              number(threshold, "threshold")))
 
     # --- page events ---
-    def ui_text(self, query: str, exclude: str, top_k: float, threshold: float, session: Session) -> Shown:
+    def ui_text(self, query: str, exclude: str, top_k: float, threshold: float, session: Session | None = None
+                ) -> Shown:
         """Text tab: the query minus excluded terms."""
+        session = session or Session()
         text = str(query or "").strip()
         request = Request("text", f"“{text[:60]}”", link=LinkState(text=text),
                           query=combined_query(checked_query(query), None, 1.0, checked_exclude(exclude)))
         return self.show(replace(session, tab="text"), request, top_k, threshold)
 
     def ui_image(self, image: str | None, text: str, weight: float, exclude: str, top_k: float,  # noqa: PLR0917
-                 threshold: float, session: Session) -> Shown:
+                 threshold: float, session: Session | None = None) -> Shown:
         """Image tab: the image, optionally mixed with text, minus excluded terms."""
+        session = session or Session()
         # Gradio passes one positional argument per input component, hence seven.
         if image is None:
             raise BadQueryError("no image yet: upload one, paste one or take a webcam picture")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -90,13 +91,13 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any]) -> None:
     c["results"].similar(as_gr_error(ui.ui_similar), [c["top_k"], c["image_threshold"], c["session"]], shown,
                          **PRIVATE)
     c["results"].mix(as_gr_error(_mix(ui)), [c["top_k"], c["image_threshold"], c["session"]],
-                     [c["image"], c["tabs"], *shown], **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS)
+                     [c["image"], c["tabs"], *shown], **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
     # change, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too.
     gr.on([slider.change for slider in thresholds], as_gr_error(ui.ui_rerun), [*thresholds, c["session"]], shown,
           trigger_mode="always_last", **PRIVATE)
     for tab, name in ((c["text_tab"], "text"), (c["image_tab"], "image")):
         tab.select(lambda session, name=name: ui.ui_tab(name, session), c["session"], shown, **PRIVATE)
-    c["copy"].click(None, js=COPY_LINK_JS)
+    c["copy"].click(None, js=COPY_LINK_JS, **PRIVATE)
     demo.load(as_gr_error(ui.ui_load), thresholds, [c["query"], *shown], **PRIVATE)
 
 
@@ -113,7 +114,7 @@ def _mix(ui: SearchUI) -> Any:
         """"Search with this picture and a text": the picture into the Image tab, its neighbours shown there."""
         hit = ui.picked(session, evt)
         image = hit.image if "://" not in hit.image else picture_url(hit, 480)
-        results = ui.similar_to(hit.id, top_k, threshold, session.__class__(tab="image", views=session.views))
+        results = ui.similar_to(hit.id, top_k, threshold, replace(session, tab="image"))
         return (image, gr.Tabs(selected="image"), *results)
 
     return mix
