@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from search.engine import MAX_NEGATIVES, MAX_QUERY_CHARS, Query, SearchEngine
-from search.errors import BadQueryError, SearchError
+from search.errors import BadQueryError, SearchError, UnknownItemError
 from search.types import Hit
 from ui_links import LinkState, parse_link
 from ui_render import results_html
@@ -199,7 +199,10 @@ class SearchUI:
         link = parse_link(dict(request.query_params) if request is not None else {})
         session = Session()
         if link.item_id:
-            return ("", *self.similar_to(link.item_id, top_k, image_threshold, session))
+            try:
+                return ("", *self.similar_to(link.item_id, top_k, image_threshold, session))
+            except UnknownItemError:  # an old link to another index: still never an empty page
+                logger.info("a link asked for an item this index lacks; showing the default search")
         text = link.text or next(iter(self.defaults.text_examples), "")
         if not text:  # no examples (a bundle without descriptions): nothing to search for yet
             return "", "", "Type a description, or give an example picture in the Image tab.", session

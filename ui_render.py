@@ -120,4 +120,5 @@ def results_html(hits: list[Hit], root: Path, link: str, query_hit: Hit | None =
     details = "".join(f'<template data-index="{index}">{detail_html(hit, root)}</template>'
                       for index, hit in enumerate(hits))
     grid = f'<ul class="grid" aria-label="Results">{tiles}</ul>' if hits else ""
-    return f'<div class="results" data-link="{e(link)}" data-count="{len(hits)}">{card}{grid}{details}{DIALOG}</div>'
+    page = f'<div class="results" data-link="{e(link)}" data-count="{len(hits)}">{card}{grid}{details}{DIALOG}</div>'
+    return page.replace("{", "&#123;").replace("}", "&#125;")  # braces only come from data: credit lines too
