@@ -6,6 +6,7 @@ blur_hash is decoded in the browser (the standard algorithm, a 32x32 canvas per 
 
 CSS = """
 #notice pre, #notice code { white-space: pre-wrap; overflow-wrap: anywhere; }
+#notice > button, #notice .label-wrap { text-align: left; justify-content: space-between; }
 #title h1 { font-size: 1.5em; margin: 0; }
 #query-row, #mix-row, #status-row { flex-wrap: nowrap; align-items: end; }
 #query-row > *:first-child, #mix-row > *:first-child, #status-row > *:first-child { min-width: 0; flex: 1 1 auto; }
