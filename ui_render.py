@@ -18,6 +18,7 @@ TILE_WIDTHS = (240, 480)  # CSS width of a tile is ~160-240 px: 1x and 2x screen
 DETAIL_WIDTH = 1080
 BLURHASH_CHARS = 100  # a 9x9-component hash is 4 + 2 * 80 = 164; the data set's are ~30; longer is not a hash
 BLURHASH_ALPHABET = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~")
+# Shown when a hit carries them (the search-features branch adds metadata columns); rename here to match.
 EXTRA_FIELDS = (("location", "Location"), ("date", "Date"), ("camera", "Camera"))
 
 
@@ -84,7 +85,7 @@ def detail_html(hit: Hit, root: Path, extras: dict[str, str] | None = None) -> s
     """The detail view of one hit: large picture, description, credit, known place/date/camera, score, links."""
     alt = e(alt_text(hit))
     rows = [("Score", shown_score(hit.score, 3)), ("Id", hit.id)]
-    rows += [(label, (extras or {}).get(key)) for key, label in EXTRA_FIELDS]
+    rows += [(label, (extras or {}).get(key) or getattr(hit, key, None)) for key, label in EXTRA_FIELDS]
     facts = "".join(f"<dt>{e(label)}</dt><dd>{e(value)}</dd>" for label, value in rows if value)
     page = safe_link(hit.page_url)
     links = [f'<a href="{e(with_utm(page) if is_unsplash(hit) else page)}" target="_blank" rel="noopener">'

@@ -70,3 +70,10 @@ def test_deep_links_round_trip_and_ignore_what_they_do_not_know() -> None:
     assert parse_link({"q": "cats", "__theme": "dark", "zzz": "1"}) == LinkState(text="cats")
     assert parse_link({"q": "a\nb\tc"}).text == "a b c" and parse_link({"q": "x" * 5000}).text == "x" * 1000
     assert parse_link({"q": "\x00bad"}).text == "" and parse_link({}).empty
+
+
+def test_the_detail_view_shows_place_date_and_camera_when_known() -> None:
+    plain = detail_html(UNSPLASH, Path("/b"))
+    assert "Location" not in plain and "Camera" not in plain
+    known = detail_html(UNSPLASH, Path("/b"), {"location": "Oslo <Norway>", "date": "2021-05-01", "camera": "X100"})
+    assert "<dt>Location</dt><dd>Oslo &lt;Norway&gt;</dd>" in known and "<dd>X100</dd>" in known
