@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from search.config import REPO_ROOT
 from tests.conftest import DEMO_INDEX_DIR
@@ -74,8 +75,14 @@ def open_page(browser, app_url: str):
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
+        logs = []
+        page.on("console", lambda message: logs.append(f"{message.type}: {message.text}"))
         page.goto(app_url.rstrip("/") + "/" + query)
-        page.locator(TILES).first.wait_for()
+        try:
+            page.locator(TILES).first.wait_for()
+        except PlaywrightTimeoutError:  # say what the page showed instead
+            pytest.fail(f"no results on {page.url} within {TIMEOUT_MS} ms: status "
+                        f"{page.locator('#status').inner_text()!r}, console {logs[-5:]}")
         return page
 
     yield open_at
