@@ -190,6 +190,8 @@ class SearchUI:
 
     def ui_tab(self, tab: str, session: Session) -> Shown:
         """A tab was opened: show its own last results (or nothing yet), not the other tab's."""
+        if tab == session.tab:  # e.g. the select gradio sends for the open tab while the page loads
+            return gr.skip(), gr.skip(), gr.skip()
         session = replace(session, tab=tab)
         return session.view.html, session.view.status, session
 

@@ -64,9 +64,13 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def open_page(browser, app_url: str):
-    """Factory: a new page at `viewport` on the app (plus a query string), waited until its results show."""
+    """Factory: a new page at `viewport` on the app (plus a query string), waited until its results show.
+
+    Pages close when their test ends: each open page holds a connection to the app, and Chromium opens at most
+    six per host, so pages left open would starve later ones.
+    """
     contexts = []
 
     def open_at(viewport: dict, query: str = "", dark: bool = False):
