@@ -18,11 +18,11 @@ from search.engine import Query, SearchEngine, Term, load_engine
 from search.errors import BadQueryError, SearchError
 from search.onnx_text import enable_onnx_text_in_background
 from search.types import Hit
+from search.ui_hints import ui_hints
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "semantic_image_search"  # the utm_source Unsplash asks API users to send back
-DEMO_SOURCE = "synthetic-shapes"
 BUILD_COMMAND = ("python build_index.py --out unsplash-index --push-to YOUR_NAME/unsplash-index\n"
                  "SEARCH_INDEX=YOUR_NAME/unsplash-index@COMMIT_SHA python app.py")
 
@@ -34,15 +34,7 @@ class ModeDefaults:
     text_threshold: float
     image_threshold: float
     text_examples: tuple[str, ...]
-
-
-# Real CLIP: a matching caption scores ~0.2–0.35, a near-duplicate photo 0.7–1.0.
-CLIP_DEFAULTS = ModeDefaults(0.20, 0.60, ("a foggy forest at dawn", "a dog running on the beach",
-                                          "city lights at night", "a bowl of ramen"))
-# The demo's tiny CLIP was trained on its own captions, so text scores reach ~0.87 and an off-topic
-# query still scores ~0.7: a higher text threshold keeps results on topic.
-DEMO_DEFAULTS = ModeDefaults(0.50, 0.70, ("a red circle", "a blue square on a dark background",
-                                          "a yellow star", "a green triangle on a light background"))
+    measured_text: bool = True  # False: the bundle has no descriptions, so no text threshold could be measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +82,32 @@ def demo_notice(source: str | None, reason: str | None) -> str:
             f"(`--index` or `SEARCH_INDEX`):\n\n```bash\n{BUILD_COMMAND}\n```")
 
 
+def notice_summary(startup: Startup) -> str:
+    """The one line the collapsed notice shows."""
+    if startup.notice is None or not startup.is_demo:
+        return ""
+    if startup.notice.startswith("**No index configured**"):
+        return "Demo collection: 300 synthetic shapes and a tiny CLIP. How to search real photos…"
+    return "The configured index could not be loaded, so this is the demo. Why, and what to do…"
+
+
 def mode_defaults(engine: SearchEngine) -> ModeDefaults:
-    """Thresholds and examples that suit this bundle's model: the demo's scores run much higher than CLIP's."""
-    return DEMO_DEFAULTS if engine.bundle.manifest.info.source == DEMO_SOURCE else CLIP_DEFAULTS
+    """Thresholds and examples recorded in (or measured on) this bundle: each model scores on its own scale."""
+    hints = ui_hints(engine.bundle, engine.encoder)
+    text = hints.text_threshold
+    return ModeDefaults(0.0 if text is None else text,
+                        0.0 if hints.image_threshold is None else hints.image_threshold,
+                        hints.examples, text is not None)
+
+
+def score_hint(defaults: ModeDefaults) -> str:
+    """Markdown: what a score is, with this collection's own default thresholds (not another model's ranges)."""
+    text = (f"{defaults.text_threshold:.2f} for text" if defaults.measured_text
+            else "0 for text (the collection has no descriptions to measure text scores on)")
+    return ("**Score** = cosine similarity of CLIP vectors (−1 to 1). Texts and pictures score on different "
+            "scales, so each has its own threshold. For this collection the defaults are "
+            f"{text} and {defaults.image_threshold:.2f} for pictures: halfway between how its items score against "
+            "matching and against unrelated queries (measured when the index was built).")
 
 
 def whole_number(value: float | int | None, name: str) -> int:
@@ -156,27 +171,20 @@ def shown_score(score: float, decimals: int) -> str:
     return str(Decimal(repr(score)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR))
 
 
-def caption(hit: Hit) -> str:
-    """Gallery caption: description, attribution and score (plain text: captions cannot hold links)."""
-    if is_unsplash(hit) and hit.photographer:
-        credit = f"Photo by {hit.photographer} on Unsplash"
-    elif hit.photographer:
-        credit = f"Photo by {hit.photographer}"
-    else:
-        credit = ""
-    parts = [hit.description or hit.id, credit, f"score {shown_score(hit.score, 2)}"]
-    return " · ".join(part for part in parts if part)
+def safe_link(url: str | None) -> str | None:
+    """`url` as parsed when it is http(s) with a host (never javascript: or data:), else None."""
+    try:  # re-joined from its parts, so the browser reads the same URL that was checked
+        parts = urlsplit(url or "")
+        return urlunsplit(parts) if parts.scheme in {"http", "https"} and parts.hostname else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
 
 
 def credit_html(hit: Hit, root: Path) -> str:
     """One linked attribution: "Photo by NAME on Unsplash" for Unsplash, else the source page or the local file."""
     name = html.escape(hit.photographer or "an unknown photographer")
     label = html.escape(hit.description or hit.id)
-    try:  # only http(s) reaches an href (never javascript: or data:), as parsed, so the browser reads the same
-        parts = urlsplit(hit.page_url or "")
-        page_url = urlunsplit(parts) if parts.scheme in {"http", "https"} and parts.hostname else None
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        page_url = None
+    page_url = safe_link(hit.page_url)
     if page_url and is_unsplash(hit):
         page, home = html.escape(with_utm(page_url)), html.escape(with_utm("https://unsplash.com/"))
         return (f'{label} — Photo by <a href="{page}" target="_blank" rel="noopener">{name}</a> on '
@@ -187,16 +195,8 @@ def credit_html(hit: Hit, root: Path) -> str:
     if "://" in hit.image:  # a remote picture without a usable page: credit the name, link nothing
         return f"{label} — Photo by {name}"
     path = Path(hit.image)
-    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    shown = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)  # never a server path
     return f"{label} — local file <code>{html.escape(str(shown))}</code>"
-
-
-def credits_html(hits: list[Hit], root: Path) -> str:
-    """The attribution list under the gallery, one line per hit, in gallery order."""
-    if not hits:
-        return ""
-    items = "".join(f"<li>{credit_html(hit, root)} <small>({shown_score(hit.score, 3)})</small></li>" for hit in hits)
-    return f'<ol class="credits">{items}</ol>'
 
 
 def status_text(hits: list[Hit], seconds: float, threshold: float, best: float | None, what: str) -> str:

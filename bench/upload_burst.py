@@ -124,7 +124,7 @@ def image_tab_event(config: dict[str, Any]) -> tuple[int, int]:
 def call_ui(url: str, event: tuple[int, int], file: dict[str, Any], timeout: float = 300) -> str:
     """The Image tab's search as the browser runs it (queue/join, then the session's event stream)."""
     session = uuid.uuid4().hex
-    body = {"data": [file, "", 0.5, "", 5, 0.0], "fn_index": event[0], "trigger_id": event[1],
+    body = {"data": [file, "", 0.5, "", 5, 0.0, None], "fn_index": event[0], "trigger_id": event[1],
             "session_hash": session, "event_data": None}
     httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).raise_for_status()
     with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session},
@@ -136,7 +136,8 @@ def call_ui(url: str, event: tuple[int, int], file: dict[str, Any], timeout: flo
             if message.get("msg") == "process_completed":
                 output = message.get("output", {})
                 if message.get("success"):
-                    return f"ok {len(output['data'][0])} hits"  # the gallery (state outputs come back empty)
+                    tiles = output["data"][0].count('<li class="tile">')  # the results grid's pictures
+                    return f"ok {tiles} hits"
                 return f"error: {output.get('error')}"
     return "error: the event stream ended without a result"
 

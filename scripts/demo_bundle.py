@@ -12,6 +12,7 @@ from search.bundle import BundleInfo, write_bundle
 from search.config import EncoderSpec, HnswParams
 from search.encoder import ClipEncoder
 from search.images import load_image
+from search.ui_hints import record_ui_hints
 
 DEMO_ITEMS = 300
 IMAGE_SIZE = 128
@@ -38,4 +39,5 @@ def write_demo_index(model_dir: Path, index_dir: Path, seed: int, count: int = D
     embeddings = encoder.encode_images([load_image(index_dir / path) for path in rows["image"]])
     info = BundleInfo(encoder.spec, DEMO_HNSW, source="synthetic-shapes", source_revision=f"seed={seed}")
     write_bundle(index_dir, embeddings, pa.table(rows), info)
+    record_ui_hints(index_dir, encoder)  # the example queries and thresholds the app offers
     return sum(path.stat().st_size for path in index_dir.rglob("*") if path.is_file())

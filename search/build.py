@@ -31,6 +31,7 @@ from search.picture_facts import file_facts
 from search.shards import STATUS_FAILED, STATUS_OK, ShardStore
 from search.sources import Item, SourceConfig, count_items, iter_items
 from search.thumbnails import THUMBNAIL_SIDE, images_folder, save_thumbnail
+from search.ui_hints import record_ui_hints
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manif
     counts = (embed or embed_items)(_Pipeline(encoder, ImageFetcher(config.fetch), store, config), items, skip)
     logger.info("embedded %d items this run, %d failed", counts.ok, counts.failed)
     info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
-    return finalize_bundle(config.out, store.collect(), info, base)
+    manifest = finalize_bundle(config.out, store.collect(), info, base)
+    return replace(manifest, ui=record_ui_hints(config.out, encoder))  # examples and thresholds for the app
 
 
 def _outside_bundle(items: Iterable[Item], config: BuildConfig) -> Iterable[Item]:

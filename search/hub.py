@@ -12,7 +12,8 @@ from search.manifest import EMBEDDINGS_FILE, FAILURES_FILE, INDEX_FILE, KEYWORD_
 
 logger = logging.getLogger(__name__)
 
-HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# Owner and name start with a letter, digit or underscore: "./x", "../x" and "~/x" are paths, never repo ids.
+HUB_REPO_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE, *KEYWORD_FILES,
                    "images/*"]
 # huggingface_hub's cache: REPO_CACHE/snapshots/REVISION/NAME is a symlink to REPO_CACHE/blobs/HASH, where

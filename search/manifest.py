@@ -37,6 +37,8 @@ MAX_HNSW_M = 512
 MAX_EF = 100_000
 MAX_TEXT = 4096  # characters of a model name, source name or revision
 MAX_NAME = 1024  # characters of a bundle-relative file name
+MAX_EXAMPLES = 8  # example queries a bundle may suggest to the app
+MAX_EXAMPLE_CHARS = 200
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 SHOWN_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}(/[A-Za-z0-9._-]{1,100}){0,7}")
 
@@ -53,6 +55,20 @@ class BundleInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class UiHints:
+    """What the app should suggest for this collection: example queries and default thresholds, measured on it."""
+
+    examples: tuple[str, ...] = ()
+    text_threshold: float | None = None  # None: the bundle has no descriptions to measure text scores on
+    image_threshold: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `ui` object of the manifest."""
+        return {"examples": list(self.examples), "text_threshold": self.text_threshold,
+                "image_threshold": self.image_threshold}
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """The parsed `manifest.json` of a bundle."""
 
@@ -63,10 +79,12 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     space: str = "cosine"
     format_version: int = FORMAT_VERSION
+    ui: UiHints | None = None  # optional: bundles written before it was recorded have none
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as written to disk."""
         info = self.info
+        ui = {"ui": self.ui.to_json()} if self.ui is not None else {}
         return {
             "format_version": self.format_version,
             "encoder": {"model": info.encoder.model, "pretrained": info.encoder.pretrained},
@@ -78,6 +96,7 @@ class Manifest:
             "created": self.created,
             "failures": info.failures,
             "files": self.files,
+            **ui,
         }
 
     @classmethod
@@ -103,7 +122,7 @@ class Manifest:
             shown = repr(space) if re.fullmatch(r"[A-Za-z0-9_-]{1,20}", space) else "of this manifest"
             raise BundleError(f"bundle space {shown} is not supported (only 'cosine'); {REBUILD_HINT}")
         return cls(info, top.integer("dim", 1, MAX_DIM), top.integer("count", 0, MAX_COUNT), top.text("created"),
-                   _file_list(top.raw("files")), space, version)
+                   _file_list(top.raw("files")), space, version, _ui_hints(data.get("ui")))
 
 
 def parse_manifest(text: bytes) -> Manifest:
@@ -166,9 +185,31 @@ class _Fields:
             raise malformed(f"{self._name(key)} must be a non-empty string of at most {MAX_TEXT} characters")
         return value
 
+    def optional_similarity(self, key: str) -> float | None:
+        """A cosine similarity in [-1, 1], or null / absent."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if type(value) not in (int, float) or not -1.0 <= value <= 1.0:  # NaN fails the range check too
+            raise malformed(f"{self._name(key)} must be a number from -1 to 1 or null")
+        return float(value)
+
     def optional_text(self, key: str) -> str | None:
         """A string as `text`, or null / absent."""
         return None if self._data.get(key) is None else self.text(key)
+
+
+def _ui_hints(data: Any) -> UiHints | None:
+    """The optional `ui` object: at most MAX_EXAMPLES short example texts and thresholds in [-1, 1] (or null)."""
+    if data is None:
+        return None
+    ui = _Fields(data, "ui")
+    examples = ui.raw("examples")
+    if not isinstance(examples, list) or len(examples) > MAX_EXAMPLES or not all(
+            isinstance(text, str) and 0 < len(text) <= MAX_EXAMPLE_CHARS and text.isprintable() for text in examples):
+        raise malformed(f"ui.examples must be a list of at most {MAX_EXAMPLES} printable texts of at most "
+                        f"{MAX_EXAMPLE_CHARS} characters")
+    return UiHints(tuple(examples), ui.optional_similarity("text_threshold"), ui.optional_similarity("image_threshold"))
 
 
 def _json_type(value: Any) -> str:

@@ -17,9 +17,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app import SearchUI, parse_args
+from app import parse_args
 from search.bundle import BundleInfo, write_bundle
 from search.config import REPO_ROOT, EngineConfig
+from search.errors import BadQueryError
 from search.types import Hit
 from tests.app_server import assert_serving, free_port
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
@@ -32,16 +33,16 @@ from tests.odd_images import (
     truncated_jpeg,
     zero_bytes,
 )
+from ui_handlers import SearchUI, Session
 from upload_inputs import explain_unreadable_uploads
 from webapp import (
     BUILD_COMMAND,
-    CLIP_DEFAULTS,
-    DEMO_DEFAULTS,
+    ModeDefaults,
     Startup,
-    caption,
     combined_query,
     credit_html,
     mode_defaults,
+    score_hint,
     start_engine,
     status_text,
     thumbnail,
@@ -182,48 +183,137 @@ def test_concurrent_queries_all_get_their_own_answers(client: Client, app_url: s
     assert answers == [expected[query] for query in queries]
 
 
-def test_page_shows_the_demo_notice(app_url: str) -> None:
+def test_page_shows_the_demo_notice_collapsed(app_url: str) -> None:
     import httpx
 
     config = httpx.get(f"{app_url.rstrip('/')}/config", timeout=10).json()
     notice = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "notice")
-    assert notice["props"]["visible"] is True
-    assert "No index configured" in notice["props"]["value"] and "build_index.py" in notice["props"]["value"]
+    assert notice["props"]["open"] is False and notice["props"]["label"].startswith("Demo collection")
+    texts = [c["props"].get("value") for c in config["components"] if c["type"] == "markdown"]
+    assert any("No index configured" in text and "build_index.py" in text for text in texts if text)
 
 
 # --- UI handlers (what the browser events call) ---
 
-def test_ui_text_renders_gallery_status_and_rerun_state(demo_startup: Startup) -> None:
+def shown_hits(shown: tuple) -> list[Hit]:
+    """The hits a page event left in the open tab."""
+    return list(shown[2].view.hits)
+
+
+def test_ui_text_renders_results_status_and_rerun_state(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
-    gallery, status, credits, hits, last = ui.ui_text("a red circle", "", 6, 0.5)
-    assert len(gallery) == len(hits) == 6
-    assert Path(gallery[0][0]).is_file() and "score 0." in gallery[0][1]
+    html, status, session = ui.ui_text("a red circle", "", 6, 0.5, Session())
+    assert html.count('<li class="tile">') == len(shown_hits((html, status, session))) == 6
+    assert 'data-link="?q=a+red+circle"' in html and 'alt="a red circle' in html
+    assert "gradio_api/file=" in html and "local file <code>images/shape-" in html  # the detail view's credit
     assert status.startswith("6 results for “a red circle” in ") and " ms " in status
-    assert "local file <code>images/shape-" in credits
-    again = ui.ui_rerun(last, 6, 0.999, 0.0)
-    assert again[0] == [] and again[1].startswith("Nothing above 1.00")  # the text threshold applies
+    again = ui.ui_rerun(6, 0.999, 0.0, session)
+    assert again[0].count('<li class="tile">') == 0 and again[1].startswith("Nothing above 1.00")  # text threshold
+
+
+def test_ui_rerun_without_a_search_changes_nothing(demo_startup: Startup) -> None:
+    import gradio as gr
+
+    assert all(isinstance(out, type(gr.skip())) for out in SearchUI(demo_startup).ui_rerun(6, 0.5, 0.5, Session()))
 
 
 def test_ui_exclude_steers_away_from_a_term(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
-    plain = [hit["description"] for hit in ui.ui_text("a circle", "", 10, -1.0)[3]]
-    steered = [hit["description"] for hit in ui.ui_text("a circle", "green, blue", 10, -1.0)[3]]
+    plain = [hit.description for hit in shown_hits(ui.ui_text("a circle", "", 10, -1.0))]
+    steered = [hit.description for hit in shown_hits(ui.ui_text("a circle", "green, blue", 10, -1.0))]
     assert sum("green" in text or "blue" in text for text in plain) >= 5  # what excluding has to undo
     assert all("circle" in text and "green" not in text and "blue" not in text for text in steered)
 
 
 def test_ui_empty_result_says_how_close_the_best_item_was(demo_startup: Startup) -> None:
-    gallery, status, credits, _, _ = SearchUI(demo_startup).ui_text("a red circle", "", 12, 0.99)
-    assert gallery == [] and credits == ""
+    html, status, _ = SearchUI(demo_startup).ui_text("a red circle", "", 12, 0.99)
+    assert '<ul class="grid"' not in html
     assert "Nothing above 0.99" in status and "lower the threshold" in status and "closest scores 0.875" in status
 
 
 def test_ui_image_mixed_with_text_moves_towards_the_text(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
-    only_image = ui.ui_image(str(DEMO_IMAGE), "", 0.5, "", 5, -1.0)[3]
-    mixed = ui.ui_image(str(DEMO_IMAGE), "a blue square", 0.9, "", 5, -1.0)[3]
-    assert "yellow circle" in only_image[0]["description"]
-    assert "blue square" in mixed[0]["description"]
+    only_image = shown_hits(ui.ui_image(str(DEMO_IMAGE), "", 0.5, "", 5, -1.0))
+    mixed = shown_hits(ui.ui_image(str(DEMO_IMAGE), "a blue square", 0.9, "", 5, -1.0))
+    assert "yellow circle" in only_image[0].description
+    assert "blue square" in mixed[0].description
+
+
+class FakeEvent:
+    """What gradio passes for a custom event of the results grid: its data under `_data`."""
+
+    def __init__(self, data: object) -> None:
+        self._data = data
+
+
+def test_more_like_this_keeps_the_picture_in_view_and_links_to_it(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    _, _, session = ui.ui_text("a yellow circle", "", 5, 0.0)
+    picked = session.view.hits[1]
+    html, status, after = ui.ui_similar(5, 0.0, session, FakeEvent({"index": 1}))
+    assert status.startswith(f"5 results for more like {picked.id}")
+    assert '<div class="query-card">' in html and f"({picked.id})" in html and f'data-link="?id={picked.id}"' in html
+    assert picked.id not in {hit.id for hit in after.view.hits}
+    for bad in ({"index": 99}, {"index": "1"}, {}, None):
+        with pytest.raises(BadQueryError, match="no longer shown"):
+            ui.ui_similar(5, 0.0, session, FakeEvent(bad))
+
+
+def test_each_tab_shows_its_own_results(demo_startup: Startup) -> None:
+    import gradio as gr
+
+    ui = SearchUI(demo_startup)
+    text_html, text_status, session = ui.ui_text("a red circle", "", 4, 0.0)
+    empty = ui.ui_tab("image", session)
+    assert empty[:2] == ("", "") and empty[2].tab == "image"
+    image_html, _, session = ui.ui_image(str(DEMO_IMAGE), "", 0.5, "", 4, 0.0, empty[2])
+    skip = type(gr.skip())
+    assert all(isinstance(out, skip) for out in ui.ui_tab("image", session))  # already open: a page load's select
+    back = ui.ui_tab("text", session)
+    assert back[:2] == (text_html, text_status)
+    assert ui.ui_tab("image", back[2])[0] == image_html != text_html
+
+
+class FakeRequest:
+    """The part of gr.Request that page load reads."""
+
+    def __init__(self, **params: str) -> None:
+        self.query_params = params
+
+
+def test_page_load_restores_deep_links_else_shows_the_first_example(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    first = ui.defaults.text_examples[0]
+    query, html, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest())
+    assert query == first and status.startswith(f"12 results for “{first}”") and html.count('class="tile"') == 12
+    query, html, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest(q="a blue square", __theme="dark"))
+    assert query == "a blue square" and "“a blue square”" in status
+    query, html, status, session = ui.ui_load(12, 0.3, 0.3, FakeRequest(id="shape-007", q="ignored"))
+    assert session.view.request is not None and session.view.request.item_id == "shape-007"
+    assert query == "" and "more like shape-007" in status and '<div class="query-card">' in html
+    query, _, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest(id="<script>"))  # unknown: the default instead
+    assert query == first and status.startswith(f"12 results for “{first}”")
+
+
+def test_defaults_and_examples_come_from_the_bundle(demo_startup: Startup) -> None:
+    defaults = mode_defaults(demo_startup.engine)
+    recorded = demo_startup.engine.bundle.manifest.ui
+    assert recorded is not None and defaults == ModeDefaults(recorded.text_threshold, recorded.image_threshold,
+                                                              recorded.examples)
+    hint = score_hint(defaults)
+    assert f"{recorded.text_threshold:.2f} for text" in hint and "0.2–0.35" not in hint
+
+
+def test_a_bundle_without_recorded_hints_gets_them_measured(tmp_path: Path, demo_engine) -> None:
+    from search.bundle import Bundle
+    from search.engine import SearchEngine
+
+    bundle = Bundle.load(small_demo_bundle(tmp_path))
+    assert bundle.manifest.ui is None
+    defaults = mode_defaults(SearchEngine(demo_engine.encoder, bundle))
+    descriptions = {bundle.catalog.hit(row, 0.0).description for row in range(len(bundle.catalog))}
+    assert defaults.text_examples and set(defaults.text_examples) <= descriptions  # the bundle's own texts
+    assert 0.2 < defaults.text_threshold < 0.8 and 0.2 < defaults.image_threshold < 0.9  # measured, not 0.20/0.60
 
 
 @pytest.mark.parametrize(("make", "message"), [(text_as_jpg, "notes.jpg: is a text file"), (pdf_file, "PDF")])
@@ -249,7 +339,6 @@ def test_importing_the_app_writes_nothing_into_the_repository() -> None:
 def test_default_start_is_the_demo_with_a_notice() -> None:
     startup = start_engine(EngineConfig())
     assert startup.is_demo and startup.notice is not None and "No index configured" in startup.notice
-    assert mode_defaults(startup.engine) == DEMO_DEFAULTS
 
 
 @pytest.mark.usefixtures("hub_offline")
@@ -274,7 +363,6 @@ def test_configured_index_is_served_without_a_notice(tmp_path: Path) -> None:
     startup = start_engine(EngineConfig(index=str(small_demo_bundle(tmp_path))))
     assert not startup.is_demo and startup.notice is None
     assert len(startup.engine.bundle.catalog) == 20
-    assert mode_defaults(startup.engine) == CLIP_DEFAULTS
 
 
 def test_index_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,7 +420,6 @@ UNSPLASH_HIT = Hit("abc", 0.3127, "https://images.unsplash.com/photo-1?ixid=x&w=
 
 
 def test_unsplash_hit_is_credited_as_unsplash_asks() -> None:
-    assert caption(UNSPLASH_HIT) == "a foggy forest · Photo by Jane Doe on Unsplash · score 0.31"
     html = credit_html(UNSPLASH_HIT, REPO_ROOT)
     assert 'Photo by <a href="https://unsplash.com/photos/abc?utm_source=semantic_image_search&amp;utm_medium=' \
            'referral"' in html
@@ -342,7 +429,6 @@ def test_unsplash_hit_is_credited_as_unsplash_asks() -> None:
 def test_other_hits_credit_the_source_page_or_the_local_file(tmp_path: Path) -> None:
     web = Hit("w", 0.5, "https://example.com/a.jpg", "https://example.com/a", "", "<Bob>")
     assert "Photo by &lt;Bob&gt;, <a href=\"https://example.com/a\"" in credit_html(web, tmp_path)
-    assert caption(web) == "w · Photo by <Bob> · score 0.50"
     local = Hit("l", 0.5, str(tmp_path / "images" / "x.jpg"), None, "a thing", None)
     assert credit_html(local, tmp_path) == "a thing — local file <code>images/x.jpg</code>"
 

@@ -2,7 +2,8 @@
 
 Chromium comes from Debian (apt-get), because Playwright's own browser download needs network access we do not
 have. The test installs it when /usr/bin/chromium is missing and fails (never skips) when it cannot.
-Set UPDATE_SCREENSHOT=1 to refresh assets/screenshot.png, the picture the README shows.
+One app server and one browser serve the whole module; each test opens its own page (1400×900 or 390×844).
+Set UPDATE_SCREENSHOT=1 to refresh assets/screenshot*.png, the pictures the README shows.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from search.config import REPO_ROOT
 from tests.conftest import DEMO_INDEX_DIR
@@ -24,8 +25,10 @@ from tests.odd_images import text_as_jpg
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-SCREENSHOT = REPO_ROOT / "assets" / "screenshot.png"
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 30_000
+TILES = "#results button.tile-open"
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")]
 
@@ -50,18 +53,45 @@ def ensure_chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str):
-    """A fresh Chromium page on the app."""
+def browser():
+    """One headless Chromium for the module."""
     from playwright.sync_api import sync_playwright
 
     executable = ensure_chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(app_url)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def open_page(browser, app_url: str):
+    """Factory: a new page at `viewport` on the app (plus a query string), waited until its results show.
+
+    Pages close when their test ends: each open page holds a connection to the app, and Chromium opens at most
+    six per host, so pages left open would starve later ones.
+    """
+    contexts = []
+
+    def open_at(viewport: dict, query: str = "", dark: bool = False):
+        context = browser.new_context(viewport=viewport, color_scheme="dark" if dark else "light")
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url.rstrip("/"))
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        logs = []
+        page.on("console", lambda message: logs.append(f"{message.type}: {message.text}"))
+        page.goto(app_url.rstrip("/") + "/" + query)
+        try:
+            page.locator(TILES).first.wait_for()
+        except PlaywrightTimeoutError:  # say what the page showed instead
+            pytest.fail(f"no results on {page.url} within {TIMEOUT_MS} ms: status "
+                        f"{page.locator('#status').inner_text()!r}, console {logs[-5:]}")
+        return page
+
+    yield open_at
+    for context in contexts:
+        context.close()
 
 
 def status_after(page, pattern: str) -> str:
@@ -79,83 +109,165 @@ def expect_error(page, text: str) -> None:
     toast.wait_for(state="detached")
 
 
-def result_count(page) -> int:
-    """How many pictures the gallery shows."""
-    return page.locator("#results img").count()
+def tile_count(page) -> int:
+    """How many results the grid shows."""
+    return page.locator(TILES).count()
 
 
-def set_slider(page, elem_id: str, value: float) -> None:
-    """Type a value into the slider's number box and leave it, as a user would: leaving fires the release event."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")
-    assert float(page.locator(f"#{elem_id} input[type=range]").input_value()) == pytest.approx(value)
+def first_painted_ms(page, alt_part: str) -> float:
+    """Milliseconds from now until the first tile's picture (alt containing `alt_part`) is decoded and painted."""
+    return page.evaluate("""async (part) => {
+        const start = performance.now();
+        return await new Promise((resolve) => {
+            const look = () => {
+                const img = document.querySelector('#results button.tile-open img');
+                if (img && img.alt.includes(part) && img.complete && img.naturalWidth > 0)
+                    requestAnimationFrame(() => resolve(performance.now() - start));
+                else requestAnimationFrame(look);
+            };
+            look();
+        });
+    }""", alt_part)
 
 
-def test_search_threshold_more_like_this_and_image_upload_in_chromium(page, tmp_path: Path) -> None:
-    started = time.monotonic()
-    notice = page.locator("#notice")
-    notice.filter(has_text="No index configured").wait_for()
-    assert "build_index.py" in notice.inner_text()
+def visible_without_scrolling(page, selector: str) -> bool:
+    """Whether the element lies entirely inside the viewport as the page first shows it."""
+    box = page.locator(selector).first.bounding_box()
+    height = page.viewport_size["height"]
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
 
-    # An empty query is refused with a readable error, in a toast.
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_page_opens_on_results_with_the_query_box_and_a_row_visible(open_page, viewport: dict) -> None:
+    page = open_page(viewport)
+    example = page.locator("#query textarea, #query input").first.input_value()
+    assert example, "the page should open on an example query"
+    status_after(page, rf"\d+ results for “{re.escape(example)}”")
+    assert page.url.endswith("?q=" + example.replace(" ", "+"))  # the page's own deep link
+    assert visible_without_scrolling(page, "#query")
+    assert visible_without_scrolling(page, f"{TILES} >> nth=0")  # a whole first row: one tile's bottom edge
+    for img in page.locator(f"{TILES} img").all():
+        assert img.get_attribute("loading") == "lazy" and example.split()[0] in (img.get_attribute("alt") or "")
+    save_screenshot(page, "screenshot.png" if viewport is DESKTOP else "screenshot-phone.png")
+
+
+def test_enter_searches_and_thresholds_rerun_on_enter_and_arrow_keys(open_page) -> None:
+    page = open_page(DESKTOP)
     query = page.locator("#query textarea, #query input").first
-    query.press("Enter")
-    expect_error(page, "empty query: type a description")
-
-    # Type a query and press Enter: a full gallery of red circles.
     query.fill("a red circle")
     query.press("Enter")
-    status = status_after(page, r"12 results for “a red circle” in \d+ ms")
-    page.locator("#results img").nth(11).wait_for()
-    assert result_count(page) == 12, status
-    assert "a red circle" in page.locator("#credits").inner_text()
-    save_screenshot(page, tmp_path)
+    painted = first_painted_ms(page, "red circle")
+    status_after(page, r"12 results for “a red circle” in \d+ ms")
+    print(f"\nEnter → first thumbnail painted: {painted:.0f} ms")
+    assert "?q=a+red+circle" in page.url
 
-    # Raise the text threshold: fewer results, without pressing Search again.
-    set_slider(page, "text-threshold", 0.86)
-    status = status_after(page, r"\d results? for “a red circle”.*threshold 0\.86")
-    fewer = int(status.split()[0])
+    page.locator("#options").get_by_text("Options").click()
+    box = page.locator("#text-threshold input[type=number]")
+    box.fill("0.86")
+    box.press("Enter")  # no need to leave the box
+    fewer = int(status_after(page, r"\d+ results? for “a red circle”.*threshold 0\.86").split()[0])
     assert 0 < fewer < 12
-    page.wait_for_function(f"document.querySelectorAll('#results img').length === {fewer}")
+    page.wait_for_function(f"document.querySelectorAll('{TILES}').length === {fewer}")
+    page.locator("#text-threshold input[type=range]").press("ArrowRight")  # the keyboard moves the slider
+    status_after(page, r"for “a red circle”.*threshold 0\.87")
+    box.fill("0.98")
+    box.press("Enter")
+    status_after(page, r"Nothing above 0\.98 .*closest scores 0\.8\d+.*lower the threshold")
+    assert tile_count(page) == 0
 
-    # Raise it past every score: the empty-result hint.
-    set_slider(page, "text-threshold", 0.98)
-    status_after(page, r"Nothing above 0\.9\d .*lower the threshold")
-    assert result_count(page) == 0
 
-    # Back to a lower threshold, then click a result: "more like this" from its stored embedding.
-    set_slider(page, "text-threshold", 0.5)
-    status_after(page, r"12 results for “a red circle”")
-    page.locator("#results img").first.click()
-    status = status_after(page, r"results? for more like shape-\d{3} in \d+ ms")
-    clicked = re.search(r"shape-\d{3}", status).group(0)
-    page.locator("#results img").first.wait_for()
-    assert result_count(page) > 0
-    assert f"{clicked}.jpg" not in page.locator("#credits").inner_text()  # the item itself is left out
+def test_detail_view_keyboard_and_more_like_this(open_page) -> None:
+    page = open_page(DESKTOP, "?q=a+yellow+star")
+    status_after(page, r"results for “a yellow star”")
+    page.locator(TILES).nth(1).click()
+    dialog = page.locator("dialog.detail[open]")
+    dialog.wait_for()
+    second = dialog.locator("dd").nth(1).inner_text()  # the id
+    assert "yellow star" in dialog.locator(".detail-title").inner_text()
+    assert "Score" in dialog.inner_text() and dialog.locator("img.detail-img").get_attribute("alt")
+    page.keyboard.press("ArrowRight")
+    assert dialog.locator("dd").nth(1).inner_text() != second
+    page.keyboard.press("ArrowLeft")
+    assert dialog.locator("dd").nth(1).inner_text() == second
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached")
+    assert page.evaluate("document.activeElement.classList.contains('tile-open')")  # focus back on the grid
+    page.keyboard.press("ArrowRight")  # arrows move between results in the grid too
+    assert page.evaluate("document.activeElement.dataset.index") == "2"
 
-    # Image tab: a text file named .jpg is refused clearly; a real picture is searched on upload and comes first.
+    page.locator(TILES).nth(1).click()
+    dialog.get_by_role("button", name="More like this").click()
+    status_after(page, rf"results? for more like {second} in \d+ ms")
+    card = page.locator("#results .query-card")
+    assert second in card.inner_text() and "yellow star" in card.locator("img").get_attribute("alt")
+    assert page.url.endswith(f"?id={second}")
+    assert second not in [page.locator(TILES).nth(i).get_attribute("aria-label") for i in range(tile_count(page))]
+    page.locator(TILES).first.wait_for()
+
+    # Copy link gives the URL of what is on screen, and that URL restores it.
+    page.locator("#copy-link").click()
+    page.locator("#copy-note").filter(has_text="Link copied").wait_for()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == page.url
+    restored = open_page(DESKTOP, copied[copied.index("?"):])
+    status_after(restored, rf"results? for more like {second}")
+    assert second in restored.locator("#results .query-card").inner_text()
+
+
+def test_image_tab_has_its_own_results_and_detail_mixes_picture_and_text(open_page, tmp_path: Path) -> None:
+    page = open_page(DESKTOP, "?q=a+green+triangle")
+    status_after(page, r"results for “a green triangle”")
     page.get_by_role("tab", name="Image").click()
+    page.wait_for_function(f"document.querySelectorAll('{TILES}').length === 0")  # not the Text tab's results
     page.locator("#image input[type=file]").set_input_files(str(text_as_jpg(tmp_path)))
     expect_error(page, "notes.jpg: is a text file, not an image")
     page.locator("#image input[type=file]").set_input_files(str(DEMO_INDEX_DIR / "images" / "shape-007.jpg"))
-    status_after(page, r"results? for the image in \d+ ms \(threshold 0\.70\)")
-    first_credit = page.locator("#credits li").first.inner_text()
-    assert "images/shape-007.jpg" in first_credit and "(1.000)" in first_credit
-    print(f"browser test took {time.monotonic() - started:.1f} s")
+    status_after(page, r"results? for the image in \d+ ms")
+    assert "1.00" in page.locator("#results .tile-meta").first.inner_text()  # the picture itself comes first
+    page.get_by_role("tab", name="Text").click()
+    status_after(page, r"results for “a green triangle”")  # the Text tab's own results are back
+    assert "green triangle" in page.locator(f"{TILES} img").first.get_attribute("alt")
+
+    page.locator(TILES).first.click()
+    page.locator("dialog.detail[open]").get_by_role("button", name="Search with this picture and a text").click()
+    status_after(page, r"results? for more like shape-\d+")
+    assert page.get_by_role("tab", name="Image").get_attribute("aria-selected") == "true"
+    mix = page.locator("#mix-text textarea, #mix-text input").first
+    page.wait_for_function("document.activeElement && document.activeElement.closest('#mix-text') !== null")
+    mix.fill("a red square")
+    mix.press("Enter")
+    status_after(page, r"results? for the image in")
+    alts = [page.locator(f"{TILES} img").nth(i).get_attribute("alt") for i in range(3)]
+    assert any("red" in alt for alt in alts) and any("triangle" in alt for alt in alts), alts
 
 
-def save_screenshot(page, tmp_path: Path) -> None:
-    """A page screenshot, checked; it replaces assets/screenshot.png when UPDATE_SCREENSHOT=1."""
-    path = tmp_path / "screenshot.png"
-    page.screenshot(path=str(path), full_page=True)
+@pytest.mark.parametrize(("viewport", "dark"), [(DESKTOP, False), (DESKTOP, True), (PHONE, False), (PHONE, True)],
+                         ids=["desktop-light", "desktop-dark", "phone-light", "phone-dark"])
+def test_no_serious_accessibility_violations(open_page, viewport: dict, dark: bool) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    page = open_page(viewport, "?__theme=dark" if dark else "")
+    assert page.evaluate("document.body.classList.contains('dark')") == dark
+    page.locator(TILES).first.click()  # the open detail view is checked too
+    page.locator("dialog.detail[open]").wait_for()
+    violations = Axe().run(page).response["violations"]
+    bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in violations
+           if v["impact"] in ("serious", "critical")]
+    assert bad == []
+    if viewport is PHONE and not dark:
+        save_screenshot(page, "screenshot-detail-phone.png")
+
+
+def save_screenshot(page, name: str) -> None:
+    """A viewport screenshot as a small palette PNG; it replaces assets/NAME when UPDATE_SCREENSHOT=1."""
+    if os.environ.get("UPDATE_SCREENSHOT") != "1":
+        return
+    page.wait_for_function(f"Array.from(document.querySelectorAll('{TILES} img')).every((i) => i.complete)")
+    path = REPO_ROOT / "assets" / name
+    page.screenshot(path=str(path))
     with Image.open(path) as shot:
-        assert shot.width == 1200 and shot.height >= 900
-        # A palette PNG keeps the README's picture small.
-        small = shot.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+        small = shot.convert("RGB").quantize(colors=96, method=Image.Quantize.MEDIANCUT)
     small.save(path, optimize=True)
-    if os.environ.get("UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(path, SCREENSHOT)
 
 
 def test_missing_chromium_that_cannot_be_installed_fails_clearly(monkeypatch: pytest.MonkeyPatch,

@@ -5,6 +5,7 @@ reason, and every file its page links, and every picture a search shows, is a fi
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -231,13 +232,13 @@ def test_the_page_links_only_files_of_the_bundle_it_serves(corpus: dict[str, Cas
     assert startup.is_demo
 
 
-def run_ui_text_search(base: str, query: str, top_k: int) -> list[dict]:
-    """Run the Text tab's search as the browser does (queue/join + the event stream); the gallery it renders."""
+def run_ui_text_search(base: str, query: str, top_k: int) -> list[str]:
+    """Run the Text tab's search as the browser does (queue/join + the event stream); its pictures' URLs."""
     config = httpx.get(f"{base}/config", timeout=10).json()
     button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "text-search")
     event = next(d for d in config["dependencies"] if [button, "click"] in d["targets"])
     session = uuid.uuid4().hex
-    body = {"data": [query, "", top_k, -1.0], "fn_index": event["id"], "trigger_id": button,
+    body = {"data": [query, "", top_k, -1.0, None], "fn_index": event["id"], "trigger_id": button,
             "session_hash": session, "event_data": None}
     assert httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=10).status_code == 200
     with httpx.stream("GET", f"{base}/gradio_api/queue/data", params={"session_hash": session},
@@ -246,7 +247,8 @@ def run_ui_text_search(base: str, query: str, top_k: int) -> list[dict]:
             message = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
             if message.get("msg") == "process_completed":
                 assert message["success"], message
-                return message["output"]["data"][0]
+                tiles = re.findall(r'class="tile-open"[^>]*><img src="([^"]+)"', message["output"]["data"][0])
+                return [f"{base}/{html.unescape(src)}" for src in tiles]  # relative to the page
     raise AssertionError("the search never completed")
 
 
@@ -265,9 +267,9 @@ def test_a_hub_snapshot_is_served_and_its_gallery_pictures_load_over_http(corpus
         assert len(assert_serves_only_bundle_files(url, startup, expected_links=4)) >= 4
         gallery = run_ui_text_search(url.rstrip("/"), "a test picture", 8)
         assert len(gallery) == 8
-        for item in gallery:
-            assert item["image"]["orig_name"].endswith(".png")  # the snapshot's name, not the blob's hash
-            response = httpx.get(item["image"]["url"], timeout=10)
+        for link in gallery:
+            assert link.endswith(".png")  # the snapshot's name, not the blob's hash
+            response = httpx.get(link, timeout=10)
             assert response.status_code == 200 and response.headers["content-type"] == "image/png"
             assert hashlib.sha256(response.content).hexdigest() in pictures
 

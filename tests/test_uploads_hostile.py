@@ -187,8 +187,8 @@ def test_exclude_is_capped_before_any_encoding(demo_startup, exclude: str, messa
 
 
 def test_ten_exclude_terms_are_still_searched(demo_startup) -> None:
-    hits = SearchUI(demo_startup).ui_text("a circle", "a, b, c, d, e, f, g, h, i, green", 5, -1.0)[3]
-    assert len(hits) == 5 and not any("green" in hit["description"] for hit in hits)
+    hits = SearchUI(demo_startup).ui_text("a circle", "a, b, c, d, e, f, g, h, i, green", 5, -1.0)[2].view.hits
+    assert len(hits) == 5 and not any("green" in hit.description for hit in hits)
 
 
 def test_messages_name_files_without_server_folders() -> None:

@@ -1,0 +1,78 @@
+"""Example queries and default thresholds: measured on a bundle, recorded in its manifest, parsed as untrusted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from search.bundle import Bundle
+from search.config import EngineConfig
+from search.errors import BundleError
+from search.hub import fetch_bundle
+from search.manifest import MAX_EXAMPLES, UiHints, parse_manifest
+from search.ui_hints import measure_ui_hints, record_ui_hints
+from tests.conftest import DEMO_INDEX_DIR
+
+
+def test_demo_hints_are_measured_between_matching_and_unrelated_scores(demo_engine) -> None:
+    hints = measure_ui_hints(demo_engine.bundle, demo_engine.encoder)
+    assert hints == demo_engine.bundle.manifest.ui  # what the shipped manifest records
+    hits = demo_engine.search_text("a red circle on a dark background", 300, -1.0)
+    matching = [hit.score for hit in hits if "red circle" in hit.description]
+    assert min(matching) > hints.text_threshold > hits[-1].score  # keeps every red circle, drops the worst others
+    assert len(hints.examples) == 4 and all(text.startswith("a ") for text in hints.examples)
+
+
+def test_recorded_hints_survive_a_reload_and_leave_the_data_files_alone(tmp_path: Path, demo_engine) -> None:
+    root = tmp_path / "bundle"
+    shutil.copytree(DEMO_INDEX_DIR, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["ui"]
+    manifest["encoder"]["model"] = f"local-dir:{DEMO_INDEX_DIR.parent / 'model'}"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert Bundle.load(root).manifest.ui is None
+    hints = record_ui_hints(root, demo_engine.encoder)
+    assert Bundle.load(root).manifest.ui == hints == demo_engine.bundle.manifest.ui
+
+
+@pytest.mark.parametrize(("ui", "message"), [
+    ({"examples": "a cat"}, "ui.examples must be a list"),
+    ({"examples": ["x"] * (MAX_EXAMPLES + 1)}, "ui.examples must be a list"),
+    ({"examples": ["<b>\n</b>"]}, "printable texts"),
+    ({"examples": ["a" * 201]}, "at most 200 characters"),
+    ({"examples": [], "text_threshold": 2}, "ui.text_threshold must be a number from -1 to 1"),
+    ({"examples": [], "image_threshold": "0.5"}, "ui.image_threshold must be a number from -1 to 1"),
+    ({"examples": [], "image_threshold": True}, "ui.image_threshold must be a number"),
+    ({"examples": [], "text_threshold": float("nan")}, "ui.text_threshold must be a number"),
+    ("yes", "ui is not a JSON object"),
+])
+def test_hostile_ui_hints_are_one_line_bundle_errors(ui: object, message: str) -> None:
+    manifest = json.loads((DEMO_INDEX_DIR / "manifest.json").read_text())
+    manifest["ui"] = ui
+    with pytest.raises(BundleError, match=message):
+        parse_manifest(json.dumps(manifest).encode())
+
+
+def test_manifests_without_ui_hints_still_load() -> None:
+    manifest = json.loads((DEMO_INDEX_DIR / "manifest.json").read_text())
+    manifest.pop("ui")
+    assert parse_manifest(json.dumps(manifest).encode()).ui is None
+    manifest["ui"] = {"examples": ["a cat"], "text_threshold": None, "image_threshold": 0.5}
+    assert parse_manifest(json.dumps(manifest).encode()).ui == UiHints(("a cat",), None, 0.5)
+
+
+@pytest.mark.parametrize("source", ["./nonexistent", "../nowhere/x", "~/no-such-folder"])
+def test_a_mistyped_relative_path_is_never_taken_for_a_hub_repo(source: str) -> None:
+    with pytest.raises(BundleError, match="is neither an existing folder nor a Hub repo id"):
+        fetch_bundle(source)
+
+
+def test_the_app_says_the_clear_thing_for_a_missing_relative_path() -> None:
+    from webapp import start_engine
+
+    startup = start_engine(EngineConfig(index="./nonexistent", onnx_text=False))
+    assert startup.is_demo and "neither an existing folder nor a Hub repo id" in (startup.notice or "")
+    assert "Repo id must use" not in (startup.notice or "")

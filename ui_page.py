@@ -1,0 +1,165 @@
+"""The page's own CSS and JavaScript: the results grid, its detail dialog, blur_hash placeholders, deep links.
+
+blur_hash is decoded in the browser (the standard algorithm, a 32x32 canvas per tile): the server sends the
+~30-character hash instead of a rendered placeholder, and does no image work per search.
+"""
+
+CSS = """
+#notice pre, #notice code { white-space: pre-wrap; overflow-wrap: anywhere; }
+#notice > button, #notice .label-wrap { text-align: left; justify-content: space-between; }
+#title h1 { font-size: 1.5em; margin: 0; }
+#query-row, #mix-row, #status-row { flex-wrap: nowrap; align-items: end; }
+#query-row > *:first-child, #mix-row > *:first-child, #status-row > *:first-child { min-width: 0; flex: 1 1 auto; }
+#query-row button, #mix-row button, #status-row button { flex: 0 0 auto; width: auto; min-width: 5em; }
+#examples { flex-wrap: nowrap; overflow-x: auto; gap: 6px; }
+#examples button { flex: 0 0 auto; width: auto; white-space: nowrap; }
+#status p { margin: 0; }
+#results .grid { list-style: none; margin: 0; padding: 0; display: grid; gap: 12px;
+                 grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); }
+@media (max-width: 600px) { #results .grid { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 8px; } }
+#results li.tile { margin: 0; padding: 0; min-width: 0; }
+#results .tile-open { display: block; width: 100%; aspect-ratio: 1; padding: 0; border: 0; border-radius: 8px;
+                      overflow: hidden; cursor: zoom-in; background: var(--background-fill-secondary); }
+#results .tile-open img { display: block; width: 100%; height: 100%; object-fit: cover; margin: 0;
+                          background-size: cover; border-radius: 0; }
+#results .tile-open:focus-visible { outline: 3px solid var(--color-accent); outline-offset: 2px; }
+#results .tile-text { margin: 4px 0 0; font-size: 0.9em; line-height: 1.3; color: var(--body-text-color);
+                      display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
+#results .tile-meta { margin: 2px 0 0; font-size: 0.8em; color: var(--body-text-color); opacity: 0.85; }
+#results .query-card { display: flex; gap: 12px; align-items: center; margin: 0 0 10px; }
+#results .query-card img { width: 64px; height: 64px; object-fit: cover; border-radius: 6px; margin: 0; }
+#results .query-card p { margin: 0; }
+#results dialog.detail { width: min(980px, 94vw); max-height: 92vh; border: 0; border-radius: 12px; padding: 16px;
+                         background: var(--background-fill-primary); color: var(--body-text-color); }
+#results dialog.detail::backdrop { background: rgba(0, 0, 0, 0.65); }
+#results .detail-body { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 16px; }
+@media (max-width: 700px) { #results .detail-body { grid-template-columns: minmax(0, 1fr); } }
+#results .detail-img { width: 100%; max-height: 62vh; object-fit: contain; margin: 0; }
+#results .detail-title { font-size: 1.15em; margin: 0 0 8px; }
+#results .detail-info dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; margin: 8px 0; }
+#results .detail-info dd { margin: 0; overflow-wrap: anywhere; }
+#results .detail-actions { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 12px; }
+#results .detail-actions button { padding: 6px 12px; border-radius: 6px; cursor: pointer;
+    border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill);
+    color: var(--button-secondary-text-color); }
+/* Fixed colours where the theme's fall under 4.5:1 (axe): indigo-600 under white text, links per mode. */
+#results .detail-actions button.primary { background: #4f46e5; color: #ffffff; border-color: transparent; }
+#results a, #notice a { color: #3730a3; }
+.dark #results a, .dark #notice a { color: #c7d2fe; }
+#results .detail-actions button:focus-visible { outline: 3px solid var(--color-accent); outline-offset: 2px; }
+"""
+
+BLURHASH_JS = r"""
+const B83 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~";
+const d83 = (s) => {
+  let v = 0;
+  for (const c of s) { const i = B83.indexOf(c); if (i < 0) return NaN; v = v * 83 + i; }
+  return v;
+};
+const toLinear = (v) => { const x = v / 255; return x <= 0.04045 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); };
+const toSrgb = (v) => { const x = Math.max(0, Math.min(1, v));
+  return Math.round(x <= 0.0031308 ? x * 12.92 * 255 + 0.5 : (1.055 * Math.pow(x, 1 / 2.4) - 0.055) * 255 + 0.5); };
+const signPow = (v, e) => Math.sign(v) * Math.pow(Math.abs(v), e);
+function blurhashURL(hash, w = 32, h = 32) {
+  const size = d83(hash[0]), ny = Math.floor(size / 9) + 1, nx = (size % 9) + 1;
+  if (!(hash.length === 4 + 2 * nx * ny)) return null;
+  const maxValue = (d83(hash[1]) + 1) / 166, colors = [];
+  for (let i = 0; i < nx * ny; i++) {
+    if (i === 0) {
+      const v = d83(hash.substring(2, 6));
+      colors.push([toLinear(v >> 16), toLinear((v >> 8) & 255), toLinear(v & 255)]);
+    } else {
+      const v = d83(hash.substring(4 + i * 2, 6 + i * 2));
+      const quantised = [Math.floor(v / 361), Math.floor(v / 19) % 19, v % 19];
+      colors.push(quantised.map((q) => signPow((q - 9) / 9, 2) * maxValue));
+    }
+  }
+  if (colors.flat().some(Number.isNaN)) return null;
+  const canvas = document.createElement("canvas"); canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext("2d"), pixels = ctx.createImageData(w, h);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    let r = 0, g = 0, b = 0;
+    for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++) {
+      const basis = Math.cos((Math.PI * x * i) / w) * Math.cos((Math.PI * y * j) / h), c = colors[i + j * nx];
+      r += c[0] * basis; g += c[1] * basis; b += c[2] * basis;
+    }
+    const p = 4 * (x + y * w);
+    pixels.data.set([toSrgb(r), toSrgb(g), toSrgb(b), 255], p);
+  }
+  ctx.putImageData(pixels, 0, 0);
+  return canvas.toDataURL();
+}
+"""
+
+RESULTS_JS = BLURHASH_JS + r"""
+let current = -1;
+const dialog = () => element.querySelector("dialog.detail");
+const tiles = () => Array.from(element.querySelectorAll("button.tile-open"));
+function openDetail(index) {
+  const template = element.querySelector(`template[data-index="${index}"]`), box = dialog();
+  if (!template || !box) return;
+  current = index;
+  box.querySelector(".detail-body").replaceChildren(template.content.cloneNode(true));
+  box.querySelector('[data-action="prev"]').disabled = index <= 0;
+  box.querySelector('[data-action="next"]').disabled = index >= tiles().length - 1;
+  if (!box.open) box.showModal();
+  // Replacing the body drops focus from a link inside it; keep it in the dialog so the arrow keys keep working.
+  if (!box.contains(document.activeElement) || document.activeElement === document.body)
+    box.querySelector('[data-action="similar"]').focus();
+}
+function rendered() {
+  const results = element.querySelector(".results");
+  if (!results) return;
+  const url = new URL(window.location.href), theme = url.searchParams.get("__theme");
+  url.search = results.dataset.link || "";
+  if (theme) url.searchParams.set("__theme", theme);
+  window.history.replaceState(null, "", url);
+  element.querySelectorAll("img[data-blurhash]").forEach((img) => {
+    const data = blurhashURL(img.dataset.blurhash);
+    if (data) img.style.backgroundImage = `url(${data})`;
+  });
+}
+element.addEventListener("click", (event) => {
+  const tile = event.target.closest("button.tile-open");
+  if (tile) { openDetail(Number(tile.dataset.index)); return; }
+  const action = event.target.closest("[data-action]")?.dataset.action;
+  if (action === "prev") openDetail(current - 1);
+  else if (action === "next") openDetail(current + 1);
+  else if (action === "close") dialog().close();
+  else if (action === "similar" || action === "mix") { dialog().close(); trigger(action, { index: current }); }
+});
+element.addEventListener("keydown", (event) => {
+  const box = dialog();
+  if (box && box.open) {
+    if (event.key === "ArrowRight") { openDetail(current + 1); event.preventDefault(); }
+    else if (event.key === "ArrowLeft") { openDetail(current - 1); event.preventDefault(); }
+    return;  // Esc: the dialog closes itself and gives focus back to the tile
+  }
+  const all = tiles(), at = all.indexOf(event.target);
+  if (at < 0) return;
+  const columns = all.filter((tile) => tile.offsetTop === all[0].offsetTop).length || 1;
+  const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns }[event.key];
+  if (step === undefined) return;
+  all[Math.max(0, Math.min(all.length - 1, at + step))].focus();
+  event.preventDefault();
+});
+element.addEventListener("close", () => { tiles()[current]?.focus(); }, true);
+watch("value", rendered);
+rendered();
+"""
+
+COPY_LINK_JS = r"""
+async () => {
+  const url = window.location.href, button = document.querySelector("#copy-link");
+  try { await navigator.clipboard.writeText(url); }
+  catch (error) {  // no clipboard API (plain http on another host): copy through a selected text field
+    const field = document.createElement("textarea"); field.value = url; document.body.appendChild(field);
+    field.select(); document.execCommand("copy"); field.remove();
+  }
+  const note = document.querySelector("#copy-note");
+  if (note) note.textContent = "Link copied: " + url;
+  if (button) button.dataset.copied = url;
+}
+"""
+
+FOCUS_MIX_TEXT_JS = "() => { document.querySelector('#mix-text textarea, #mix-text input')?.focus(); }"
