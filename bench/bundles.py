@@ -2,8 +2,8 @@
 
     python bench/bundles.py 25000 1000000      # build (once) and print their folders
 
-Each bundle names a local ViT-B-32 weights file with random weights (`vit-b-32-random.pt`, ~600 MB, saved once),
-so loading it reads real-size weights as with a cached `laion2b_s34b_b79k`.
+Each bundle names a local ViT-B-32 weights file with random weights (`vit-b-32-random.safetensors`, ~600 MB,
+saved once), so loading it reads real-size weights as with a cached `laion2b_s34b_b79k`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ CACHE = Path(os.environ.get("CLIP_SEARCH_BENCH_CACHE", Path.home() / ".cache" / 
 
 def cached_weights() -> Path:
     """The random-weight ViT-B-32 checkpoint (torch.manual_seed(0)), saved once."""
-    import torch
+    from safetensors.torch import save_file
 
-    path = CACHE / "vit-b-32-random.pt"
+    path = CACHE / "vit-b-32-random.safetensors"
     if not path.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(".vit-b-32-random.pt.partial")
-        torch.save(common.random_vit_b32().model.state_dict(), partial)
+        partial = path.with_name(".vit-b-32-random.partial.safetensors")
+        state = common.random_vit_b32().model.state_dict()
+        save_file({name: tensor.contiguous() for name, tensor in state.items()}, partial)
         partial.rename(path)
     return path
 
