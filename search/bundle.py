@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from search.config import EncoderSpec, default_cache_dir
-from search.embeddings import read_embeddings
+from search.embeddings import read_embeddings, release_pages
 from search.errors import BundleError
 from search.hub import snapshot_blobs, snapshot_label
 from search.index import VectorIndex
@@ -154,6 +154,7 @@ class Bundle:
         if len(index) != manifest.count:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, index {len(index)}; "
                               f"{REBUILD_HINT}")
+        release_pages(embeddings)
         logger.info("loaded bundle %s: %d items, encoder %s", contents.folder.root, manifest.count,
                     manifest.info.encoder)
         return cls(contents.folder.root, manifest, embeddings, index, contents.catalog, contents.folder)

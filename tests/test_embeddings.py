@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from search import embeddings as embeddings_module
-from search.bundle import EMBEDDINGS_FILE, read_manifest
+from search.bundle import EMBEDDINGS_FILE, Bundle, read_manifest
 from search.embeddings import read_embeddings
 from search.errors import BundleError
 from search.manifest import Manifest
@@ -86,3 +86,26 @@ def test_no_rows_maps_nothing(bundle: tuple[Path, Manifest]) -> None:
     np.save(path, np.empty((0, 8), np.float32))
     array = read_embeddings(path, dataclasses.replace(manifest, count=0))  # mmap refuses an empty range
     assert array.shape == (0, 8) and array.dtype == np.float32
+
+
+def resident_kb(path: Path) -> int:
+    """KB of `path` mapped into this process and resident (Linux /proc/self/smaps)."""
+    total, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+            current = fields[5] if len(fields) > 5 else None
+        elif fields[0] == "Rss:" and current == str(path):
+            total += int(fields[1])
+    return total
+
+
+def test_loading_leaves_no_row_resident_until_read(make_bundle: MakeBundle) -> None:
+    root = make_bundle(count=4000, dim=64)  # 1 MB of rows
+    path = (root / EMBEDDINGS_FILE).resolve()
+    array = read_embeddings(path, read_manifest(root))
+    assert resident_kb(path) == 0  # the check read through a buffer, not the map
+    bundle = Bundle.load(root)  # the graph check samples rows through the map; the load unmaps them again
+    assert resident_kb(path) == 0
+    assert float(np.abs(bundle.embeddings).sum()) > 0 and float(np.abs(array).sum()) > 0
+    assert resident_kb(path) >= 1000  # now read: every page of both maps
