@@ -7,9 +7,9 @@ Each run is a fresh `python` process that imports app.py (gradio included), load
 `webapp.start_engine` (checksums, embeddings, hnswlib graph, metadata, the model the manifest names),
 builds the Gradio UI and answers one text query (PyTorch's text tower while the ONNX one is being
 prepared in the background; the time until that one serves is reported too). It does not bind a
-port. The model's files are local: the bundle names a ViT-B-32 weights file (random weights, saved
-once by this script, ~600 MB), so the run reads and loads real-size weights just as with
-`laion2b_s34b_b79k` from the HF cache.
+port. The model's files are local: the bundle names a ViT-B-32 safetensors file (random weights, ~600 MB;
+bundle and weights are cached by bench/bundles.py), so the run reads and loads real-size weights just as
+with `laion2b_s34b_b79k` from the HF cache.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
 from bench import common
+from bench.bundles import cached_bundle
 
 CHILD = """
 import json, sys, time
@@ -58,15 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def save_weights(folder: Path) -> str:
-    """A local ViT-B-32 checkpoint (random weights) for the bundle to name, like a cached download."""
-    import torch
-
-    path = folder / "vit-b-32-random.pt"
-    torch.save(common.random_vit_b32().model.state_dict(), path)
-    return str(path)
-
-
 def one_run(bundle: Path, cache: Path) -> dict[str, float]:
     """Start a fresh process, wait for its first answer; the wall time includes interpreter start."""
     start = time.time()
@@ -84,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     """Write the bundle, time fresh start-ups, print the table and the JSON line."""
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        weights = None if args.random_weights else save_weights(Path(tmp))
-        bundle = common.write_synthetic_bundle(Path(tmp) / "bundle", args.n, pretrained=weights)
+        bundle = common.write_synthetic_bundle(Path(tmp) / "bundle", args.n) if args.random_weights \
+            else cached_bundle(args.n)
         runs = [one_run(bundle, Path(tmp) / "cache") for _ in range(args.runs)]  # the first exports
     model = "random-init ViT-B-32" if args.random_weights else "ViT-B-32 from a local weights file"
     print(f"start-up, bundle of {args.n} items, {model}; {common.machine()}")

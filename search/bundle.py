@@ -9,7 +9,6 @@ after their header matched it. A failure is one `BundleError` line that names bu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from search.config import EncoderSpec
-from search.embeddings import read_embeddings
+from search.config import EncoderSpec, default_cache_dir
+from search.embeddings import read_embeddings, release_pages
 from search.errors import BundleError
 from search.hub import snapshot_blobs, snapshot_label
 from search.index import VectorIndex
@@ -49,6 +48,7 @@ from search.manifest import (
 )
 from search.metadata import ItemCatalog, read_metadata
 from search.types import FeatureVector
+from search.verified import UnreadableFileError, VerificationRecord, sha256_of
 
 __all__ = ["EMBEDDINGS_FILE", "FAILURES_FILE", "FORMAT_VERSION", "INDEX_FILE", "MANIFEST_FILE", "METADATA_FILE",
            "REBUILD_HINT", "Bundle", "BundleFolder", "BundleInfo", "ItemCatalog", "Manifest", "atomic_write",
@@ -144,9 +144,12 @@ class Bundle:
         return self.folder.label
 
     @classmethod
-    def load(cls, root: Path) -> Bundle:
-        """Load and verify a bundle directory; raises BundleError saying what is wrong and what to do."""
-        contents = BundleContents.load(root, graph=True)
+    def load(cls, root: Path, cache_dir: Path | None = None) -> Bundle:
+        """Load and verify a bundle directory; raises BundleError saying what is wrong and what to do.
+
+        `cache_dir` holds the verification record that spares re-hashing unchanged files (default:
+        SEARCH_CACHE_DIR, as for the ONNX export)."""
+        contents = BundleContents.load(root, graph=True, cache_dir=cache_dir)
         manifest, embeddings = contents.manifest, contents.embeddings
         # index.py checks the graph's structure, count, dim and a sample of its vectors before hnswlib walks it.
         index = VectorIndex.load(contents.files[INDEX_FILE], manifest.dim, manifest.info.hnsw, count=manifest.count,
@@ -154,6 +157,7 @@ class Bundle:
         if len(index) != manifest.count:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, index {len(index)}; "
                               f"{REBUILD_HINT}")
+        release_pages(embeddings)
         logger.info("loaded bundle %s: %d items, encoder %s", contents.folder.root, manifest.count,
                     manifest.info.encoder)
         keywords = read_keywords(contents.files, manifest.count)  # optional: older bundles have none
@@ -171,11 +175,12 @@ class BundleContents:
     catalog: ItemCatalog
 
     @classmethod
-    def load(cls, root: Path, *, graph: bool = False) -> BundleContents:
+    def load(cls, root: Path, *, graph: bool = False, cache_dir: Path | None = None) -> BundleContents:
         """Verify every listed file (`index.hnsw` only when `graph`) and read the embeddings and metadata."""
         folder = BundleFolder.at(root)
         manifest = read_manifest(folder.root)
-        files = verify_files(folder.root, manifest, skip=frozenset() if graph else frozenset({INDEX_FILE}))
+        files = verify_files(folder.root, manifest, skip=frozenset() if graph else frozenset({INDEX_FILE}),
+                             cache_dir=cache_dir)
         embeddings = read_embeddings(files[EMBEDDINGS_FILE], manifest)
         catalog = ItemCatalog(read_metadata(files[METADATA_FILE], manifest.count), files)
         if len(catalog) != manifest.count:
@@ -205,33 +210,42 @@ def read_manifest(root: Path) -> Manifest:
     return parse_manifest(text)
 
 
-def verify_files(root: Path, manifest: Manifest, skip: frozenset[str] = frozenset()) -> dict[str, Path]:
-    """Check every file the manifest lists (but `skip`): inside the bundle, present, with the recorded sha256."""
+def verify_files(root: Path, manifest: Manifest, skip: frozenset[str] = frozenset(),
+                 cache_dir: Path | None = None) -> dict[str, Path]:
+    """Check every file the manifest lists (but `skip`): inside the bundle, present, with the recorded sha256.
+
+    A file is re-hashed only when it is not the very version already hashed, per the verification record in
+    `cache_dir` (default: SEARCH_CACHE_DIR); see search/verified.py for why that is as strict as hashing.
+    """
     required = {INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE} - skip
     unlisted = required - manifest.files.keys()
     if unlisted:
         raise BundleError(f"{MANIFEST_FILE} lists no checksum for {', '.join(sorted(unlisted))}; {REBUILD_HINT}")
     folder = BundleFolder.at(root)
     paths = folder.files(sorted(manifest.files.keys() - skip))  # every name placed before any file is read
-    for name, path in paths.items():
-        try:
-            digest = sha256_of(path)
-        except OSError as exc:
-            raise BundleError(f"cannot read bundle file {shown_name(name)} ({exc.strerror}); {REBUILD_HINT}") \
-                from None
-        if digest != manifest.files[name]:
+    record = VerificationRecord.open(cache_dir or default_cache_dir(), folder.inside[0])
+    try:
+        digests = record.digests(paths)
+    except UnreadableFileError as exc:
+        raise BundleError(f"cannot read bundle file {shown_name(exc.name)} ({exc.reason}); {REBUILD_HINT}") \
+            from None
+    for name in paths:
+        if digests[name] != manifest.files[name]:
             raise BundleError(f"bundle file {shown_name(name)} is corrupt (sha256 differs from {MANIFEST_FILE}); "
                               f"{REBUILD_HINT}")
+    if record.hashed:
+        _save_record(record, set(manifest.files))
     return paths
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _save_record(record: VerificationRecord, names: set[str]) -> None:
+    """Write the verification record; a cache folder that cannot be written only costs hashing next time."""
+    try:
+        record.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(record.path, lambda tmp: tmp.write_text(record.text(names), encoding="utf-8"))
+    except (OSError, BundleError) as exc:
+        logger.warning("cannot write the verification record %s (%s); files will be hashed again next start",
+                       record.path, exc)
 
 
 def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info: BundleInfo) -> Manifest:

@@ -1,11 +1,17 @@
 """A bundle's `embeddings.npy` as untrusted input: header checked against the manifest and the file size before
-any allocation, never a pickle, and every row a finite unit vector."""
+any allocation, never a pickle, every row a finite unit vector; then memory-mapped read-only, not copied.
+
+Why a map: at 1 M items the file is 2 GB, and serving reads one row per "more like this" (the graph holds its
+own copy of every vector for search). The rows are checked through a small reused buffer, not through the map, so
+the check leaves no mapped page resident: RSS grows only by the rows that queries touch (bench/memory.py).
+"""
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -14,32 +20,62 @@ from search.manifest import EMBEDDINGS_FILE, REBUILD_HINT, Manifest
 from search.types import FeatureVector, non_unit_rows
 
 NPY_DTYPE = np.dtype("<f4")
+CHECK_CHUNK_BYTES = 16 << 20  # rows are checked in blocks of about this size: bounded memory, cache-friendly
 
 
 def read_embeddings(path: Path, manifest: Manifest) -> FeatureVector:
-    """`embeddings.npy` as float32 (count, dim) unit rows; its header is checked against the manifest and the
-    file size before any array is allocated, and no pickle is ever read."""
+    """`embeddings.npy` as a read-only, memory-mapped float32 (count, dim) array of unit rows; its header is
+    checked against the manifest and the file size before anything is mapped, and no pickle is ever read."""
     expected = (manifest.count, manifest.dim)
     try:
         with path.open("rb") as handle:
-            shape, fortran_order, dtype = _npy_header(handle)
-            if dtype.hasobject:
-                raise ValueError("pickle")
-            if dtype != NPY_DTYPE or fortran_order or shape != expected:
-                kind = dtype.name if dtype.byteorder in "=<|" else f"{dtype.name} (big-endian)"
-                order = " in Fortran order" if fortran_order else ""
-                raise BundleError(f"{EMBEDDINGS_FILE} holds {kind} {_shape(shape)}{order}, expected float32 "
-                                  f"{expected}; {REBUILD_HINT}")
-            data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
-            if data_bytes != manifest.count * manifest.dim * NPY_DTYPE.itemsize:
-                raise BundleError(f"{EMBEDDINGS_FILE} has {data_bytes} bytes of data, not the "
-                                  f"{manifest.count * manifest.dim * 4} its header declares; {REBUILD_HINT}")
-            embeddings = np.fromfile(handle, NPY_DTYPE, count=manifest.count * manifest.dim).reshape(expected)
+            offset = _checked_header(handle, manifest)
+            _check_rows(handle, manifest.dim)
+            # The same open file is mapped, so the rows served are those of the inode just checked (a file
+            # renamed over `path` meanwhile is not picked up).
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if manifest.count else b""
     except (ValueError, OSError, EOFError) as exc:
         raise BundleError(f"{EMBEDDINGS_FILE} is not a plain .npy array ({_npy_problem(exc)}); {REBUILD_HINT}") \
             from None
-    check_unit_rows(embeddings)
-    return embeddings.astype(np.float32, copy=False)
+    if not manifest.count:
+        return np.empty(expected, np.float32)
+    return np.frombuffer(mapped, NPY_DTYPE, count=manifest.count * manifest.dim, offset=offset).reshape(expected)
+
+
+def _checked_header(handle: BinaryIO, manifest: Manifest) -> int:
+    """Where the data starts, once the header declares float32 (count, dim) in C order and the size agrees."""
+    expected = (manifest.count, manifest.dim)
+    shape, fortran_order, dtype = _npy_header(handle)
+    if dtype.hasobject:
+        raise ValueError("pickle")
+    if dtype != NPY_DTYPE or fortran_order or shape != expected:
+        kind = dtype.name if dtype.byteorder in "=<|" else f"{dtype.name} (big-endian)"
+        order = " in Fortran order" if fortran_order else ""
+        raise BundleError(f"{EMBEDDINGS_FILE} holds {kind} {_shape(shape)}{order}, expected float32 "
+                          f"{expected}; {REBUILD_HINT}")
+    offset = handle.tell()
+    data_bytes = os.fstat(handle.fileno()).st_size - offset
+    if data_bytes != manifest.count * manifest.dim * NPY_DTYPE.itemsize:
+        raise BundleError(f"{EMBEDDINGS_FILE} has {data_bytes} bytes of data, not the "
+                          f"{manifest.count * manifest.dim * 4} its header declares; {REBUILD_HINT}")
+    return offset
+
+
+def _check_rows(handle: BinaryIO, dim: int) -> None:
+    """Every row finite and unit (`non_unit_rows`), read block by block into one buffer from the header's end."""
+    row_bytes = dim * NPY_DTYPE.itemsize
+    buffer = np.empty((max(1, CHECK_CHUNK_BYTES // row_bytes), dim), NPY_DTYPE)
+    rows, bad, first_bad = 0, 0, -1
+    while got := handle.readinto(memoryview(buffer).cast("B")):
+        if got % row_bytes:
+            raise EOFError("the data ends inside a row")  # only if the file changed while being read
+        found = non_unit_rows(buffer[:got // row_bytes])
+        if len(found) and first_bad < 0:
+            first_bad = rows + int(found[0])
+        bad, rows = bad + len(found), rows + got // row_bytes
+    if bad:
+        raise BundleError(f"{EMBEDDINGS_FILE} has {bad} row(s) that are not finite unit vectors (row {first_bad} "
+                          f"first); {REBUILD_HINT}")
 
 
 def _npy_header(handle: Any) -> tuple[tuple, bool, np.dtype]:
@@ -63,9 +99,13 @@ def _npy_problem(exc: Exception) -> str:
     return "unreadable header or data" if isinstance(exc, ValueError | EOFError) else "read error"
 
 
-def check_unit_rows(embeddings: FeatureVector) -> None:
-    """Every row finite with an L2 norm within UNIT_TOLERANCE of 1 (NaN and inf rows fail the comparison)."""
-    bad = non_unit_rows(embeddings)
-    if len(bad):
-        raise BundleError(f"{EMBEDDINGS_FILE} has {len(bad)} row(s) that are not finite unit vectors (row "
-                          f"{int(bad[0])} first); {REBUILD_HINT}")
+def release_pages(embeddings: FeatureVector) -> None:
+    """Unmap the pages of memory-mapped embeddings that the load touched (the graph check samples ~1 000 rows,
+    and the kernel maps ~64 KB around each); they stay in the page cache, and a later read maps them again."""
+    base = embeddings
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):  # numpy keeps a view of the buffer it was given
+        base = base.obj
+    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)  # a read-only shared file map: nothing is lost, only unmapped
