@@ -23,7 +23,6 @@ GAP_SPAN = 50
 """cutoff="gap": the largest drop between neighbouring scores among the first this-many hits is the cut."""
 GAP_MIN = 0.01
 """cutoff="gap": a largest drop smaller than this is noise, not a boundary: nothing is cut."""
-COLLAPSE_BLOCK = 32
 SORT_KEYS = {"date": ("date",), "popularity": ("downloads", "views")}
 
 
@@ -49,28 +48,20 @@ def collapse(rows: Rows, embeddings: FeatureVector, radius: float) -> Folded:
     greedy in rank order, so the outcome for the first n hits never depends on later ones.
     """
     vectors = np.asarray(embeddings[rows], np.float32)
+    kept = np.empty_like(vectors)  # vectors of the hits kept so far, in rank order
     positions: list[int] = []
-    counts: list[int] = []
-    for start in range(0, len(rows), COLLAPSE_BLOCK):
-        # One product per block against the hits kept before it and one within it, then plain comparisons:
-        # a numpy call per candidate cost ~20 us each on a busy machine (200 candidates: 4-6 ms).
-        block = vectors[start:start + COLLAPSE_BLOCK]
-        prior = block @ vectors[positions].T if positions else np.empty((len(block), 0), np.float32)
-        inner = block @ block.T
-        before, fresh = len(positions), []
-        for offset in range(len(block)):
-            slot, best = (int(np.argmax(prior[offset])), float(prior[offset].max())) if before else (-1, -2.0)
-            if fresh:
-                within = inner[offset, fresh]
-                if float(within.max()) > best:
-                    slot, best = before + int(np.argmax(within)), float(within.max())
-            if best >= 1.0 - radius:
-                counts[slot] += 1
-            else:
-                fresh.append(offset)
-                counts.append(0)
-        positions.extend(start + offset for offset in fresh)
-    return np.asarray(positions, np.intp), np.asarray(counts, np.int64)
+    counts = np.zeros(len(rows), np.int64)
+    for position, vector in enumerate(vectors):
+        # Against the kept hits only (a page's worth), not all pairs: n x page products, not n x n.
+        if positions:
+            similarity = kept[:len(positions)] @ vector
+            nearest = int(np.argmax(similarity))
+            if similarity[nearest] >= 1.0 - radius:
+                counts[nearest] += 1
+                continue
+        kept[len(positions)] = vector
+        positions.append(position)
+    return np.asarray(positions, np.intp), counts[:len(positions)]
 
 
 def sort_order(rows: Rows, attributes: Attributes, sort: str) -> npt.NDArray[np.intp]:

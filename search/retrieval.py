@@ -35,7 +35,7 @@ POSTFILTER_FLOOR = 0.02
 """Beyond the exact path's reach, post-filtering beat hnswlib's filter callback down to this share kept."""
 OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
 FIRST_WINDOW = 16
-SORT_POOL = 200
+SORT_POOL = 100
 """Sorting by date or popularity reorders the best this-many candidates above the threshold."""
 
 
