@@ -1,10 +1,10 @@
 """Ranked rows for a query vector under SearchOptions: filtered candidates, cut-off, collapse, sort and pages.
 
 How a filtered query finds its candidates depends on how many items the filter keeps (bench/filters.py):
-- a large share (at least POSTFILTER_MIN_FRACTION): the unfiltered graph search asked for k / share * OVERFETCH
-  neighbours, the disallowed ones dropped afterwards; about as cheap as an unfiltered query;
-- few items (at most EXACT_MAX_ROWS): exact search over just those rows; always complete;
-- a smaller share still worth over-fetching (POSTFILTER_FLOOR): post-filter again;
+- exact search over just those rows, when they are at most EXACT_MAX_ROWS and cheaper than the post-filter's
+  graph search by the measured cost ratio EXACT_ROWS_PER_BEAM; always complete;
+- else post-filter (share kept at least POSTFILTER_FLOOR): the unfiltered graph search asked for k / share *
+  OVERFETCH neighbours, the disallowed ones dropped afterwards;
 - else hnswlib's filter callback, which walks the graph skipping disallowed items (it calls back into Python
   for every node it visits, so it was the slowest path measured; it is the last resort).
 A graph path that comes back short falls back to the next, ending with the exact search, so a filter always
@@ -28,13 +28,14 @@ from search.types import FeatureVector
 
 EXACT_MAX_ROWS = 20_000
 """Filters keeping up to this many items are searched exactly (~2-4 ms per 10k rows; bench/filters.py)."""
-POSTFILTER_MIN_FRACTION = 0.1
-"""Filters keeping at least this share of items post-filter an over-fetched unfiltered search."""
+EXACT_ROWS_PER_BEAM = 20
+"""Exact search over r rows costs about what a graph search with a beam of r / 20 does (bench/filters.py at 25k:
+~0.11 us per row against ~2.4 us per beam slot): the cheaper of the two is taken."""
 POSTFILTER_FLOOR = 0.02
-"""Below EXACT_MAX_ROWS' reach, post-filtering still beats the filter callback down to this share."""
+"""Beyond the exact path's reach, post-filtering beat hnswlib's filter callback down to this share kept."""
 OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
 FIRST_WINDOW = 16
-SORT_POOL = 200
+SORT_POOL = 100
 """Sorting by date or popularity reorders the best this-many candidates above the threshold."""
 
 
@@ -140,12 +141,15 @@ class Retriever:
 
     def _filtered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
         k = min(k, len(allowed.rows))
-        few = len(allowed.rows) <= EXACT_MAX_ROWS
-        if allowed.fraction >= POSTFILTER_MIN_FRACTION or (not few and allowed.fraction >= POSTFILTER_FLOOR):
+        asked = math.ceil(k / max(allowed.fraction, 1e-9) * OVERFETCH)
+        beam = max(self.index.params.ef_search, asked)  # what a post-filter's graph search would cost
+        if allowed.vectors is not None and len(allowed.rows) <= EXACT_ROWS_PER_BEAM * beam:
+            return self.exact(vector, k, allowed.rows, allowed.vectors)
+        if allowed.fraction >= POSTFILTER_FLOOR:
             found = self.postfiltered(vector, k, allowed)
             if found is not None:
                 return found
-        return self.exact(vector, k, allowed.rows, allowed.vectors) if few else self.walked(vector, k, allowed)
+        return self.walked(vector, k, allowed)
 
     def postfiltered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores] | None:
         """The unfiltered search asked for k / fraction * OVERFETCH neighbours, filtered; None if under k pass."""
