@@ -7,15 +7,18 @@ from typing import Any
 
 import gradio as gr
 
+from search.colour import PALETTE
 from search.engine import SearchEngine
+from search.filters import ORIENTATIONS
+from ui_api import CONCURRENCY_ID, add_api
 from ui_handlers import SearchUI, Session, as_gr_error
+from ui_options import FILTER_COLUMNS, available_sorts, control_value
 from ui_page import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, RESULTS_JS
 from ui_render import picture_url
 from upload_inputs import MAX_FILE_BYTES, explain_unreadable_uploads, fetch_url_inputs_within_limits
 from webapp import Startup, notice_summary, score_hint
 
 UPLOAD_LIFETIME_S = (300, 1800)  # gradio's delete_cache: (how often to look, how old a file may get) in seconds
-CONCURRENCY_ID = "search"  # one group: the queue's limit holds for all events together, not per event
 PRIVATE = {"api_visibility": "private", "show_progress": "minimal", "concurrency_id": CONCURRENCY_ID}
 
 
@@ -64,15 +67,14 @@ def _controls(ui: SearchUI) -> dict[str, Any]:
         c["exclude"] = gr.Textbox(label="Exclude (comma-separated terms to steer away from)", max_lines=1,
                                   elem_id="exclude")
         gr.Markdown(score_hint(d), elem_id="score-hint")
-        # Filters and sort (search-features issue) go here.
+        c["options"] = option_controls(ui)
     with gr.Row(elem_id="examples"):
         c["examples"] = [gr.Button(text, size="sm", variant="secondary") for text in d.text_examples]
     with gr.Row(elem_id="status-row"):
         c["status"] = gr.Markdown(elem_id="status")
         gr.HTML('<span id="copy-note" role="status"></span>', padding=False, elem_id="copy-note-box")
         c["copy"] = gr.Button("Copy link", size="sm", elem_id="copy-link", scale=0, min_width=90)
-    c["results"] = gr.HTML(elem_id="results", js_on_load=RESULTS_JS, padding=False)
-    # A "Load more" button for the next page (search-features issue) goes here.
+    c["results"] = gr.HTML(elem_id="results", js_on_load=RESULTS_JS, padding=False)  # "Load more" is inside it
     c["session"] = gr.State(Session())
     return c
 
@@ -80,59 +82,114 @@ def _controls(ui: SearchUI) -> dict[str, Any]:
 def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any]) -> None:
     """The page's events; all private (not in the API or MCP), one concurrency group with the API."""
     shown = [c["results"], c["status"], c["session"]]
+    names, opts = list(c["options"]), list(c["options"].values())  # every search reads the options panel
     thresholds = [c["top_k"], c["text_threshold"], c["image_threshold"]]
-    text_in = [c["query"], c["exclude"], c["top_k"], c["text_threshold"], c["session"]]
-    gr.on([c["text_button"].click, c["query"].submit], as_gr_error(ui.ui_text), text_in, shown, **PRIVATE)
-    gr.on([c["image_button"].click, c["image"].upload, c["mix_text"].submit], as_gr_error(ui.ui_image),
-          [c["image"], c["mix_text"], c["weight"], c["exclude"], c["top_k"], c["image_threshold"], c["session"]],
-          shown, **PRIVATE)
+    text_in = [c["query"], c["exclude"], c["top_k"], c["text_threshold"], c["session"], *opts]
+    gr.on([c["text_button"].click, c["query"].submit], _with_options(ui.ui_text, names), text_in, shown, **PRIVATE)
+    gr.on([c["image_button"].click, c["image"].upload, c["mix_text"].submit], _with_options(ui.ui_image, names),
+          [c["image"], c["mix_text"], c["weight"], c["exclude"], c["top_k"], c["image_threshold"], c["session"],
+           *opts], shown, **PRIVATE)
     for button in c["examples"]:
-        button.click(as_gr_error(_example(ui)), [button, *text_in[1:]], [c["query"], *shown], **PRIVATE)
-    c["results"].similar(as_gr_error(ui.ui_similar), [c["top_k"], c["image_threshold"], c["session"]], shown,
-                         **PRIVATE)
-    c["results"].mix(as_gr_error(_mix(ui)), [c["top_k"], c["image_threshold"], c["session"]],
-                     [c["image"], c["tabs"], *shown], **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
-    # change, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too.
-    gr.on([slider.change for slider in thresholds], as_gr_error(ui.ui_rerun), [*thresholds, c["session"]], shown,
-          trigger_mode="always_last", **PRIVATE)
+        button.click(_with_options(_example(ui), names), [button, *text_in[1:]], [c["query"], *shown], **PRIVATE)
+    picked_in = [c["top_k"], c["image_threshold"], c["session"], *opts]
+    c["results"].similar(_with_options(ui.ui_similar, names, event=True), picked_in, shown, **PRIVATE)
+    c["results"].mix(_with_options(_mix(ui), names, event=True), picked_in, [c["image"], c["tabs"], *shown],
+                     **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
+    c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE)
+    # change, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
+    # filters re-run on Enter or leaving the box, not on every key.
+    typed = [event for opt in opts if isinstance(opt, gr.Textbox | gr.Number) for event in (opt.submit, opt.blur)]
+    chosen = [opt.change for opt in opts if not isinstance(opt, gr.Textbox | gr.Number)]
+    gr.on([*(slider.change for slider in thresholds), *typed, *chosen], _with_options(ui.ui_rerun, names),
+          [*thresholds, c["session"], *opts], shown, trigger_mode="always_last", **PRIVATE)
     for tab, name in ((c["text_tab"], "text"), (c["image_tab"], "image")):
         tab.select(lambda session, name=name: ui.ui_tab(name, session), c["session"], shown, **PRIVATE)
     c["copy"].click(None, js=COPY_LINK_JS, **PRIVATE)
-    demo.load(as_gr_error(ui.ui_load), thresholds, [c["query"], *shown], **PRIVATE)
+    demo.load(as_gr_error(_load(ui, names)), thresholds, [c["query"], *opts, *shown], **PRIVATE)
+
+
+def _with_options(fn: Any, names: list[str], event: bool = False) -> Any:
+    """`fn` taking its own inputs then the options panel's values (one input each, in `names` order)."""
+    fixed = len(names)
+
+    def split(values: tuple) -> tuple[tuple, dict[str, Any]]:
+        cut = len(values) - fixed
+        return values[:cut], dict(zip(names, values[cut:], strict=True))
+
+    def handler(*values: Any) -> Any:
+        own, options = split(values)
+        return fn(*own, options=options)
+
+    def picked(evt: gr.EventData, *values: Any) -> Any:  # gradio passes the event data first, by its type
+        own, options = split(values)
+        return fn(*own, evt, options=options)
+
+    chosen = picked if event else handler
+    chosen.__name__ = getattr(fn, "__name__", "handler")
+    return as_gr_error(chosen)
+
+
+def option_controls(ui: SearchUI) -> dict[str, Any]:
+    """Filter, sort, cut-off, near-duplicate and keyword controls: only those this collection has data for."""
+    made = {key: _option_control(key, ui) for key in ui.available}
+    missing = [key.replace("_", " ") for key in FILTER_COLUMNS if key not in made]
+    if missing:
+        gr.Markdown(f"Not offered for this collection (it has no data for them): {', '.join(missing)}.",
+                    elem_id="options-missing")
+    return made
+
+
+def _option_control(key: str, ui: SearchUI) -> Any:
+    value, elem = control_value(key, {}), f"opt-{key.replace('_', '-')}"
+    common = {"value": value, "elem_id": elem, "min_width": 140}
+    labels = {"date_from": "Taken from (YYYY-MM-DD)", "date_to": "Taken until (YYYY-MM-DD)", "country": "Country",
+              "city": "City", "camera": "Camera (part of make or model)", "photographer": "Photographer (username)"}
+    if key in labels:
+        return gr.Textbox(label=labels[key], max_lines=1, **common)
+    if key == "min_downloads":
+        return gr.Number(label="At least N downloads", minimum=0, precision=0, **common)
+    if key in {"collapse", "keywords"}:
+        label = "Fold near-duplicates" if key == "collapse" else "Keyword matches"
+        return gr.Checkbox(label=label, **common)
+    sort_labels = {"relevance": "relevance", "date": "newest first", "popularity": "most downloaded"}
+    choices = {"orientation": ["any", *ORIENTATIONS], "colour": ["any", *PALETTE],
+               "featured": [("any", "any"), ("featured only", "true"), ("not featured", "false")],
+               "sort": [(sort_labels[sort], sort) for sort in available_sorts(ui.engine)],
+               "cutoff": [("threshold only", "flat"), ("relative to the best", "relative"),
+                          ("at the largest score gap", "gap")]}[key]
+    label = {"orientation": "Orientation", "colour": "Colour", "featured": "Featured", "sort": "Sort by",
+             "cutoff": "Cut-off"}[key]
+    return gr.Dropdown(choices, label=label, **common)
+
+
+def _load(ui: SearchUI, names: list[str]) -> Any:
+    def load(top_k: float, text_threshold: float, image_threshold: float, request: gr.Request) -> tuple:
+        """Page load: the linked (or default) search, with the options panel showing the link's options."""
+        query, html, status, session = ui.ui_load(top_k, text_threshold, image_threshold, request)
+        options = session.view.request.options if session.view.request is not None else {}
+        return (query, *(control_value(name, options) for name in names), html, status, session)
+
+    return load
 
 
 def _example(ui: SearchUI) -> Any:
-    def example(text: str, exclude: str, top_k: float, threshold: float, session: Session) -> tuple:
+    def example(text: str, exclude: str, top_k: float, threshold: float, session: Session,  # noqa: PLR0917
+                options: dict[str, Any]) -> tuple:
         """An example button: put its text in the query box and search for it."""
-        return (text, *ui.ui_text(text, exclude, top_k, threshold, session))
+        return (text, *ui.ui_text(text, exclude, top_k, threshold, session, options))
 
     return example
 
 
 def _mix(ui: SearchUI) -> Any:
-    def mix(top_k: float, threshold: float, session: Session, evt: gr.EventData) -> tuple:
+    def mix(top_k: float, threshold: float, session: Session, evt: gr.EventData, options: dict[str, Any]) -> tuple:
         """"Search with this picture and a text": the picture into the Image tab, its neighbours shown there."""
         hit = ui.picked(session, evt)
         image = hit.image if "://" not in hit.image else picture_url(hit, 480)
-        results = ui.similar_to(hit.id, top_k, threshold, replace(session, tab="image"))
+        results = ui.similar_to(hit.id, top_k, threshold, replace(session, tab="image"), options)
         return (image, gr.Tabs(selected="image"), *results)
 
     return mix
-
-
-def add_api(ui: SearchUI) -> None:
-    """API-only endpoints (no trigger in the page) on hidden inputs, each with one JSON output; also MCP tools."""
-    with gr.Column(visible=False):
-        text, item_id = gr.Textbox(label="query"), gr.Textbox(label="id")
-        # Our loader, not gr.Image, judges odd files; a URL instead of a file is fetched within the upload limits.
-        image = fetch_url_inputs_within_limits(gr.File(label="image", type="filepath"), MAX_FILE_BYTES)
-        top_k = gr.Number(label="top_k", value=10)
-        threshold = gr.Number(label="threshold", value=0.0)
-        result = gr.JSON(label="hits")
-    for name, source in (("search_text", text), ("search_image", image), ("similar", item_id)):
-        handler = as_gr_error(getattr(ui, name))
-        gr.on([], handler, [source, top_k, threshold], result, api_name=name,
-              api_description=(handler.__doc__ or "").split("\n")[0], concurrency_id=CONCURRENCY_ID)
 
 
 def example_images(engine: SearchEngine, count: int = 4) -> list[str]:

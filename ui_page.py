@@ -46,6 +46,10 @@ CSS = """
 #results .detail-actions button.primary { background: #4f46e5; color: #ffffff; border-color: transparent; }
 #results a, #notice a { color: #3730a3; }
 .dark #results a, .dark #notice a { color: #c7d2fe; }
+#results .load-more { display: block; margin: 16px auto 4px; padding: 8px 28px; border-radius: 8px; cursor: pointer;
+    border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill);
+    color: var(--button-secondary-text-color); font-size: 1em; }
+#results .load-more:focus-visible,
 #results .detail-actions button:focus-visible { outline: 3px solid var(--color-accent); outline-offset: 2px; }
 """
 
@@ -92,7 +96,7 @@ function blurhashURL(hash, w = 32, h = 32) {
 """
 
 RESULTS_JS = BLURHASH_JS + r"""
-let current = -1;
+let current = -1, focusFrom = -1;
 const dialog = () => element.querySelector("dialog.detail");
 const tiles = () => Array.from(element.querySelectorAll("button.tile-open"));
 function openDetail(index) {
@@ -118,6 +122,7 @@ function rendered() {
     const data = blurhashURL(img.dataset.blurhash);
     if (data) img.style.backgroundImage = `url(${data})`;
   });
+  if (focusFrom >= 0) { tiles()[focusFrom]?.focus(); focusFrom = -1; }
 }
 element.addEventListener("click", (event) => {
   const tile = event.target.closest("button.tile-open");
@@ -127,6 +132,10 @@ element.addEventListener("click", (event) => {
   else if (action === "next") openDetail(current + 1);
   else if (action === "close") dialog().close();
   else if (action === "similar" || action === "mix") { dialog().close(); trigger(action, { index: current }); }
+  else if (action === "more") {  // the next page; focus moves to its first picture once it is shown
+    focusFrom = tiles().length; event.target.disabled = true; event.target.textContent = "Loading…";
+    trigger("more", { shown: focusFrom });
+  }
 });
 element.addEventListener("keydown", (event) => {
   const box = dialog();

@@ -114,12 +114,17 @@ def query_card(hit: Hit) -> str:
             f'</p></div>')
 
 
-def results_html(hits: list[Hit], root: Path, link: str, query_hit: Hit | None = None) -> str:
-    """The results area: the query picture (more like this), the grid, each tile's detail view, the dialog."""
+MORE = '<button type="button" class="load-more" data-action="more">Load more</button>'
+
+
+def results_html(hits: list[Hit], root: Path, link: str, query_hit: Hit | None = None,
+                 more: bool = False) -> str:
+    """The results area: the query picture (more like this), the grid, "Load more", each tile's detail, the dialog."""
     card = query_card(query_hit) if query_hit is not None else ""
     tiles = "".join(tile_html(index, hit) for index, hit in enumerate(hits))
     details = "".join(f'<template data-index="{index}">{detail_html(hit, root)}</template>'
                       for index, hit in enumerate(hits))
     grid = f'<ul class="grid" aria-label="Results">{tiles}</ul>' if hits else ""
+    grid += MORE if more and hits else ""
     page = f'<div class="results" data-link="{e(link)}" data-count="{len(hits)}">{card}{grid}{details}{DIALOG}</div>'
     return page.replace("{", "&#123;").replace("}", "&#125;")  # braces only come from data: credit lines too
