@@ -214,7 +214,11 @@ class SearchUI:
             return gr.skip(), gr.skip(), gr.skip()
         if options is not None:
             last = replace(last, options=self.options(options))
-        return self.show(session, last, top_k, text_threshold if last.mode == "text" else image_threshold)
+        threshold = text_threshold if last.mode == "text" else image_threshold
+        page = (whole_number(top_k, "top_k"), number(threshold, "threshold"))
+        if (last, page) == (session.view.request, session.view.page):  # e.g. a deep link setting the panel
+            return gr.skip(), gr.skip(), gr.skip()  # nothing changed: keep the pages loaded so far
+        return self.show(session, last, top_k, threshold)
 
     def ui_more(self, session: Session) -> Shown:
         """"Load more": the next page of the open tab's search, after the hits already shown (stable order)."""

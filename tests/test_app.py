@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from tests.odd_images import (
     truncated_jpeg,
     zero_bytes,
 )
+from ui_api import API_OPTIONS
 from ui_handlers import SearchUI, Session
 from upload_inputs import explain_unreadable_uploads
 from webapp import (
@@ -51,7 +53,8 @@ from webapp import (
 # gradio's queue uses a pandas option that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 
-HIT_FIELDS = {"id", "score", "image", "page_url", "description", "photographer"}
+HIT_FIELDS = {field.name for field in fields(Hit)}  # the metadata fields of issue 12 included (None here)
+OPTION_PARAMS = [name for name, _, _ in API_OPTIONS]
 DEMO_IMAGE = DEMO_INDEX_DIR / "images" / "shape-007.jpg"
 
 
@@ -62,8 +65,11 @@ def test_api_has_exactly_three_named_endpoints_with_one_output_each(client: Clie
     endpoints = api["named_endpoints"]
     assert set(endpoints) == {"/search_text", "/search_image", "/similar"}
     params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()}
-    assert params == {"/search_text": ["query", "top_k", "threshold"], "/search_image": ["image", "top_k", "threshold"],
-                      "/similar": ["id", "top_k", "threshold"]}
+    assert params == {"/search_text": ["query", "top_k", "threshold", *OPTION_PARAMS],
+                      "/search_image": ["image", "top_k", "threshold", *OPTION_PARAMS],
+                      "/similar": ["id", "top_k", "threshold", *OPTION_PARAMS]}
+    for info in endpoints.values():  # the options are optional: an old call's three arguments still suffice
+        assert [p["parameter_has_default"] for p in info["parameters"]][3:] == [True] * len(OPTION_PARAMS)
     assert all(len(info["returns"]) == 1 for info in endpoints.values())
     assert api["unnamed_endpoints"] == {}
 
@@ -83,6 +89,22 @@ def test_threshold_keeps_only_hits_at_or_above_it(client: Client) -> None:
     strict = client.predict("a red circle", 20, cut, api_name="/search_text")
     assert strict == [hit for hit in loose if hit["score"] >= cut] and strict[:3] == loose[:3]
     assert client.predict("a red circle", 20, 0.999, api_name="/search_text") == []
+
+
+def test_old_positional_calls_keep_their_hits_and_options_are_named_parameters(client: Client) -> None:
+    old = client.predict("a circle", 8, 0.0, api_name="/search_text")
+    defaults = {name: default for name, default, _ in API_OPTIONS}
+    assert client.predict("a circle", 8, 0.0, api_name="/search_text", **defaults) == old
+    blue = client.predict("a circle", 8, 0.0, api_name="/search_text", colour="blue")
+    assert len(blue) == 8 and all(hit["colour"] == "blue" for hit in blue) and blue != old
+    second = client.predict("a circle", 4, 0.0, api_name="/search_text", colour="blue", offset=4)
+    assert second == blue[4:]  # pages: the same order, page after page
+    folded = client.predict("shape-007", 5, 0.0, api_name="/similar", collapse_radius="0.05", cutoff="gap")
+    assert folded and sum(hit["duplicates"] for hit in folded) > 0
+    with pytest.raises(AppError, match="colour must be one of"):
+        client.predict("a circle", 8, 0.0, api_name="/search_text", colour="plaid")
+    with pytest.raises(AppError, match="no date data to filter on"):
+        client.predict("a circle", 8, 0.0, api_name="/search_text", date_from="2020-01-01")
 
 
 def test_search_image_returns_that_image_first(client: Client) -> None:
@@ -293,6 +315,48 @@ def test_page_load_restores_deep_links_else_shows_the_first_example(demo_startup
     assert query == "" and "more like shape-007" in status and '<div class="query-card">' in html
     query, _, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest(id="<script>"))  # unknown: the default instead
     assert query == first and status.startswith(f"12 results for “{first}”")
+
+
+def test_ui_options_filter_fold_and_go_into_the_link(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    assert ui.available == ("colour", "cutoff", "collapse")  # the demo has a colour column and no other metadata
+    html, _, session = ui.ui_text("a circle", "", 6, 0.0, Session(), {"colour": "green", "collapse": False,
+                                                                     "cutoff": "flat", "date_from": "2020-01-01"})
+    assert all(hit.colour == "green" for hit in shown_hits((html, "", session)))
+    assert 'data-link="?q=a+circle&amp;colour=green&amp;collapse=off"' in html  # defaults and absent filters left out
+    folded = shown_hits(ui.ui_similar(6, 0.0, session, FakeEvent({"index": 0}), {"colour": "any", "collapse": True}))
+    assert sum(hit.duplicates for hit in folded) > 0  # folding is the page's default
+    with pytest.raises(BadQueryError, match="cutoff must be one of"):
+        ui.ui_rerun(6, 0.0, 0.0, session, {"cutoff": "steep"})
+
+
+def test_load_more_appends_the_next_page_in_a_stable_order(demo_startup: Startup) -> None:
+    import gradio as gr
+
+    ui = SearchUI(demo_startup)
+    html, _, session = ui.ui_text("a circle", "", 5, 0.0, Session(), {"collapse": False})
+    assert 'data-action="more"' in html
+    html, status, session = ui.ui_more(session)
+    _, _, session = ui.ui_more(session)
+    paged = [hit.id for hit in session.view.hits]
+    whole = [hit.id for hit in shown_hits(ui.ui_text("a circle", "", 15, 0.0, Session(), {"collapse": False}))]
+    assert paged == whole and status.startswith("10 results") and html.count('class="tile"') == 10
+    last, _, _ = ui.ui_text("a circle", "", 5, 0.99, Session())  # fewer than a page: nothing more to load
+    assert 'data-action="more"' not in last
+    with pytest.raises(BadQueryError, match="search first"):
+        ui.ui_more(Session())
+    unchanged = ui.ui_rerun(5, 0.0, 0.0, session, {"collapse": False, "colour": "any"})
+    assert all(isinstance(out, type(gr.skip())) for out in unchanged)  # keeps the pages loaded
+
+
+def test_page_load_restores_the_options_of_a_link_and_ignores_bad_ones(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    _, html, _, session = ui.ui_load(12, 0.0, 0.0, FakeRequest(q="a circle", colour="Red", collapse="off",
+                                                               sort="date", country="France"))
+    assert session.view.request.options == {"colour": "Red", "collapse": "off"}  # no date or country data here
+    assert all(hit.colour == "red" for hit in session.view.hits) and "colour=Red" in html
+    _, _, _, session = ui.ui_load(12, 0.0, 0.0, FakeRequest(q="a circle", colour="plaid"))
+    assert session.view.request.options == {} and len(session.view.hits) == 12  # still a page of results
 
 
 def test_defaults_and_examples_come_from_the_bundle(demo_startup: Startup) -> None:

@@ -52,10 +52,11 @@ def cdn(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackServer]:
 
 
 def test_mcp_lists_three_documented_typed_tools_and_each_finds_hits(app_url: str, cdn: LoopbackServer) -> None:
-    tools, (text, image, similar) = call(app_url, [
+    tools, (text, image, similar, blue) = call(app_url, [
         ("search_text", {"query": "a red circle", "top_k": 3, "threshold": 0.0}),
         ("search_image", {"image": cdn.url("shape.jpg"), "top_k": 3, "threshold": 0.0}),
         ("similar", {"id": "shape-007", "top_k": 3, "threshold": 0.0}),
+        ("search_text", {"query": "a circle", "top_k": 4, "threshold": 0.0, "colour": "blue", "offset": 2}),
     ])
     assert set(tools) == TOOLS  # the page's own events are private: not tools
     for tool in tools.values():
@@ -63,12 +64,16 @@ def test_mcp_lists_three_documented_typed_tools_and_each_finds_hits(app_url: str
         properties = tool.inputSchema["properties"]
         assert properties["top_k"]["type"] == "number" and "0 to 1000" in properties["top_k"]["description"]
         assert "-1 to 1" in properties["threshold"]["description"]
+        # The search options are optional, documented parameters; none of them is required.
+        assert "dominant colour" in properties["colour"]["description"] and "sort" in properties
+        assert set(tool.inputSchema.get("required", [])) <= {"query", "image", "id"}
     assert tools["search_text"].inputSchema["properties"]["query"]["type"] == "string"
     assert "public http(s) URL" in tools["search_image"].inputSchema["properties"]["image"]["description"]
     assert all("red circle" in hit["description"] for hit in hits_of(text)) and len(hits_of(text)) == 3
     assert hits_of(image)[0]["id"] == "shape-007" and hits_of(image)[0]["score"] >= 0.99
     assert cdn.hits["/ok/shape.jpg"] == 1  # fetched once, by the app's own fetcher
     assert len(hits_of(similar)) == 3 and "shape-007" not in {hit["id"] for hit in hits_of(similar)}
+    assert len(hits_of(blue)) == 4 and all(hit["colour"] == "blue" for hit in hits_of(blue))
 
 
 def test_mcp_image_urls_of_private_hosts_and_bad_ids_are_refused(app_url: str) -> None:
