@@ -241,6 +241,37 @@ def test_image_tab_has_its_own_results_and_detail_mixes_picture_and_text(open_pa
     assert any("red" in alt for alt in alts) and any("triangle" in alt for alt in alts), alts
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_options_panel_deep_link_load_more_and_copy_link(open_page, viewport: dict) -> None:
+    page = open_page(viewport, "?q=a+circle&colour=blue&collapse=off")
+    page.locator("#options").get_by_text("Options").click()
+    colour = page.locator("#opt-colour input").first
+    assert colour.input_value() == "blue" and not page.locator("#opt-collapse input").is_checked()
+    assert page.locator("#opt-sort").count() == 0  # the demo has no date or popularity data to sort by
+    assert "date from" in page.locator("#options-missing").inner_text()
+    alts = [img.get_attribute("alt") for img in page.locator(f"{TILES} img").all()]
+    assert len(alts) >= 3 and all("blue" in alt for alt in alts), alts
+    if viewport is PHONE:  # the panel stacks its controls: show the filters rather than the sliders above them
+        page.locator("#opt-colour").scroll_into_view_if_needed()
+    save_screenshot(page, "screenshot-options.png" if viewport is DESKTOP else "screenshot-options-phone.png")
+    if viewport is PHONE:
+        return
+    box = page.locator("#text-threshold input[type=number]")
+    box.fill("0")
+    box.press("Enter")
+    status_after(page, r"12 results for “a circle”.*threshold 0\.00")
+    colour.click()
+    page.get_by_role("option", name="green", exact=True).click()  # a changed option re-runs the search
+    page.wait_for_function(f"Array.from(document.querySelectorAll('{TILES} img')).every((i) => i.alt.includes"
+                           "('green circle'))")
+    assert "colour=green" in page.url and "collapse=off" in page.url
+    page.locator("#results button.load-more").click()
+    status_after(page, r"24 results for “a circle”")
+    assert tile_count(page) == 24 and page.evaluate("document.activeElement.dataset.index") == "12"
+    page.locator("#copy-link").click()
+    page.locator("#copy-note").filter(has_text="colour=green").wait_for()
+
+
 @pytest.mark.parametrize(("viewport", "dark"), [(DESKTOP, False), (DESKTOP, True), (PHONE, False), (PHONE, True)],
                          ids=["desktop-light", "desktop-dark", "phone-light", "phone-dark"])
 def test_no_serious_accessibility_violations(open_page, viewport: dict, dark: bool) -> None:
