@@ -63,6 +63,8 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--offset", metavar="N", help="skip the first N hits: the next page (default 0)")
     group.add_argument("--cutoff", choices=CUTOFFS, help="flat: the threshold only (default); relative: also drop "
                        "hits far below the best; gap: cut at the largest score drop")
+    group.add_argument("--keywords", choices=("on", "off"), help="fuse keyword matches into a text query's ranking "
+                       "where the index has a keyword index (default on)")
 
 
 def options_from_args(args: argparse.Namespace) -> SearchOptions:
