@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+import rest_api
 from search.config import EngineConfig
 from search.engine import MAX_NEGATIVES, MAX_QUERY_CHARS, Query, SearchEngine
 from search.errors import BadQueryError, SearchError
@@ -265,8 +266,10 @@ def launch(demo: gr.Blocks, startup: Startup, **kwargs: Any) -> tuple[Any, str, 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
+    # The REST API (rest_api.py) is a route of gradio's own app: same port, same body limits, same handlers.
+    app_kwargs = {"middleware": [body_limits()], "routes": [rest_api.mounted(SearchUI(startup), startup)]}
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
-                       theme=gr.themes.Soft(), css=CSS, app_kwargs={"middleware": [body_limits()]}, **kwargs)
+                       theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs, **kwargs)
 
 
 def parse_args(argv: list[str] | None = None) -> EngineConfig:
