@@ -8,8 +8,9 @@
 Per run it reports requests/s, p50/p95/p99 (ms), errors, the server's CPU (% of one core) and peak RSS, the RSS
 it grew by, and the generator's own CPU; then the capacity (highest requests/s with p95 <= 250 ms) and one JSON
 line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for a random-init ViT-B-32.
-`--engine` times the engine alone in a third process on the server's CPUs: a cached text query's p50, and the
-throughput of --slots threads on new text queries and on uploads. The server waits until text queries run on
+`--engine` runs the engine alone (bench/load_engine.py) in a third process on the server's CPUs, on the same
+requests, in a block just before each run, and reports the server's requests/s as a ratio to it and its p50 over
+the engine's. The server waits until text queries run on
 ONNX Runtime, as a Space does a few seconds after start.
 """
 
@@ -26,53 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
 from bench import common
-from bench.load_gen import MIXES, REPEATED, THRESHOLDS, TOP_KS
+from bench.load_gen import MIXES
 
 P95_BUDGET_MS = 250.0
-SLOTS = """
-import os
-if os.environ.get("BENCH_CPUS"):  # pinned before torch starts its threads
-    os.sched_setaffinity(0, {int(cpu) for cpu in os.environ["BENCH_CPUS"].split(",")})
-import search.limits as limits
-if os.environ.get("BENCH_SLOTS"):  # the process-wide limiter, before the engine takes it
-    limits._SHARED = limits.WorkLimiter(int(os.environ["BENCH_SLOTS"]))
-"""
-SERVER = SLOTS + """
-import app
-if os.environ.get("BENCH_QUEUE"):
-    app.CONCURRENCY = int(os.environ["BENCH_QUEUE"])
-app.main([])
-"""
-ENGINE = SLOTS + """
-import json, os, sys, threading, time
-sys.path.insert(0, os.getcwd())
-from bench.load_gen import query_images, QUERIES
-from search.config import EngineConfig
-from search.limits import shared_limiter
-from webapp import start_engine
-engine = start_engine(EngineConfig.from_env()).engine
-while engine.encoder.onnx_text is None: time.sleep(0.2)
-cached = [(q, k, t) for q in json.loads(sys.argv[1]) for k in json.loads(sys.argv[2]) for t in json.loads(sys.argv[3])]
-for args in cached: engine.search_text(*args)
-times = []
-for i in range(600):
-    start = time.perf_counter(); engine.search_text(*cached[i % len(cached)]); times.append(time.perf_counter() - start)
-def throughput(make, seconds):
-    done, stop = [0], time.perf_counter() + seconds
-    def work(n):
-        i = 0
-        while time.perf_counter() < stop:
-            make(n, i); i += 1; done[0] += 1
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(shared_limiter().slots)]
-    start = time.perf_counter()
-    [t.start() for t in threads]; [t.join() for t in threads]
-    return done[0] / (time.perf_counter() - start)
-images, seconds = query_images(), float(sys.argv[4])
-text = throughput(lambda n, i: engine.search_text(f"{QUERIES[i % len(QUERIES)]} number {n}-{i}", 10, 0.0), seconds)
-image = throughput(lambda n, i: engine.search_image(images[(n + i) % len(images)], 10, 0.0), seconds)
-print(json.dumps({"cached_p50_ms": sorted(times)[len(times) // 2] * 1000, "text_unique_rps": text,
-                  "image_rps": image, "slots": shared_limiter().slots}))
-"""
+SERVER = "from bench.load_engine import apply_bench_env; apply_bench_env(); import app; import os\n" \
+         "app.CONCURRENCY = int(os.environ.get('BENCH_QUEUE') or app.CONCURRENCY); app.main([])"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -174,34 +133,64 @@ def one_run(args: argparse.Namespace, url: str, pid: int, clients: int) -> dict:
             "error_samples": record["errors"]}
 
 
-def engine_alone(env: dict[str, str], seconds: float) -> dict:
-    """The engine in a process of its own on the server's CPUs: cached p50, new-text and upload throughput."""
-    done = subprocess.run([sys.executable, "-c", ENGINE, json.dumps(REPEATED), json.dumps(TOP_KS),
-                           json.dumps(THRESHOLDS), str(seconds)], cwd=common.REPO_ROOT, capture_output=True,
-                          text=True, check=False, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"the engine run failed:\n{done.stderr[-3000:]}")
-    return {key: round(value, 2) for key, value in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+class EngineAlone:
+    """bench/load_engine.py in a process of its own, same environment and CPUs as the server, run block by block."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "bench/load_engine.py"], cwd=common.REPO_ROOT, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.process.stdout.readline().strip() != "ready":
+            raise SystemExit("the engine process did not come up")
+
+    def block(self, mix: str, seconds: float, clients: int) -> dict[str, float]:
+        """Requests/s and p50 of the engine alone on the same requests, for `seconds`."""
+        self.process.stdin.write(f"{mix} {seconds} {clients}\n")
+        self.process.stdin.flush()
+        return {key: round(value, 2) for key, value in json.loads(self.process.stdout.readline()).items()}
+
+    def close(self) -> None:
+        """Stop the process (it ends when its stdin closes)."""
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 COLUMNS = ("clients", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "server_cpu_pct", "peak_rss_mb",
            "rss_growth_mb", "generator_cpu_pct")
+ENGINE_COLUMNS = ("engine_rps", "engine_p50_ms", "rps_vs_engine", "p50_over_engine_ms")
+
+
+def sweep(args: argparse.Namespace, env: dict[str, str]) -> list[dict]:
+    """One run per client count; with --engine, each run follows an engine-alone block of the same length."""
+    engine = EngineAlone(env) if args.engine else None
+    try:
+        process, url = start_server(env)
+        try:
+            runs = []
+            for clients in (int(text) for text in args.clients.split(",")):
+                alone = engine.block(args.mix, args.seconds, clients) if engine else None
+                run = one_run(args, url, process.pid, clients)
+                if alone:  # side by side, block after block: the machine's noise hits both alike
+                    run.update(engine_rps=alone["rps"], engine_p50_ms=alone["p50_ms"],
+                               rps_vs_engine=round(run["rps"] / alone["rps"], 2),
+                               p50_over_engine_ms=round(run["p50_ms"] - alone["p50_ms"], 2))
+                runs.append(run)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    finally:
+        if engine:
+            engine.close()
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the server, run the sweep (and the engine alone), print the table and the JSON line."""
+    """Start the server (and the engine alone), run the sweep, print the table and the JSON line."""
     args = parse_args(argv)
-    env = environment(args, bundle_path(args))
-    engine = engine_alone(env, args.seconds) if args.engine else None
-    process, url = start_server(env)
-    try:
-        runs = [one_run(args, url, process.pid, int(clients)) for clients in args.clients.split(",")]
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    runs = sweep(args, environment(args, bundle_path(args)))
     print(f"{args.route} route, mix {args.mix}, bundle {args.bundle}, {args.seconds:g} s per run; server on CPUs "
           f"{args.server_cpus}, generator ({args.client}) on {args.generator_cpus}; {common.machine()}")
-    common.print_table(COLUMNS, [[run[key] for key in COLUMNS] for run in runs])
+    columns = COLUMNS + (ENGINE_COLUMNS if args.engine else ())
+    common.print_table(columns, [[run[key] for key in columns] for run in runs])
     for run in runs:
         if run["errors"]:
             print(f"{run['clients']} clients, errors: {run['error_samples']}", file=sys.stderr)
@@ -209,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     capacity = max(within, key=lambda run: run["rps"]) if within else None
     print(f"capacity (p95 <= {P95_BUDGET_MS:g} ms): " + (f"{capacity['rps']} requests/s at {capacity['clients']} "
                                                           "clients" if capacity else "none"))
-    if engine:
-        print(f"engine alone: {engine}")
-    common.emit_json({"route": args.route, "mix": args.mix, "bundle": args.bundle, "runs": runs, "engine": engine,
+    common.emit_json({"route": args.route, "mix": args.mix, "bundle": args.bundle, "runs": runs,
                       "capacity_rps": capacity and capacity["rps"]})
     return 1 if any(run["errors"] for run in runs) else 0
 
