@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import sys
 import threading
 import time
@@ -61,12 +62,14 @@ def block(call: Any, mix: dict[str, float], threads: int, seconds: float) -> dic
             latencies.append((time.perf_counter() - start) * 1000)  # list.append is atomic under the GIL
 
     workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    started = time.perf_counter()
+    started, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return {"rps": len(latencies) / (time.perf_counter() - started), "p50_ms": sorted(latencies)[len(latencies) // 2]}
+    span, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
+    return {"rps": len(latencies) / span, "p50_ms": sorted(latencies)[len(latencies) // 2], "cpu_pct": 100 * cpu / span}
 
 
 def main() -> int:

@@ -9,8 +9,9 @@ Per run it reports requests/s, p50/p95/p99 (ms), errors, the server's CPU (% of 
 it grew by, and the generator's own CPU; then the capacity (highest requests/s with p95 <= 250 ms) and one JSON
 line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for a random-init ViT-B-32.
 `--engine` runs the engine alone (bench/load_engine.py) in a third process on the server's CPUs, on the same
-requests, in a block just before each run, and reports the server's requests/s as a ratio to it and its p50 over
-the engine's. The server waits until text queries run on
+requests, in a block just before each run, and reports the server's requests/s as a ratio to it (also per CPU
+second each process got: on a shared machine a process that never sleeps gets less of its core than a server
+woken per request) and the server's p50 over the engine's. The server waits until text queries run on
 ONNX Runtime, as a Space does a few seconds after start.
 """
 
@@ -156,7 +157,8 @@ class EngineAlone:
 
 COLUMNS = ("clients", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "server_cpu_pct", "peak_rss_mb",
            "rss_growth_mb", "generator_cpu_pct")
-ENGINE_COLUMNS = ("engine_rps", "engine_p50_ms", "rps_vs_engine", "p50_over_engine_ms")
+ENGINE_COLUMNS = ("engine_rps", "engine_p50_ms", "engine_cpu_pct", "rps_vs_engine", "per_cpu_vs_engine",
+                  "p50_over_engine_ms")
 
 
 def sweep(args: argparse.Namespace, env: dict[str, str]) -> list[dict]:
@@ -170,8 +172,10 @@ def sweep(args: argparse.Namespace, env: dict[str, str]) -> list[dict]:
                 alone = engine.block(args.mix, args.seconds, clients) if engine else None
                 run = one_run(args, url, process.pid, clients)
                 if alone:  # side by side, block after block: the machine's noise hits both alike
-                    run.update(engine_rps=alone["rps"], engine_p50_ms=alone["p50_ms"],
+                    run.update(engine_rps=alone["rps"], engine_p50_ms=alone["p50_ms"], engine_cpu_pct=alone["cpu_pct"],
                                rps_vs_engine=round(run["rps"] / alone["rps"], 2),
+                               per_cpu_vs_engine=round(run["rps"] / max(run["server_cpu_pct"], 1)
+                                                       / (alone["rps"] / max(alone["cpu_pct"], 1)), 2),
                                p50_over_engine_ms=round(run["p50_ms"] - alone["p50_ms"], 2))
                 runs.append(run)
         finally:
