@@ -43,15 +43,14 @@ from webapp import (
 logger = logging.getLogger(__name__)
 
 UPLOAD_LIFETIME_S = (300, 1800)  # gradio's delete_cache: (how often to look, how old a file may get) in seconds
-# Two slots on a 2-vCPU Space: a query is mostly transfer and bookkeeping around a few ms to ~100 ms of model
-# time, so a second slot keeps a slow upload from holding up everyone else without oversubscribing the CPU.
-# Measured with bench/load_test.py (demo bundle, 2 cores shared with the load generator, 20 s per run):
-# 1 slot: 18.1 rps at 4 clients, 16.4 at 32; 2 slots: 20.7 and 20.4; 4 slots: 16.7 and 19.5. Two slots give the
-# most throughput and hold it flat from 4 to 32 clients (p95 grows with the queue, not from contention).
-CONCURRENCY = 2
+# Gradio events at once. Model work is bounded apart (search/limits.py: two slots for UI, Gradio API and REST
+# together), so this only decides how many cheap calls (cached text, "more like this") may run beside it. Measured
+# with bench/load_test.py --route gradio --mix mixed --clients 8,32 --queue N (demo bundle, server on one core):
+# 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1 (README, Tuning).
+CONCURRENCY = 8
 CONCURRENCY_ID = "search"  # one group: the limit above holds for all events together, not per event
-# Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~20 requests/s,
-# 64 waiting is about 3 s of work, so a caller is told quickly rather than timing out.
+# Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~50-70 calls/s (the
+# measurements above), 64 waiting is about a second of work, so a caller is told quickly rather than timing out.
 MAX_QUEUE = 64
 SCORE_HINT = ("**Score** = cosine similarity of CLIP vectors (−1 to 1). With real CLIP, a matching *text* scores "
               "about 0.2–0.35 while a similar *image* scores 0.7–1.0, so each tab keeps its own threshold. "
