@@ -43,14 +43,15 @@ from webapp import (
 logger = logging.getLogger(__name__)
 
 UPLOAD_LIFETIME_S = (300, 1800)  # gradio's delete_cache: (how often to look, how old a file may get) in seconds
-# Gradio events at once. Model work is bounded apart (search/limits.py: two slots for UI, Gradio API and REST
-# together), so this only decides how many cheap calls (cached text, "more like this") may run beside it. Measured
-# with bench/load_test.py --route gradio --mix mixed --clients 8,32 --queue N (demo bundle, server on one core):
-# 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1 (README, Tuning).
-CONCURRENCY = 8
+# Gradio events at once. Measured with bench/load_test.py --route gradio --mix mixed --clients 8,32 --queue N (demo
+# bundle, server on one core): 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1 (README, Tuning).
+# 8 would be faster, but gradio's own handling of an Image upload decodes it outside the model limiter
+# (search/limits.py): at 8, eight worst-case uploads at once grew the RSS by 1.3 GB
+# (tests/test_uploads_hostile.py allows 1 GB), so the queue still bounds that memory.
+CONCURRENCY = 2
 CONCURRENCY_ID = "search"  # one group: the limit above holds for all events together, not per event
 # Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~50-70 calls/s (the
-# measurements above), 64 waiting is about a second of work, so a caller is told quickly rather than timing out.
+# measurements above), 64 waiting is one or two seconds of work, so a caller is told quickly, not timed out.
 MAX_QUEUE = 64
 SCORE_HINT = ("**Score** = cosine similarity of CLIP vectors (−1 to 1). With real CLIP, a matching *text* scores "
               "about 0.2–0.35 while a similar *image* scores 0.7–1.0, so each tab keeps its own threshold. "
