@@ -1,7 +1,8 @@
 """Qdrant beside hnswlib: recall@10 against exact search and query p50, side by side in one run.
 
     python bench/qdrant.py --n 25000
-    python bench/qdrant.py --n 1000000 --queries 200 --no-embedded   # ~25 min on 2 cores, ~8 GB RAM
+    python bench/qdrant.py --n 1000000 --no-embedded \
+        --hnsw-from ~/.cache/clip-search-bench/bundle-1000000      # graph of bench/bundles.py (same vectors)
 
 Paths measured, each query one at a time on one thread, in alternating blocks (bench/common.py `in_blocks`):
 - `hnswlib`: `VectorIndex.query` (the app's default index; M 32, ef_construction 200, ef_search 128);
@@ -45,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200, help="held-out queries for recall and latency")
     parser.add_argument("--rounds", type=int, default=2, help="timed blocks per path")
     parser.add_argument("--no-embedded", action="store_true", help="skip qdrant-client's embedded mode")
+    parser.add_argument("--hnsw-from", type=Path, metavar="BUNDLE",
+                        help="load hnswlib's graph from this synthetic bundle of the same n (bench/bundles.py) "
+                             "instead of building it (~10 min at 1M on 2 cores); waited for up to --wait-s")
+    parser.add_argument("--wait-s", type=float, default=3600, help="how long to wait for --hnsw-from's bundle")
     return parser.parse_args(argv)
 
 
@@ -53,10 +58,19 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build_hnswlib(data: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
-    """The app's default index over `data`, and its build seconds."""
+def build_hnswlib(data: np.ndarray, bundle: Path | None, wait_s: float) -> tuple[Callable[[np.ndarray], np.ndarray],
+                                                                                    float]:
+    """The app's default index over `data` (built, or loaded from `bundle`), and its build or load seconds."""
+    deadline = time.monotonic() + wait_s
+    while bundle is not None and not (bundle / "manifest.json").is_file() and time.monotonic() < deadline:
+        time.sleep(10)  # bench/bundles.py renames the finished bundle into place
     start = time.perf_counter()
-    index = VectorIndex.build(data, PARAMS)
+    if bundle is not None and (bundle / "manifest.json").is_file():
+        # The load compares a sample of the graph's vectors with `data`: a graph of other vectors is refused.
+        index = VectorIndex.load(bundle / "index.hnsw", data.shape[1], PARAMS, count=len(data), vectors=data)
+        log(f"hnswlib graph loaded from {bundle}")
+    else:
+        index = VectorIndex.build(data, PARAMS)
     return (lambda query: index.query(query, K)[0]), time.perf_counter() - start
 
 
@@ -127,12 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     truth = np.concatenate([common.exact_top_k(data, queries[i:i + 16], K) for i in range(0, len(queries), 16)])
     paths: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     builds: dict[str, float] = {}
-    paths["hnswlib"], builds["hnswlib"] = build_hnswlib(data)
-    log(f"hnswlib built in {builds['hnswlib']:.0f} s")
     scratch = Path(tempfile.mkdtemp(prefix="qdrant-bench-"))
     try:
         shard, builds["qdrant-edge"] = build_edge(data, scratch / "int8", int8=True)
         log(f"qdrant-edge (int8) built in {builds['qdrant-edge']:.0f} s")
+        paths["hnswlib"], builds["hnswlib"] = build_hnswlib(data, args.hnsw_from, args.wait_s)
+        log(f"hnswlib ready in {builds['hnswlib']:.0f} s")
         paths["qdrant-edge f32"] = edge_query(shard, rescore=None, ignore=True)
         paths["qdrant-edge int8+rescore"] = edge_query(shard, rescore=True)
         paths["qdrant-edge int8"] = edge_query(shard, rescore=False)
