@@ -272,3 +272,25 @@ def test_the_engine_and_cli_import_qdrant_only_when_asked() -> None:
             [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
         assert "search.errors" in names or name == "config"  # the probe sees the real imports
         assert not [module for module in names if "qdrant" in module]
+
+
+def test_app_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import parse_args
+
+    monkeypatch.setenv("SEARCH_QDRANT_URL", "http://from-env:6333")
+    monkeypatch.setenv("SEARCH_QDRANT_COLLECTION", "env-photos")
+    assert (parse_args([]).qdrant_url, parse_args([]).qdrant_collection) == ("http://from-env:6333", "env-photos")
+    config = parse_args(["--qdrant", "http://q.example:6333", "--collection", "photos"])
+    assert (config.qdrant_url, config.qdrant_collection) == ("http://q.example:6333", "photos")
+
+
+def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import qdrant
+
+    qdrant.main(["--n", "2000", "--dim", "64", "--queries", "10", "--rounds", "1"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    recalls = {name: path["recall_at_10"] for name, path in result["results"].items()}
+    assert set(recalls) == {"hnswlib", "qdrant-edge f32", "qdrant-edge int8+rescore", "qdrant-edge int8",
+                            "qdrant-embedded"}
+    assert recalls["qdrant-embedded"] == 1.0  # an exact scan through QdrantIndex
+    assert min(recalls["hnswlib"], recalls["qdrant-edge f32"], recalls["qdrant-edge int8+rescore"]) >= 0.9
