@@ -50,7 +50,7 @@ class QdrantIndexError(SearchError):
 class QdrantSearch:
     """Query-time settings: HNSW beam width and, for an int8 collection, re-scoring with the full vectors."""
 
-    hnsw_ef: int = 128  # the bundle's default ef_search: the same recall/speed point as hnswlib
+    hnsw_ef: int = 128  # HnswParams' default ef_search; `QdrantIndex.open` takes the bundle's
     rescore: bool = True  # int8 scores alone cost recall (bench/qdrant.py); rescoring restores it
     oversampling: float = 2.0  # int8 candidates fetched per wanted hit before rescoring
 
@@ -104,6 +104,8 @@ class QdrantIndex:
         if points != manifest.count:
             raise QdrantIndexError(f"Qdrant collection {collection} holds {points} points, the bundle {manifest.count}"
                                    f" (an interrupted load?); {RELOAD_HINT}")
+        # The bundle's ef_search, so the collection is searched at the recall point the bundle was tuned for.
+        search = search or QdrantSearch(hnsw_ef=manifest.info.hnsw.ef_search)
         index = cls(client, collection, manifest.count, manifest.dim, search)
         index.check_sample(contents)
         logger.info("serving %d vectors from Qdrant collection %s", manifest.count, collection)
@@ -180,7 +182,11 @@ def load_qdrant_bundle(root: Path, config: EngineConfig) -> Bundle:
     contents = BundleContents.load(root)
     url, api_key = config.qdrant_url, config.qdrant_api_key
     client = call_qdrant(config.qdrant_collection, lambda: connect(url, api_key))
-    index = QdrantIndex.open(client, config.qdrant_collection, contents)
+    try:
+        index = QdrantIndex.open(client, config.qdrant_collection, contents)
+    except QdrantIndexError:
+        client.close()  # embedded mode holds a lock on its folder until closed
+        raise
     return Bundle(contents.folder.root, contents.manifest, contents.embeddings, index,  # type: ignore[arg-type]
                   contents.catalog, contents.folder)
 

@@ -294,3 +294,15 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
                             "qdrant-embedded"}
     assert recalls["qdrant-embedded"] == 1.0  # an exact scan through QdrantIndex
     assert min(recalls["hnswlib"], recalls["qdrant-edge f32"], recalls["qdrant-edge int8+rescore"]) >= 0.9
+
+
+def test_a_refused_collection_releases_an_embedded_folder(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    root = make_bundle(count=30, dim=16)
+    url = f"local:{tmp_path / 'q'}"
+    assert main([str(root), "--qdrant", url, "--collection", "items"]) == 0
+    with pytest.raises(QdrantIndexError, match="no Qdrant collection typo"):
+        load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="typo"))
+    bundle = load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="items"))  # not locked
+    assert len(bundle.index) == 30 and len(bundle.catalog) == 30
+    with pytest.raises(QdrantIndexError, match="already accessed by another instance"):  # embedded: one at a time
+        load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="items"))
