@@ -24,7 +24,7 @@ from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
 from search.engine import load_engine
 from search.errors import SearchError
 from search.index import to_scores
-from search.qdrant_index import QdrantIndex, QdrantIndexError, checked_answer, connect, load_qdrant_bundle
+from search.qdrant_index import QdrantIndex, QdrantIndexError, QdrantSearch, checked_answer, connect, load_qdrant_bundle
 from search.qdrant_load import LoadOptions, load_collection, main
 from search.qdrant_payload import PayloadFilter, payload_filter
 from tests.conftest import DEMO_INDEX_DIR, metadata_table, unit_vectors
@@ -136,7 +136,8 @@ class ScriptedServer:
         self.answer = answer
         self.init_options = {"url": "http://qdrant.example:6333"}
 
-    def query_points(self, *_args: object, **_kwargs: object) -> SimpleNamespace:
+    def query_points(self, *_args: object, **kwargs: object) -> SimpleNamespace:
+        self.asked = kwargs
         return SimpleNamespace(points=[SimpleNamespace(id=row, score=score) for row, score in self.answer])
 
 
@@ -157,6 +158,15 @@ def test_an_answer_outside_the_contract_is_refused(answer: list[tuple[object, ob
     with pytest.raises(QdrantIndexError, match=message) as error:
         index.query(np.ones(4, np.float32) / 2, 5)
     assert "\n" not in str(error.value)
+
+
+def test_a_server_is_searched_at_the_given_ef_with_int8_rescoring() -> None:
+    server = ScriptedServer([(2, 0.5)])
+    index = QdrantIndex(server, "items", count=50, dim=4, search=QdrantSearch(hnsw_ef=32))  # type: ignore[arg-type]
+    assert index.query(np.ones(4, np.float32) / 2, 5)[0].tolist() == [2]
+    params = server.asked["search_params"]
+    assert params.hnsw_ef == 32 and params.quantization.rescore and params.quantization.oversampling == 2.0
+    assert server.asked["limit"] == 5 and server.asked["with_vectors"] is False
 
 
 def test_a_valid_answer_comes_back_sorted_and_rounded() -> None:
