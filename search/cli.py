@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lowest cosine similarity to keep, -1..1 (default 0.0)")
     add_option_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda or auto (default: $SEARCH_DEVICE, else cpu)")
+    parser.add_argument("--qdrant", metavar="URL", help="serve vectors from a Qdrant server (http://host:6333) or "
+                        "local:DIR, loaded by `python -m search.qdrant_load` (default: $SEARCH_QDRANT_URL)")
+    parser.add_argument("--collection", metavar="NAME",
+                        help="the Qdrant collection (default: $SEARCH_QDRANT_COLLECTION)")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON array")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = EngineConfig.from_env()
         config = replace(config, index=args.index or config.index, device=args.device or config.device)
+        config = replace(config, qdrant_url=args.qdrant or config.qdrant_url,
+                         qdrant_collection=args.collection or config.qdrant_collection)
         if not query.positives:
             raise SearchError("give a text QUERY and/or --image PATH (see --help)")
         options = options_from_args(args)

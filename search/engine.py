@@ -14,7 +14,7 @@ import numpy as np
 from search.bundle import Bundle
 from search.config import EngineConfig
 from search.encoder import ClipEncoder
-from search.errors import BadQueryError, EncoderMismatchError
+from search.errors import BadQueryError, EncoderMismatchError, SearchError
 from search.filters import SearchOptions
 from search.hub import fetch_bundle
 from search.images import load_image
@@ -199,6 +199,13 @@ def _checked_text(text: Any) -> str:
 
 def load_engine(config: EngineConfig) -> SearchEngine:
     """Fetch and verify the configured bundle, then load the encoder its manifest names."""
-    bundle = Bundle.load(fetch_bundle(config.index), cache_dir=config.cache_dir)
+    if config.qdrant_url:  # vectors served by a Qdrant collection; qdrant-client is an optional extra
+        try:
+            from search.qdrant_index import load_qdrant_bundle
+        except ModuleNotFoundError as exc:
+            raise SearchError(f"--qdrant needs the {exc.name} package: pip install -r requirements-scale.txt") from None
+        bundle = load_qdrant_bundle(fetch_bundle(config.index), config)
+    else:
+        bundle = Bundle.load(fetch_bundle(config.index), cache_dir=config.cache_dir)
     encoder = ClipEncoder.load(bundle.encoder_spec, config.device, config.threads)
     return SearchEngine(encoder, bundle, config.text_cache_size)
