@@ -13,6 +13,7 @@ from typing import Any
 
 import gradio as gr
 
+import rest_api
 from search.config import EngineConfig
 from ui_handlers import SearchUI
 from ui_layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
@@ -24,14 +25,14 @@ __all__ = ["CONCURRENCY_ID", "UPLOAD_LIFETIME_S", "SearchUI", "build_app", "laun
 
 logger = logging.getLogger(__name__)
 
-# Two slots on a 2-vCPU Space: a query is mostly transfer and bookkeeping around a few ms to ~100 ms of model
-# time, so a second slot keeps a slow upload from holding up everyone else without oversubscribing the CPU.
-# Measured with bench/load_test.py (demo bundle, 2 cores shared with the load generator, 20 s per run):
-# 1 slot: 18.1 rps at 4 clients, 16.4 at 32; 2 slots: 20.7 and 20.4; 4 slots: 16.7 and 19.5. Two slots give the
-# most throughput and hold it flat from 4 to 32 clients (p95 grows with the queue, not from contention).
+# Gradio events at once. Measured with bench/load_test.py --route gradio --mix mixed --clients 8,32 --queue N (demo
+# bundle, server on one core): 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1 (README, Tuning).
+# 8 would be faster, but gradio's own handling of an Image upload decodes it outside the model limiter
+# (search/limits.py): at 8, eight worst-case uploads at once grew the RSS by 1.3 GB
+# (tests/test_uploads_hostile.py allows 1 GB), so the queue still bounds that memory.
 CONCURRENCY = 2
-# Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~20 requests/s,
-# 64 waiting is about 3 s of work, so a caller is told quickly rather than timing out.
+# Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~50-70 calls/s (the
+# measurements above), 64 waiting is one or two seconds of work, so a caller is told quickly, not timed out.
 MAX_QUEUE = 64
 
 
@@ -40,8 +41,10 @@ def launch(demo: gr.Blocks, startup: Startup, **kwargs: Any) -> tuple[Any, str, 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
+    # The REST API (rest_api.py) is a route of gradio's own app: same port, same body limits, same handlers.
+    app_kwargs = {"middleware": [body_limits()], "routes": [rest_api.mounted(SearchUI(startup), startup)]}
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
-                       theme=gr.themes.Soft(), css=CSS, app_kwargs={"middleware": [body_limits()]},
+                       theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs,
                        mcp_server=True, **kwargs)  # the API endpoints are MCP tools too, at /gradio_api/mcp/
 
 
@@ -51,8 +54,11 @@ def parse_args(argv: list[str] | None = None) -> EngineConfig:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--index", default=config.index, help="bundle folder or Hub dataset repo owner/name[@rev]")
     parser.add_argument("--device", default=config.device, help="cpu, cuda or auto")
+    parser.add_argument("--qdrant", default=config.qdrant_url, metavar="URL", help="Qdrant server URL or local:DIR")
+    parser.add_argument("--collection", default=config.qdrant_collection, metavar="NAME", help="Qdrant collection")
     args = parser.parse_args(argv)
-    return replace(config, index=args.index, device=args.device)
+    return replace(config, index=args.index, device=args.device, qdrant_url=args.qdrant,
+                   qdrant_collection=args.collection)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,7 +36,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
 # BODY_DEADLINE_S, so a slow client cannot hold a connection and a temporary file for long.
 BODY_DEADLINE_S = 30.0
 UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
-                       ("/upload", "/process_recording", "/component_server"))
+                       ("/upload", "/process_recording", "/component_server", "/api/search/image"))
 JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
 URL_FETCH_TIMEOUT_S = 15.0
 

@@ -1,215 +1,211 @@
-"""Load test: C concurrent gradio_client clients mix /search_text, /search_image and /similar for S seconds.
+"""Load test of the server: app.py in one pinned process, bench/load_gen.py (async HTTP) in another, 1..64 clients.
 
-    python bench/load_test.py --clients 32 --seconds 60            # starts app.py on the demo bundle
-    python bench/load_test.py --clients 8 --seconds 30 --url http://127.0.0.1:7860/ [--server-pid PID]
+    python bench/load_test.py                                    # demo bundle, REST, realistic mix, 1..64 clients
+    python bench/load_test.py --bundle synthetic --mix text-unique --clients 32 --engine   # vs the engine alone
+    python bench/load_test.py --route gradio --clients 1,8,32    # gradio's HTTP call route instead of /api
+    python bench/load_test.py --clients 64 --seconds 60          # the soak: errors and RSS growth
 
-Everything runs on loopback and stops by itself. It prints a line per endpoint, then one JSON line with the keys
-clients, seconds, requests, errors, rps, p50_ms, p95_ms, p99_ms, peak_rss_mb (the server's peak resident memory,
-from /proc; null when the server's pid is unknown).
+Per run it reports requests/s, p50/p95/p99 (ms), errors, the server's CPU (% of one core) and peak RSS, the RSS
+it grew by, and the generator's own CPU; then the capacity (highest requests/s with p95 <= 250 ms) and one JSON
+line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for a random-init ViT-B-32.
+`--engine` runs the engine alone (bench/load_engine.py) in a third process on the server's CPUs, on the same
+requests, in a block just before each run, and reports the server's requests/s as a ratio to it (also per CPU
+second each process got: on a shared machine a process that never sleeps gets less of its core than a server
+woken per request) and the server's p50 over the engine's. The server waits until text queries run on
+ONNX Runtime, as a Space does a few seconds after start.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import math
 import os
-import random
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+import urllib.request
 from pathlib import Path
 
-from gradio_client import Client, handle_file
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
+from bench import common
+from bench.load_gen import MIXES
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_IMAGES = sorted((REPO_ROOT / "assets" / "demo" / "index" / "images").glob("*.jpg"))
-TEXTS = ("a red circle", "a blue square on a dark background", "a yellow star", "a green triangle",
-         "a purple circle on a light background", "an orange square")
-# Mostly text, as people mostly type; uploads are the heaviest requests, "more like this" the lightest.
-MIX = (("/search_text", 0.5), ("/search_image", 0.25), ("/similar", 0.25))
-KEYS = ("clients", "seconds", "requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms", "peak_rss_mb")
-
-
-@dataclass
-class Tally:
-    """Latencies and errors from all clients (appended under one lock)."""
-
-    latencies_ms: list[float] = field(default_factory=list)
-    by_endpoint: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, endpoint: str, millis: float, error: str | None) -> None:
-        """Record one finished request."""
-        with self.lock:
-            self.latencies_ms.append(millis)
-            self.by_endpoint[endpoint] += 1
-            if error is not None:
-                self.errors[f"{endpoint}: {error[:160]}"] += 1
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    """`python app.py` on the demo bundle, on a free loopback port."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    env.pop("SEARCH_INDEX", None)  # the demo bundle, whatever the caller's shell says
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    return process, f"http://127.0.0.1:{port}/"
-
-
-def connect(url: str, process: subprocess.Popen | None, timeout_s: float = 120) -> Client:
-    """A client, once the server answers; gives up when the server dies or after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"the app exited with code {process.returncode} before answering")
-        try:
-            return Client(url, verbose=False, analytics_enabled=False, download_files=False)
-        except Exception:  # not listening yet: connection refused, or config not served yet
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
-def peak_rss_mb(pid: int | None) -> float | None:
-    """The kernel's high-water mark of a process's resident memory (VmHWM), in MiB."""
-    if pid is None:
-        return None
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
-    return None if kib is None else round(kib / 1024, 1)
-
-
-def request_args(endpoint: str, rng: random.Random, ids: list[str]) -> tuple:
-    """Arguments for one call of an endpoint, drawn at random."""
-    top_k, threshold = rng.choice((5, 10, 20)), rng.choice((-1.0, 0.0, 0.5))
-    if endpoint == "/search_text":
-        return rng.choice(TEXTS), top_k, threshold
-    if endpoint == "/search_image":
-        return handle_file(str(rng.choice(DEMO_IMAGES))), top_k, threshold
-    return rng.choice(ids), top_k, threshold
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What every client shares: when to stop, how long a request may take, which ids exist."""
-
-    deadline: float
-    timeout_s: float
-    ids: list[str]
-
-
-def run_client(client: Client, seed: int, plan: Plan, tally: Tally) -> None:
-    """One client: a request at a time, back to back, until the deadline."""
-    rng = random.Random(seed)
-    endpoints, weights = zip(*MIX, strict=True)
-    while time.monotonic() < plan.deadline:
-        endpoint = rng.choices(endpoints, weights)[0]
-        args = request_args(endpoint, rng, plan.ids)
-        start = time.perf_counter()
-        error = None
-        try:
-            hits = client.submit(*args, api_name=endpoint).result(timeout=plan.timeout_s)
-            if not isinstance(hits, list):
-                error = f"unexpected answer {type(hits).__name__}"
-        except Exception as exc:  # every failure counts, whatever its kind; the message goes in the report
-            error = f"{type(exc).__name__}: {exc}"
-        tally.add(endpoint, (time.perf_counter() - start) * 1000, error)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of unsorted values; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
-    return round(ordered[rank - 1], 1)
-
-
-def run_load(url: str, clients: int, seconds: float, timeout_s: float) -> tuple[Tally, float, bool]:
-    """Run the clients for `seconds`; returns the tally, the measured span and whether all threads stopped."""
-    pool = [connect(url, None) for _ in range(clients)]  # connected before the clock starts
-    ids = [hit["id"] for hit in pool[0].predict(TEXTS[0], 50, -1.0, api_name="/search_text")]
-    tally = Tally()
-    started = time.monotonic()
-    deadline = started + seconds
-    plan = Plan(deadline, timeout_s, ids)
-    threads = [threading.Thread(target=run_client, args=(client, number, plan, tally), daemon=True)
-               for number, client in enumerate(pool)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:  # a request still running at the deadline may take up to timeout_s more
-        thread.join(timeout=max(0.0, deadline + timeout_s + 5 - time.monotonic()))
-    return tally, time.monotonic() - started, not any(thread.is_alive() for thread in threads)
-
-
-def summary(clients: int, seconds: float, tally: Tally, span: float, rss: float | None) -> dict:
-    """The final JSON record."""
-    requests = len(tally.latencies_ms)
-    return {"clients": clients, "seconds": seconds, "requests": requests, "errors": sum(tally.errors.values()),
-            "rps": round(requests / span, 2) if span > 0 else 0.0,
-            "p50_ms": percentile(tally.latencies_ms, 50), "p95_ms": percentile(tally.latencies_ms, 95),
-            "p99_ms": percentile(tally.latencies_ms, 99), "peak_rss_mb": rss}
+P95_BUDGET_MS = 250.0
+SERVER = "from bench.load_engine import apply_bench_env; apply_bench_env(); import app; import os\n" \
+         "app.CONCURRENCY = int(os.environ.get('BENCH_QUEUE') or app.CONCURRENCY); app.main([])"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long to send requests (default 10)")
-    parser.add_argument("--url", help="an app that is already running (default: start app.py on the demo)")
-    parser.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its peak RSS")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request counts as failed")
-    args = parser.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0 or args.timeout <= 0:
-        parser.error("--clients, --seconds and --timeout must be positive")
-    return args
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default="demo", help="demo, synthetic (25k items, ViT-B-32) or a bundle folder")
+    parser.add_argument("--route", choices=("rest", "gradio"), default="rest")
+    parser.add_argument("--mix", choices=sorted(MIXES), default="mixed")
+    parser.add_argument("--clients", default="1,2,4,8,16,32,64", help="comma-separated client counts, one run each")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp", help="generator's HTTP client")
+    parser.add_argument("--server-cpus", default="0", help="CPUs the server (and --engine) may use")
+    parser.add_argument("--generator-cpus", default="1", help="CPUs the load generator may use")
+    parser.add_argument("--threads", type=int, help="SEARCH_THREADS (default: one per server CPU)")
+    parser.add_argument("--slots", type=int, help="model-work limiter size (default: search/limits.py's)")
+    parser.add_argument("--queue", type=int, help="gradio queue concurrency (default: app.py's)")
+    parser.add_argument("--engine", action="store_true", help="also time the engine alone on the server's CPUs")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/clip-search-load"), help="bundle and ONNX cache")
+    return parser.parse_args(argv)
+
+
+def bundle_path(args: argparse.Namespace) -> str:
+    """The bundle folder to serve; the synthetic one is written on first use and kept."""
+    if args.bundle == "demo":
+        return str(common.REPO_ROOT / "assets" / "demo" / "index")
+    if args.bundle != "synthetic":
+        return args.bundle
+    folder = args.work / "synthetic-25000"
+    if not (folder / "manifest.json").exists():
+        common.write_synthetic_bundle(folder, 25_000)
+    return str(folder)
+
+
+def environment(args: argparse.Namespace, bundle: str) -> dict[str, str]:
+    """What the server and the engine process run with: same bundle, threads, limiter and ONNX cache."""
+    threads = args.threads or len(cpus(args.server_cpus))
+    env = {**os.environ, "SEARCH_INDEX": bundle, "SEARCH_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
+           "SEARCH_CACHE_DIR": str(args.work / "cache"), "GRADIO_ANALYTICS_ENABLED": "False",
+           "GRADIO_SERVER_NAME": "127.0.0.1", "BENCH_CPUS": args.server_cpus}
+    env.update({name: str(value) for name, value in (("BENCH_SLOTS", args.slots), ("BENCH_QUEUE", args.queue))
+                if value})
+    return env
+
+
+def cpus(text: str) -> set[int]:
+    """`0,1` -> {0, 1}."""
+    return {int(cpu) for cpu in text.split(",")}
+
+
+def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """app.py on a free loopback port, pinned; returns once text queries run on ONNX Runtime."""
+    from bench.load_gradio_client import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", SERVER], cwd=common.REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**env, "GRADIO_SERVER_PORT": str(port)})
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "api/health", timeout=5) as answer:
+                if json.load(answer)["text_encoder"] == "onnx":
+                    return process, url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit(f"the server did not come up (exit code {process.poll()})")
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """CPU seconds so far (all threads), resident memory now and its high-water mark (MiB), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    mib = {key: int(status[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+    return {"cpu_s": (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), "rss_mb": mib["VmRSS"],
+            "peak_rss_mb": mib["VmHWM"]}
+
+
+def one_run(args: argparse.Namespace, url: str, pid: int, clients: int) -> dict:
+    """One generator process for `clients` clients; the record with the server's CPU and memory over the run."""
+    before = proc_stats(pid)
+    done = subprocess.run([sys.executable, "bench/load_gen.py", "--url", url, "--route", args.route, "--mix", args.mix,
+                           "--clients", str(clients), "--seconds", str(args.seconds), "--client", args.client,
+                           "--cpus", args.generator_cpus], cwd=common.REPO_ROOT, capture_output=True, text=True,
+                          check=False)
+    after = proc_stats(pid)
+    if done.returncode != 0:
+        raise SystemExit(f"the load generator failed:\n{done.stderr[-3000:]}")
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    latencies = [ms for values in record["latencies"].values() for ms in values]
+    span = record["span_s"]
+    return {"clients": clients, "requests": len(latencies), "errors": record["error_count"],
+            "rps": round(len(latencies) / span, 1), **{f"p{q}_ms": round(common.pct(latencies, q), 1)
+                                                      for q in (50, 95, 99)},
+            "server_cpu_pct": round(100 * (after["cpu_s"] - before["cpu_s"]) / span),
+            "peak_rss_mb": round(after["peak_rss_mb"]), "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1),
+            "generator_cpu_pct": round(100 * record["generator_cpu_s"] / span),
+            "per_kind_p50_ms": {kind: round(common.pct(values, 50), 1) for kind, values in record["latencies"].items()},
+            "error_samples": record["errors"]}
+
+
+class EngineAlone:
+    """bench/load_engine.py in a process of its own, same environment and CPUs as the server, run block by block."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "bench/load_engine.py"], cwd=common.REPO_ROOT, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.process.stdout.readline().strip() != "ready":
+            raise SystemExit("the engine process did not come up")
+
+    def block(self, mix: str, seconds: float, clients: int) -> dict[str, float]:
+        """Requests/s and p50 of the engine alone on the same requests, for `seconds`."""
+        self.process.stdin.write(f"{mix} {seconds} {clients}\n")
+        self.process.stdin.flush()
+        return {key: round(value, 2) for key, value in json.loads(self.process.stdout.readline()).items()}
+
+    def close(self) -> None:
+        """Stop the process (it ends when its stdin closes)."""
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+COLUMNS = ("clients", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "server_cpu_pct", "peak_rss_mb",
+           "rss_growth_mb", "generator_cpu_pct")
+ENGINE_COLUMNS = ("engine_rps", "engine_p50_ms", "engine_cpu_pct", "rps_vs_engine", "per_cpu_vs_engine",
+                  "p50_over_engine_ms")
+
+
+def sweep(args: argparse.Namespace, env: dict[str, str]) -> list[dict]:
+    """One run per client count; with --engine, each run follows an engine-alone block of the same length."""
+    engine = EngineAlone(env) if args.engine else None
+    try:
+        process, url = start_server(env)
+        try:
+            runs = []
+            for clients in (int(text) for text in args.clients.split(",")):
+                alone = engine.block(args.mix, args.seconds, clients) if engine else None
+                run = one_run(args, url, process.pid, clients)
+                if alone:  # side by side, block after block: the machine's noise hits both alike
+                    run.update(engine_rps=alone["rps"], engine_p50_ms=alone["p50_ms"], engine_cpu_pct=alone["cpu_pct"],
+                               rps_vs_engine=round(run["rps"] / alone["rps"], 2),
+                               per_cpu_vs_engine=round(run["rps"] / max(run["server_cpu_pct"], 1)
+                                                       / (alone["rps"] / max(alone["cpu_pct"], 1)), 2),
+                               p50_over_engine_ms=round(run["p50_ms"] - alone["p50_ms"], 2))
+                runs.append(run)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    finally:
+        if engine:
+            engine.close()
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the load test and print the per-endpoint lines and the JSON line; 1 when any request failed."""
+    """Start the server (and the engine alone), run the sweep, print the table and the JSON line."""
     args = parse_args(argv)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    process, url, pid = None, args.url, args.server_pid
-    if url is None:
-        process, url = start_server()
-        pid = process.pid
-    try:
-        connect(url, process)
-        tally, span, stopped = run_load(url, args.clients, args.seconds, args.timeout)
-        rss = peak_rss_mb(pid)
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
-    for endpoint, count in sorted(tally.by_endpoint.items()):
-        print(f"{endpoint}: {count} requests", file=sys.stderr)
-    for error, count in tally.errors.most_common(10):
-        print(f"error x{count}: {error}", file=sys.stderr)
-    record = summary(args.clients, args.seconds, tally, span, rss)
-    print(json.dumps({key: record[key] for key in KEYS}), flush=True)
-    if not stopped:  # a request hung past its timeout: leave now rather than wait on its thread
-        os._exit(2)
-    return 1 if record["errors"] else 0
+    runs = sweep(args, environment(args, bundle_path(args)))
+    print(f"{args.route} route, mix {args.mix}, bundle {args.bundle}, {args.seconds:g} s per run; server on CPUs "
+          f"{args.server_cpus}, generator ({args.client}) on {args.generator_cpus}; {common.machine()}")
+    columns = COLUMNS + (ENGINE_COLUMNS if args.engine else ())
+    common.print_table(columns, [[run[key] for key in columns] for run in runs])
+    for run in runs:
+        if run["errors"]:
+            print(f"{run['clients']} clients, errors: {run['error_samples']}", file=sys.stderr)
+    within = [run for run in runs if run["p95_ms"] <= P95_BUDGET_MS]
+    capacity = max(within, key=lambda run: run["rps"]) if within else None
+    print(f"capacity (p95 <= {P95_BUDGET_MS:g} ms): " + (f"{capacity['rps']} requests/s at {capacity['clients']} "
+                                                          "clients" if capacity else "none"))
+    common.emit_json({"route": args.route, "mix": args.mix, "bundle": args.bundle, "runs": runs,
+                      "capacity_rps": capacity and capacity["rps"]})
+    return 1 if any(run["errors"] for run in runs) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

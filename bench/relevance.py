@@ -117,18 +117,21 @@ def compare(queries: dict[str, set[str]], vectors: Sequence[object], ids: Sequen
 
 def bundle_rankers(bundle: object, top_k: int = 10, weight: float | None = None) -> dict[str, Ranker]:
     """`clip` (the ANN index alone) and, when the bundle has a keyword index, `hybrid` (fused with it)."""
-    from search.keywords import CANDIDATES, KEYWORD_WEIGHT, HybridRanker
+    from search.filters import SearchOptions
+    from search.retrieval import Retriever
 
     def clip(text: str, vector: object) -> list[int]:
         return bundle.index.query(vector, top_k)[0].tolist()
 
     rankers: dict[str, Ranker] = {"clip": clip}
     if bundle.keywords is not None:
-        fusion = HybridRanker(bundle.keywords, bundle.embeddings, KEYWORD_WEIGHT if weight is None else weight)
+        # The engine's own path (search/retrieval.py), without the model: the caller gives the text's vector.
+        retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog, keywords=bundle.keywords)
+        if weight is not None:
+            retriever.fusion.weight = weight
 
         def hybrid(text: str, vector: object) -> list[int]:
-            rows, scores = bundle.index.query(vector, max(top_k, CANDIDATES))
-            return fusion.rerank(text, vector, rows, scores)[0][:top_k].tolist()
+            return retriever.ranked(vector, top_k, -1.0, SearchOptions(), text=text).rows.tolist()
 
         rankers["hybrid"] = hybrid
     return rankers

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lowest cosine similarity to keep, -1..1 (default 0.0)")
     add_option_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda or auto (default: $SEARCH_DEVICE, else cpu)")
+    parser.add_argument("--qdrant", metavar="URL", help="serve vectors from a Qdrant server (http://host:6333) or "
+                        "local:DIR, loaded by `python -m search.qdrant_load` (default: $SEARCH_QDRANT_URL)")
+    parser.add_argument("--collection", metavar="NAME",
+                        help="the Qdrant collection (default: $SEARCH_QDRANT_COLLECTION)")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON array")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
@@ -63,6 +67,8 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--offset", metavar="N", help="skip the first N hits: the next page (default 0)")
     group.add_argument("--cutoff", choices=CUTOFFS, help="flat: the threshold only (default); relative: also drop "
                        "hits far below the best; gap: cut at the largest score drop")
+    group.add_argument("--keywords", choices=("on", "off"), help="fuse keyword matches into a text query's ranking "
+                       "where the index has a keyword index (default on)")
 
 
 def options_from_args(args: argparse.Namespace) -> SearchOptions:
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = EngineConfig.from_env()
         config = replace(config, index=args.index or config.index, device=args.device or config.device)
+        config = replace(config, qdrant_url=args.qdrant or config.qdrant_url,
+                         qdrant_collection=args.collection or config.qdrant_collection)
         if not query.positives:
             raise SearchError("give a text QUERY and/or --image PATH (see --help)")
         options = options_from_args(args)

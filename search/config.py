@@ -83,16 +83,25 @@ class EngineConfig:
     text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
     onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/onnx_text.py); CPU only
     cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept
+    # Serve vectors from a Qdrant collection loaded from the bundle (search/qdrant_index.py) instead of its hnswlib
+    # graph: a server URL, or `local:DIR` for qdrant-client's embedded mode. The bundle still supplies the catalog.
+    qdrant_url: str | None = None
+    qdrant_collection: str | None = None
+    qdrant_api_key: str | None = field(default=None, repr=False)  # a secret: kept out of logs and reprs
 
     @classmethod
     def from_env(cls) -> EngineConfig:
-        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_ONNX_TEXT and SEARCH_CACHE_DIR."""
+        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_ONNX_TEXT, SEARCH_CACHE_DIR, SEARCH_QDRANT_URL,
+        SEARCH_QDRANT_COLLECTION and QDRANT_API_KEY."""
         defaults = cls()
         return cls(
             index=os.environ.get("SEARCH_INDEX", defaults.index),
             device=os.environ.get("SEARCH_DEVICE", defaults.device),
             threads=_int_env("SEARCH_THREADS", defaults.threads),
             onnx_text=bool(_int_env("SEARCH_ONNX_TEXT", int(defaults.onnx_text))),
+            qdrant_url=os.environ.get("SEARCH_QDRANT_URL") or None,
+            qdrant_collection=os.environ.get("SEARCH_QDRANT_COLLECTION") or None,
+            qdrant_api_key=os.environ.get("QDRANT_API_KEY") or None,
         )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from search.bundle import Bundle
 from search.config import EngineConfig
 from search.encoder import ClipEncoder
-from search.errors import BadQueryError, EncoderMismatchError
+from search.errors import BadQueryError, EncoderMismatchError, SearchError
 from search.filters import SearchOptions
 from search.hub import fetch_bundle
 from search.images import load_image
@@ -73,7 +73,7 @@ class SearchEngine:
         # Examples, slider moves and "more like this" round trips repeat the same texts; a hit costs
         # well under a millisecond instead of ~9-17 ms of model time. lru_cache is thread-safe for Gradio's workers.
         self._text_vector = functools.lru_cache(maxsize=text_cache_size)(self._encode_text)
-        self.retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog)
+        self.retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog, keywords=bundle.keywords)
 
     def _encode_text(self, text: str) -> FeatureVector:
         with self.limiter.slot():  # only on a cache miss: a cached text costs no model work
@@ -106,15 +106,22 @@ class SearchEngine:
                options: SearchOptions | None = None) -> list[Hit]:
         """Items nearest to the weighted sum of the positive terms minus the negative texts."""
         _check_limits(top_k, threshold, options)
-        return self.search_vector(self.query_vector(query), top_k, threshold, options)
+        return self.search_vector(self.query_vector(query), top_k, threshold, options, text=_keyword_text(query))
 
     def search_vector(self, vector: FeatureVector, top_k: int = 10, threshold: float = 0.0,
-                      options: SearchOptions | None = None, exclude_row: int | None = None) -> list[Hit]:
-        """Hits for a unit query vector; the defaults (no options) give exactly the plain nearest items."""
+                      options: SearchOptions | None = None, *, exclude_row: int | None = None,
+                      text: str | None = None) -> list[Hit]:
+        """Hits for a unit query vector; the defaults (no options) give exactly the plain nearest items.
+
+        `text`: the text of a text query, whose keyword matches are fused in where the bundle has a keyword index.
+        """
         _check_limits(top_k, threshold, options)
-        if options is None or options.plain:
+        options = options or SearchOptions()
+        fused = text is not None and options.keywords and self.retriever.fusion is not None
+        if options.plain and not fused:
             return self._nearest(vector, top_k, threshold, exclude_row)
-        ranked = self.retriever.ranked(vector, top_k, threshold, options, exclude_row)
+        ranked = self.retriever.ranked(vector, top_k, threshold, options, exclude_row=exclude_row,
+                                       text=text if fused else None)
         catalog = self.bundle.catalog
         return [catalog.hit(int(row), float(score), int(folded)) for row, score, folded
                 in zip(ranked.rows, ranked.scores, ranked.duplicates, strict=True)]
@@ -166,6 +173,13 @@ def _check_limits(top_k: Any, threshold: Any, options: Any = None) -> None:
         raise BadQueryError("options must be a SearchOptions; build it with SearchOptions.from_params")
 
 
+def _keyword_text(query: Query) -> str | None:
+    """The text of a one-text query (keywords can rank it); None for pictures and mixed queries."""
+    if len(query.positives) != 1 or query.positives[0].text is None or query.positives[0].image is not None:
+        return None
+    return _checked_text(query.positives[0].text)
+
+
 def _checked_weight(weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) \
             or weight <= 0:
@@ -185,6 +199,13 @@ def _checked_text(text: Any) -> str:
 
 def load_engine(config: EngineConfig) -> SearchEngine:
     """Fetch and verify the configured bundle, then load the encoder its manifest names."""
-    bundle = Bundle.load(fetch_bundle(config.index))
+    if config.qdrant_url:  # vectors served by a Qdrant collection; qdrant-client is an optional extra
+        try:
+            from search.qdrant_index import load_qdrant_bundle
+        except ModuleNotFoundError as exc:
+            raise SearchError(f"--qdrant needs the {exc.name} package: pip install -r requirements-scale.txt") from None
+        bundle = load_qdrant_bundle(fetch_bundle(config.index), config)
+    else:
+        bundle = Bundle.load(fetch_bundle(config.index), cache_dir=config.cache_dir)
     encoder = ClipEncoder.load(bundle.encoder_spec, config.device, config.threads)
     return SearchEngine(encoder, bundle, config.text_cache_size)

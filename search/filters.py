@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,15 +154,15 @@ def _date(value: Any, name: str, end_of_day: bool) -> float | None:
     raise BadQueryError(f"{name} must be a date written YYYY-MM-DD, got {text[:40]!r}")
 
 
-def _flag(value: Any) -> bool | None:
+def _flag(value: Any, name: str = "featured") -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in {"true", "yes", "1"}:
+    if text in {"true", "yes", "1", "on"}:
         return True
-    if text in {"false", "no", "0"}:
+    if text in {"false", "no", "0", "off"}:
         return False
-    raise BadQueryError(f"featured must be true or false, got {text[:40]!r}")
+    raise BadQueryError(f"{name} must be true or false, got {text[:40]!r}")
 
 
 def _count(value: Any) -> int | None:
@@ -197,6 +197,8 @@ class SearchOptions:
     offset: int = 0
     cutoff: str = "flat"
     """flat: the threshold alone; relative: also drop hits far below the best one; gap: cut at the largest drop."""
+    keywords: bool = True
+    """Fuse keyword (BM25) matches into a text query's ranking, where the bundle has a keyword index."""
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:
@@ -209,11 +211,13 @@ class SearchOptions:
             raise BadQueryError(f"collapse_radius must be a cosine distance from 0 to {MAX_RADIUS}, got {radius!r}")
         if isinstance(self.offset, bool) or not isinstance(self.offset, int) or not 0 <= self.offset <= MAX_OFFSET:
             raise BadQueryError(f"offset must be a whole number from 0 to {MAX_OFFSET}, got {self.offset!r}")
+        if not isinstance(self.keywords, bool):
+            raise BadQueryError(f"keywords must be true or false, got {self.keywords!r}")
 
     @property
     def plain(self) -> bool:
-        """True for the defaults: the engine answers exactly as before options existed."""
-        return self == SearchOptions()
+        """True for the defaults (keyword fusion aside): the engine answers exactly as before options existed."""
+        return replace(self, keywords=True) == SearchOptions()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SearchOptions:
@@ -229,4 +233,5 @@ class SearchOptions:
                    sort=_choice(_blank_to_none(params.get("sort")) or "relevance", SORTS, "sort"),
                    collapse_radius=None if radius is None else _number(radius, "collapse_radius"),
                    offset=int(offset_number),
-                   cutoff=_choice(_blank_to_none(params.get("cutoff")) or "flat", CUTOFFS, "cutoff"))
+                   cutoff=_choice(_blank_to_none(params.get("cutoff")) or "flat", CUTOFFS, "cutoff"),
+                   keywords=_flag(_blank_to_none(params.get("keywords")), "keywords") is not False)

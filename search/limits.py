@@ -182,8 +182,8 @@ def _too_large(rule: BodyRule) -> str:
 
 
 async def _respond(send: Send, status: int, message: str) -> None:
-    """A small JSON error response, in the shape FastAPI gives its own errors."""
-    payload = json.dumps({"detail": message}).encode()
+    """A small JSON error response: FastAPI's shape for its own errors, and the REST API's (rest_api.py)."""
+    payload = json.dumps({"detail": message, "error": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                             (b"connection", b"close")]})

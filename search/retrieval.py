@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from search.filters import Filters, SearchOptions
 from search.index import VectorIndex, to_scores
+from search.keywords import CANDIDATES, HybridRanker, KeywordIndex
 from search.metadata import ItemCatalog
 from search.ranking import GAP_SPAN, Rows, Scores, collapse, cut_count, sort_order
 from search.types import FeatureVector
@@ -81,10 +82,11 @@ class Retriever:
     """Searches one bundle's index and embeddings with options; no model, so benchmarks use it directly."""
 
     def __init__(self, index: VectorIndex, embeddings: FeatureVector, catalog: ItemCatalog,
-                 filter_cache_size: int = 8) -> None:
+                 filter_cache_size: int = 8, keywords: KeywordIndex | None = None) -> None:
         self.index = index
         self.embeddings = embeddings
         self.catalog = catalog
+        self.fusion = HybridRanker(keywords, embeddings) if keywords is not None else None
         # A UI repeats one filter over many queries and pages; its mask costs up to ~50 ms at 1M items. Each entry
         # holds at most EXACT_MAX_ROWS embeddings (40 MB at 512-d): 8 entries bound the cache to ~330 MB.
         self.allowed = functools.lru_cache(maxsize=filter_cache_size)(self._allowed)
@@ -98,9 +100,14 @@ class Retriever:
         return Allowed(mask, rows, mask.astype(np.uint8).tobytes(), vectors)
 
     def ranked(self, vector: FeatureVector, top_k: int, threshold: float, options: SearchOptions,
-               exclude_row: int | None = None) -> Ranked:
-        """The page `options.offset .. + top_k` of the hits the options describe."""
+               *, exclude_row: int | None = None, text: str | None = None) -> Ranked:
+        """The page `options.offset .. + top_k` of the hits the options describe.
+
+        `text`: the query's text, when it is a text query whose ranking may take keyword matches in.
+        """
         allowed = self.allowed(options.filters)
+        if text is not None and options.keywords and self.fusion is not None:
+            return self._fused(vector, text, top_k, threshold, options, allowed)
         need = options.offset + top_k
         # Collapse compares each candidate with the hits kept, so its cost grows with the window: twice the page
         # leaves room for some folds without a second round.
@@ -122,6 +129,32 @@ class Retriever:
             if complete or keep < above or options.sort != "relevance" or len(rows) >= need:
                 break
             window *= 2  # collapse folded too many to fill the page: look twice as deep
+        order = sort_order(rows, self.catalog.attributes, options.sort)[options.offset:need]
+        return Ranked(rows[order], scores[order], duplicates[order])
+
+    def _fused(self, vector: FeatureVector, text: str, top_k: int, threshold: float,  # noqa: PLR0917
+               options: SearchOptions, allowed: Allowed | None) -> Ranked:
+        """Like `ranked`, over the CLIP candidates and keyword matches in fused order (search/keywords.py).
+
+        One pass over a fixed window: the fused order depends on the whole candidate set, so the window grows only
+        in the same fixed steps as pages do (128 candidates cover the first 128 hits). The threshold and an
+        adaptive cut-off keep meaning cosines: the cut-off is found on the CLIP ranking and applied as a floor.
+        """
+        assert self.fusion is not None
+        need = options.offset + top_k
+        window = SORT_POOL if options.sort != "relevance" else first_window(need, CANDIDATES)
+        rows, scores = self.candidates(vector, window, allowed)
+        above = int(np.count_nonzero(scores >= threshold))
+        keep = cut_count(scores[:above], options.cutoff)
+        floor = float(scores[keep - 1]) if 0 < keep < above else threshold
+        rows, scores = self.fusion.rerank(text, vector, rows, scores, floor)
+        if allowed is not None:  # keyword matches come from the whole collection: the filter holds for them too
+            passed = allowed.mask[rows]
+            rows, scores = rows[passed], scores[passed]
+        duplicates = np.zeros(len(rows), np.int64)
+        if options.collapse_radius is not None:
+            kept, duplicates = collapse(rows, self.embeddings, options.collapse_radius)
+            rows, scores = rows[kept], scores[kept]
         order = sort_order(rows, self.catalog.attributes, options.sort)[options.offset:need]
         return Ranked(rows[order], scores[order], duplicates[order])
 

@@ -53,7 +53,7 @@ def write_place_gallery(root: Path, encoder: ClipEncoder, count: int, seed: int)
     rng = random.Random(seed)
     samples = make_samples(count, seed)
     rows: dict[str, list] = {name: [] for name in ("id", "image", "page_url", "description", "photographer",
-                                                   "ai_description", "keywords")}
+                                                   "ai_description", "keywords", "country")}
     cities = []
     for number, (spec, _) in enumerate(samples):
         city, country = PLACES[number % len(PLACES)]
@@ -63,7 +63,7 @@ def write_place_gallery(root: Path, encoder: ClipEncoder, count: int, seed: int)
         for name, value in (("id", f"p{number:04d}"), ("image", f"https://images.example/{number}.jpg"),
                             ("page_url", None), ("description", text), ("photographer", None),
                             ("ai_description", f"a {spec.shape}"),
-                            ("keywords", f"{city.lower()}, {country.lower()}")):
+                            ("keywords", f"{city.lower()}, {country.lower()}"), ("country", country)):
             rows[name].append(value)
         cities.append(city)
     embeddings = encoder.encode_images([image for _, image in samples])

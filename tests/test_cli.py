@@ -108,6 +108,8 @@ def test_filter_collapse_and_page_flags(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["a red circle", "--index", str(DEMO_INDEX_DIR), "--top-k", "5", "--collapse", "0.05"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 and any("near-duplicates)" in line for line in lines)
+    assert main([*argv, "--keywords", "off"]) == 0  # the demo has no keyword index: the same hits either way
+    assert json.loads(capsys.readouterr().out) == blue
 
 
 def test_a_bad_environment_setting_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch,

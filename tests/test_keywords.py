@@ -13,7 +13,9 @@ import pytest
 from bench.relevance import bundle_rankers, compare
 from search.bundle import Bundle, BundleInfo, write_bundle
 from search.config import EncoderSpec, HnswParams
-from search.errors import BundleError
+from search.engine import SearchEngine
+from search.errors import BadQueryError, BundleError
+from search.filters import SearchOptions
 from search.keywords import HybridRanker, KeywordIndex, tokenize
 from search.manifest import (
     KEYWORD_DOCS_FILE,
@@ -24,7 +26,7 @@ from search.manifest import (
 )
 from tests.conftest import metadata_table, unit_vectors
 from tests.hostile_bundles import manifest_of, reseal, write_manifest
-from tests.place_gallery import TUNING_SEED, write_place_gallery
+from tests.place_gallery import PLACES, TUNING_SEED, write_place_gallery
 
 TEXTS = pa.table({
     "description": ["Sunset over Lisbon's old tram", None, "Mountains near Queenstown", "a photo of the sea"],
@@ -199,3 +201,26 @@ def test_hybrid_does_not_hurt_visual_queries(place_results) -> None:
     assert clip["r5"] >= 0.9  # CLIP reads these well: the fixture tests "no harm", not an easy win
     for metric in ("r1", "r5", "r10", "ndcg10"):
         assert hybrid[metric] >= clip[metric] - 0.02, metric  # seeds 0-3: within 0.01 (README)
+
+
+def test_the_engine_fuses_text_queries_only_where_asked(demo_encoder, tmp_path) -> None:
+    gallery = write_place_gallery(tmp_path / "b", demo_encoder, 96, TUNING_SEED + 2)
+    engine = SearchEngine(demo_encoder, Bundle.load(gallery.root))
+    city = PLACES[1][0]
+    in_city = {item for item, where in zip(gallery.ids, gallery.cities, strict=True) if where == city}
+    fused = [hit.id for hit in engine.search_text(city, 5)]
+    clip_only = [hit.id for hit in engine.search_text(city, 5, options=SearchOptions(keywords=False))]
+    # The demo CLIP cannot read a city's name; its keywords can (R@5 on 240 items: tests above).
+    assert len(set(fused) & in_city) >= 4 > len(set(clip_only) & in_city)
+    # The score stays the CLIP cosine: each fused hit scores what the plain ranking gives it.
+    plain = {hit.id: hit.score for hit in engine.search_text(city, 96, -1.0, SearchOptions(keywords=False))}
+    assert all(hit.score == plain[hit.id] for hit in engine.search_text(city, 5))
+    # A filter holds for keyword matches too; picture queries and "more like this" are never fused.
+    elsewhere = PLACES[2][1]
+    filtered = engine.search_text(city, 5, -1.0, SearchOptions.from_params({"country": elsewhere}))
+    assert len(filtered) == 5 and all(hit.country == elsewhere for hit in filtered)
+    assert [h.id for h in engine.similar(gallery.ids[0], 5)] == [
+        h.id for h in engine.similar(gallery.ids[0], 5, options=SearchOptions(keywords=False))]
+    assert SearchOptions.from_params({"keywords": "off"}) == SearchOptions(keywords=False)
+    with pytest.raises(BadQueryError, match="keywords must be true or false"):
+        SearchOptions.from_params({"keywords": "maybe"})

@@ -1,30 +1,36 @@
-"""The load test, short: 4 clients for 5 s against `python app.py` on the demo bundle, with no errors."""
+"""The load test, short: the async generator against the demo app, over REST and gradio's call route, no errors."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import argparse
+import os
 
 import pytest
 
-from bench.load_test import KEYS, percentile
-from search.config import REPO_ROOT
+from bench.load_gen import MIXES
+from bench.load_gradio_client import percentile
+from bench.load_test import COLUMNS, one_run, proc_stats
 
 
 @pytest.mark.slow
-def test_four_clients_for_five_seconds_get_answers_and_no_errors() -> None:
-    finished = subprocess.run([sys.executable, "bench/load_test.py", "--clients", "4", "--seconds", "5"],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, check=False)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    record = json.loads(finished.stdout.strip().splitlines()[-1])
-    assert tuple(record) == KEYS
-    assert (record["clients"], record["seconds"], record["errors"]) == (4, 5.0, 0)
-    assert record["requests"] >= 10 and record["rps"] == pytest.approx(record["requests"] / 5, rel=0.5)
-    assert 0 < record["p50_ms"] <= record["p95_ms"] <= record["p99_ms"] < 30_000
-    assert 200 < record["peak_rss_mb"] < 8_000  # a model, a bundle and gradio: hundreds of MiB, not gigabytes
-    for endpoint in ("/search_text", "/search_image", "/similar"):  # the mix reached every endpoint
-        assert f"{endpoint}: " in finished.stderr
+@pytest.mark.parametrize("route", ["rest", "gradio"])
+def test_four_clients_for_three_seconds_get_answers_and_no_errors(app_url: str, route: str) -> None:
+    args = argparse.Namespace(route=route, mix="mixed", seconds=3.0, client="aiohttp", generator_cpus="0,1")
+    run = one_run(args, app_url, os.getpid(), 4)  # the app is served by this process: its CPU and RSS are ours
+    assert run["errors"] == 0, run["error_samples"]
+    assert set(COLUMNS) <= set(run) and run["clients"] == 4
+    assert run["requests"] >= 12 and run["rps"] > 4
+    assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] < 30_000
+    assert set(run["per_kind_p50_ms"]) == set(MIXES["mixed"])  # the mix reached every kind of request
+    assert 0 <= run["generator_cpu_pct"] <= 100 and run["server_cpu_pct"] > 0
+    assert 200 < run["peak_rss_mb"] < 8_000  # a model, a bundle and gradio: hundreds of MiB, not gigabytes
+
+
+def test_proc_stats_reads_this_process() -> None:
+    stats = proc_stats(os.getpid())
+    sum(range(2_000_000))  # some CPU time
+    later = proc_stats(os.getpid())
+    assert later["cpu_s"] > stats["cpu_s"] and 0 < stats["rss_mb"] <= later["peak_rss_mb"]
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -1,0 +1,179 @@
+"""A plain REST API under /api, served by Gradio's own FastAPI app (same process, same port, same limits).
+
+The handlers are the Gradio API's own (app.SearchUI.search_text / search_image / similar): the same validation,
+the same messages, the same hit JSON and the same process-wide limit on model work (search/limits.py). Only the
+transport differs: query parameters and a multipart upload in, JSON out, errors as `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import orjson
+from anyio import CapacityLimiter, to_thread
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.routing import Mount
+
+from search.errors import BadImageError, SearchError, UnknownItemError
+from search.hub import snapshot_label
+from search.limits import BusyError
+from upload_inputs import without_server_paths
+from webapp import Startup
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/api"
+IMAGE_ROUTE = "/search/image"  # the one route with a body: upload_inputs.UPLOAD_BODY names it for its size limit
+DEFAULT_K = 12
+# One status per kind of failure; anything else a SearchError says is a bad parameter value (400).
+STATUS = ((UnknownItemError, 404), (BadImageError, 422), (BusyError, 503), (SearchError, 400))
+
+
+class Handlers(Protocol):
+    """The Gradio API handlers (app.SearchUI) the routes call: validation lives there, once."""
+
+    def search_text(self, query: str, top_k: float, threshold: float) -> list[dict]: ...
+    def search_image(self, image: Any, top_k: float, threshold: float) -> list[dict]: ...
+    def similar(self, id: str, top_k: float, threshold: float) -> list[dict]: ...
+
+
+class HitOut(BaseModel):
+    """One hit, as every endpoint returns it (documentation only: responses are not re-validated)."""
+
+    id: str
+    score: float
+    image: str
+    page_url: str | None
+    description: str
+    photographer: str | None
+
+
+class ErrorOut(BaseModel):
+    """Every failure: one line saying what is wrong and what to do."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    """The parameters every search route shares; new ones (filters, sort, page) go here and on to the handler."""
+
+    k: float
+    threshold: float
+
+
+def search_params(
+        k: Annotated[float, Query(description="how many hits at most (top_k), 0 to 1000")] = DEFAULT_K,
+        threshold: Annotated[float, Query(description="lowest cosine similarity kept, -1 to 1")] = 0.0,
+) -> SearchParams:
+    """Query parameters as typed values; range and whole-number checks stay in the shared handlers."""
+    return SearchParams(k, threshold)
+
+
+Params = Annotated[SearchParams, Depends(search_params)]
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 404, 413, 422, 503)}
+
+
+def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
+    """The REST routes over `handlers`, with OpenAPI docs at /api/docs."""
+    api = FastAPI(title="Semantic image search", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+                  responses=ERRORS,
+                  description="Search a photo collection by text, by example image or by a collection item.")
+
+    # Sync routes: FastAPI runs them in its thread pool, so model work never blocks the event loop.
+    @api.get("/search", response_model=list[HitOut], summary="Items matching a text description")
+    def search(q: Annotated[str, Query(description="what the picture shows")], params: Params) -> Any:
+        return answer(handlers.search_text, q, params)
+
+    # Every upload needs a model slot, so more upload threads than slots would only wait, holding worker threads
+    # that cached text queries and "more like this" need (64 clients: those waited ~0.9 s behind the uploads).
+    uploads = CapacityLimiter(startup.engine.limiter.slots)
+
+    @api.post(IMAGE_ROUTE, response_model=list[HitOut], summary="Items that look like an uploaded picture")
+    async def search_image(file: Annotated[UploadFile, File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF file")],
+                           params: Params) -> Any:
+        # The spooled upload itself: search/images.py reads it within the same pixel and decode limits.
+        return await to_thread.run_sync(answer, handlers.search_image, file.file, params, limiter=uploads)
+
+    @api.get("/similar/{id}", response_model=list[HitOut], summary="Items like a collection item")
+    def similar(id: Annotated[str, PathParam(description="an item id from a hit")], params: Params) -> Any:
+        return answer(handlers.similar, id, params)
+
+    @api.get("/health", summary="Whether the index is loaded, which one, and with which model")
+    def health() -> dict[str, Any]:
+        return health_record(startup)
+
+    add_error_handlers(api)
+    return api
+
+
+def health_record(startup: Startup) -> dict[str, Any]:
+    """Ready, index name and revision, item count, model; no server paths."""
+    bundle = startup.engine.bundle
+    name, _, revision = (snapshot_label(bundle.root) or Path(bundle.root).name).partition("@")
+    return {"ready": True, "index": name, "revision": revision or bundle.manifest.info.source_revision,
+            "count": len(bundle.catalog), "model": str(bundle.manifest.info.encoder), "demo": startup.is_demo,
+            "text_encoder": "onnx" if startup.engine.encoder.onnx_text is not None else "torch"}
+
+
+def add_error_handlers(api: FastAPI) -> None:
+    """Every failure as {"error": one line}: the handlers' own messages, FastAPI's shape errors, HTTP errors."""
+
+    @api.exception_handler(SearchError)
+    async def search_error(request: Request, exc: SearchError) -> Response:
+        status = next(code for kind, code in STATUS if isinstance(exc, kind))
+        return error(status, without_server_paths(str(exc)))
+
+    @api.exception_handler(RequestValidationError)
+    async def shape_error(request: Request, exc: RequestValidationError) -> Response:
+        return error(422, "; ".join(validation_message(problem) for problem in exc.errors()))
+
+    @api.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+
+
+def answer(handler: Callable[[Any, float, float], list[dict]], source: Any, params: SearchParams) -> Response:
+    """The handler's hits as JSON; a SearchError goes on to its error handler, a bug becomes a logged 500."""
+    try:
+        return json_response(handler(source, params.k, params.threshold))
+    except SearchError:
+        raise
+    except Exception as exc:  # a bug: say what kind, log the rest (as app.as_gr_error does for the UI)
+        logger.exception("unexpected failure in %s", getattr(handler, "__name__", "a REST route"))
+        return error(500, f"the search failed on the server ({type(exc).__name__}); try again or report it")
+
+
+def validation_message(problem: dict[str, Any]) -> str:
+    """One of FastAPI's validation problems as a line naming the parameter: `k must be a number, got 'x'`."""
+    name = str(problem.get("loc", ("", "?"))[-1])
+    if problem.get("type") == "missing":
+        return f"{name} is required"
+    if problem.get("type", "").startswith("float"):
+        return f"{name} must be a number, got {problem.get('input')!r}"
+    return f"{name}: {problem.get('msg', 'invalid')}"
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    """`content` as JSON, serialised by orjson (as gradio's own routes do): no per-field validation pass."""
+    return Response(orjson.dumps(content), status, media_type="application/json")
+
+
+def error(status: int, message: str) -> Response:
+    """The JSON body of every failure."""
+    return json_response({"error": message}, status)
+
+
+def mounted(handlers: Handlers, startup: Startup) -> Mount:
+    """The REST app as a route of Gradio's FastAPI app (pass it in launch's app_kwargs `routes`)."""
+    return Mount(PREFIX, app=rest_app(handlers, startup))

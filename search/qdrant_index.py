@@ -1,0 +1,219 @@
+"""Qdrant as the engine's vector index: a collection loaded from a bundle, queried like `VectorIndex`.
+
+The collection lives in a service the operator points at, so it is untrusted like a bundle and checked in one
+place, here: on open, its vector size and distance, its point count, the fingerprint of the bundle it was loaded
+from and a sample of its stored vectors and ids must match the bundle; in every answer the ids must be rows of
+the bundle (point id = row number), at most k and distinct, and the scores finite cosines. Scores then go through
+`index.to_scores`, so a hit's score is the same 6-decimal number whichever index served it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ApiException
+
+from search.bundle import Bundle, BundleContents
+from search.config import EngineConfig
+from search.errors import SearchError, one_line
+from search.index import Labels, Scores, to_scores
+from search.manifest import EMBEDDINGS_FILE
+from search.qdrant_payload import PayloadFilter, payload_filter
+from search.types import FeatureVector
+
+logger = logging.getLogger(__name__)
+
+LOCAL_PREFIX = "local:"
+FINGERPRINT_KEY = "bundle_embeddings_sha256"
+"""Collection metadata key holding the sha256 of the bundle's embeddings.npy the collection was loaded from."""
+POINT_SAMPLE = 64
+"""Points whose stored vector and payload id are compared with the bundle's on open."""
+VECTOR_TOLERANCE = 1e-4
+"""Max abs difference of a stored vector from the bundle's row (Qdrant re-normalises float32 unit vectors)."""
+SCORE_SLACK = 1e-4
+"""How far past [-1, 1] a cosine of unit float32 vectors may land by rounding (1.0000001 happens)."""
+RELOAD_HINT = "load it with `python -m search.qdrant_load BUNDLE --qdrant URL --collection NAME --recreate`"
+REQUEST_TIMEOUT_S = 10
+
+
+class QdrantIndexError(SearchError):
+    """A Qdrant server or collection that cannot serve this bundle (unreachable, other data, or a bad answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QdrantSearch:
+    """Query-time settings: HNSW beam width and, for an int8 collection, re-scoring with the full vectors."""
+
+    hnsw_ef: int = 128  # HnswParams' default ef_search; `QdrantIndex.open` takes the bundle's
+    rescore: bool = True  # int8 scores alone cost recall (bench/qdrant.py); rescoring restores it
+    oversampling: float = 2.0  # int8 candidates fetched per wanted hit before rescoring
+
+    def params(self) -> models.SearchParams:
+        """As Qdrant's search parameters (the quantisation part is ignored by a float32 collection)."""
+        return models.SearchParams(hnsw_ef=self.hnsw_ef, quantization=models.QuantizationSearchParams(
+            rescore=self.rescore, oversampling=self.oversampling))
+
+
+def is_embedded(client: QdrantClient) -> bool:
+    """Whether `client` runs qdrant-client's embedded mode (exact search; HNSW and quantisation settings unused)."""
+    options = client.init_options
+    return options.get("location") == ":memory:" or options.get("path") is not None
+
+
+def connect(url: str, api_key: str | None = None) -> QdrantClient:
+    """A client for a server (`http(s)://host:port`) or qdrant-client's embedded mode (`local:DIR`, `:memory:`).
+
+    Embedded mode is a brute-force scan in Python, for tests and small collections; a server runs HNSW.
+    """
+    if url == ":memory:":
+        return QdrantClient(location=":memory:")
+    if url.startswith(LOCAL_PREFIX):
+        return QdrantClient(path=str(Path(url.removeprefix(LOCAL_PREFIX)).expanduser()))
+    if not url.startswith(("http://", "https://")):
+        raise QdrantIndexError(f"--qdrant {url[:200]!r} is not a server URL (http(s)://host:6333) or local:DIR")
+    # No version probe at construction: the collection checks in `QdrantIndex.open` are the first request.
+    return QdrantClient(url=url, api_key=api_key, timeout=REQUEST_TIMEOUT_S, check_compatibility=False)
+
+
+class QdrantIndex:
+    """A Qdrant collection whose point ids are a bundle's row numbers; answers like `VectorIndex.query`."""
+
+    def __init__(self, client: QdrantClient, collection: str, count: int, dim: int,
+                 search: QdrantSearch | None = None) -> None:
+        self._client = client
+        self._collection = collection
+        self._count = count
+        self._dim = dim
+        # Embedded mode scans exactly and warns on every query given search parameters; it gets none.
+        self._params = None if is_embedded(client) else (search or QdrantSearch()).params()
+
+    @classmethod
+    def open(cls, client: QdrantClient, collection: str, contents: BundleContents,
+             search: QdrantSearch | None = None) -> QdrantIndex:
+        """The collection after checking it holds this bundle's vectors, else QdrantIndexError saying what to do."""
+        manifest = contents.manifest
+        info = call_qdrant(collection, lambda: _collection_info(client, collection))
+        _check_config(collection, info, manifest.dim, manifest.files[EMBEDDINGS_FILE])
+        points = call_qdrant(collection, lambda: client.count(collection, exact=True).count)
+        if points != manifest.count:
+            raise QdrantIndexError(f"Qdrant collection {collection} holds {points} points, the bundle {manifest.count}"
+                                   f" (an interrupted load?); {RELOAD_HINT}")
+        # The bundle's ef_search, so the collection is searched at the recall point the bundle was tuned for.
+        search = search or QdrantSearch(hnsw_ef=manifest.info.hnsw.ef_search)
+        index = cls(client, collection, manifest.count, manifest.dim, search)
+        index.check_sample(contents)
+        logger.info("serving %d vectors from Qdrant collection %s", manifest.count, collection)
+        return index
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return self._dim
+
+    @property
+    def collection(self) -> str:
+        """The collection's name."""
+        return self._collection
+
+    def __len__(self) -> int:
+        return self._count
+
+    def query(self, vector: FeatureVector, k: int, where: PayloadFilter | None = None) -> tuple[Labels, Scores]:
+        """The k nearest rows (meeting `where`) with their cosine similarities, best first; k is clamped."""
+        k = min(k, self._count)
+        if k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        response = call_qdrant(self._collection, lambda: self._client.query_points(
+            self._collection, query=query, limit=k, query_filter=payload_filter(where),
+            search_params=self._params, with_payload=False, with_vectors=False))
+        return checked_answer(response.points, k, self._count, self._collection)
+
+    def check_sample(self, contents: BundleContents) -> None:
+        """Compare about POINT_SAMPLE evenly spaced points' vectors and payload ids with the bundle's rows."""
+        rows = np.unique(np.linspace(0, self._count - 1, min(POINT_SAMPLE, self._count)).astype(np.int64)).tolist()
+        records = call_qdrant(self._collection, lambda: self._client.retrieve(
+            self._collection, ids=rows, with_payload=["id"], with_vectors=True))
+        found = {record.id: record for record in records if isinstance(record.id, int)}
+        for row in rows:
+            record = found.get(row)
+            stored = np.asarray(record.vector if record is not None else [], dtype=np.float64)
+            expected_id = contents.catalog.hit(row, 0.0).id
+            if record is None or stored.shape != (self._dim,) \
+                    or not np.max(np.abs(stored - contents.embeddings[row])) <= VECTOR_TOLERANCE \
+                    or str((record.payload or {}).get("id")) != expected_id:
+                raise QdrantIndexError(f"Qdrant collection {self._collection} point {row} differs from the bundle's "
+                                       f"row {row}; {RELOAD_HINT}")
+
+
+def checked_answer(points: Sequence[Any], k: int, count: int, collection: str) -> tuple[Labels, Scores]:
+    """Labels and rounded scores of a Qdrant answer, best first, after checking it could come from this bundle."""
+    if len(points) > k:
+        raise QdrantIndexError(f"Qdrant collection {collection} answered {len(points)} points for k={k}")
+    labels, raw = [], []
+    for point in points:
+        row, score = point.id, point.score
+        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < count:
+            raise QdrantIndexError(f"Qdrant collection {collection} answered point id {str(row)[:40]!r}, not a row "
+                                   f"of this bundle (0..{count - 1}); {RELOAD_HINT}")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not abs(score) <= 1.0 + SCORE_SLACK:
+            raise QdrantIndexError(f"Qdrant collection {collection} answered score {str(score)[:40]} for point "
+                                   f"{row}, not a cosine similarity; is it a Cosine collection?")
+        labels.append(row)
+        raw.append(float(score))
+    if len(set(labels)) != len(labels):
+        raise QdrantIndexError(f"Qdrant collection {collection} answered the same point twice")
+    # to_scores takes distances; 1 - (1 - s) is s to within 1e-16, far below the 6th decimal it rounds to.
+    scores = to_scores(1.0 - np.asarray(raw, dtype=np.float64))
+    order = np.argsort(-scores, kind="stable")
+    return np.asarray(labels, dtype=np.int64)[order], scores[order]
+
+
+def load_qdrant_bundle(root: Path, config: EngineConfig) -> Bundle:
+    """The bundle at `root` with its index served by the configured Qdrant collection (its graph is not read)."""
+    if not config.qdrant_url or not config.qdrant_collection:
+        raise QdrantIndexError("serving from Qdrant needs both a URL (--qdrant) and a collection (--collection)")
+    contents = BundleContents.load(root)
+    url, api_key = config.qdrant_url, config.qdrant_api_key
+    client = call_qdrant(config.qdrant_collection, lambda: connect(url, api_key))
+    try:
+        index = QdrantIndex.open(client, config.qdrant_collection, contents)
+    except QdrantIndexError:
+        client.close()  # embedded mode holds a lock on its folder until closed
+        raise
+    return Bundle(contents.folder.root, contents.manifest, contents.embeddings, index,  # type: ignore[arg-type]
+                  contents.catalog, contents.folder)
+
+
+def _collection_info(client: QdrantClient, collection: str) -> models.CollectionInfo:
+    if not client.collection_exists(collection):
+        raise QdrantIndexError(f"there is no Qdrant collection {collection}; {RELOAD_HINT}")
+    return client.get_collection(collection)
+
+
+def _check_config(collection: str, info: models.CollectionInfo, dim: int, fingerprint: str) -> None:
+    vectors = info.config.params.vectors
+    if not isinstance(vectors, models.VectorParams) or vectors.size != dim \
+            or vectors.distance != models.Distance.COSINE:
+        raise QdrantIndexError(f"Qdrant collection {collection} does not hold one {dim}-d Cosine vector per point; "
+                               f"{RELOAD_HINT}")
+    if (info.config.metadata or {}).get(FINGERPRINT_KEY) != fingerprint:
+        raise QdrantIndexError(f"Qdrant collection {collection} was loaded from another bundle (or another "
+                               f"version of it); {RELOAD_HINT}")
+
+
+def call_qdrant(collection: str, request: Any) -> Any:
+    """Run one client request, turning the client's transport and API errors into one QdrantIndexError line."""
+    try:
+        return request()
+    except QdrantIndexError:
+        raise
+    except (ApiException, OSError, RuntimeError, ValueError) as exc:
+        raise QdrantIndexError(f"Qdrant request for collection {collection} failed ({one_line(exc, 200)}); check "
+                               "the --qdrant URL and that the server is up") from None

@@ -1,0 +1,137 @@
+"""The REST API under /api: same hits and same error texts as the Gradio endpoints, same limits, JSON errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+
+from search.config import DEMO_INDEX_DIR
+from search.limits import shared_limiter
+
+pytestmark = pytest.mark.slow
+DEMO_IMAGE = DEMO_INDEX_DIR / "images" / "shape-007.jpg"
+
+
+@pytest.fixture(scope="module")
+def rest(app_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client for the in-process app (the module's gradio_client talks to the same server)."""
+    with httpx.Client(base_url=app_url, timeout=30) as http:
+        yield http
+
+
+def gradio_error(client: Client, *args: object, api_name: str) -> str:
+    """The message a gradio_client caller gets for a failing call."""
+    with pytest.raises(Exception) as failure:  # gradio_client raises AppError (a plain Exception subclass)
+        client.predict(*args, api_name=api_name)
+    return str(failure.value)
+
+
+def test_text_search_returns_the_gradio_endpoints_hits(rest: httpx.Client, client: Client) -> None:
+    answer = rest.get("/api/search", params={"q": "a red circle", "k": 5, "threshold": 0.2})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    hits = answer.json()
+    assert len(hits) == 5 and all("red circle" in hit["description"] for hit in hits)
+    assert hits == client.predict("a red circle", 5, 0.2, api_name="/search_text")
+    assert rest.get("/api/search", params={"q": "a red circle"}).json()[:5] == hits  # k defaults to 12
+    assert len(rest.get("/api/search", params={"q": "a red circle"}).json()) == 12
+
+
+def test_image_upload_finds_that_image_first(rest: httpx.Client, client: Client) -> None:
+    files = {"file": ("mine.jpg", DEMO_IMAGE.read_bytes(), "image/jpeg")}
+    hits = rest.post("/api/search/image", params={"k": 4, "threshold": 0.0}, files=files).json()
+    assert hits[0]["id"] == "shape-007" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits == client.predict(handle_file(str(DEMO_IMAGE)), 4, 0.0, api_name="/search_image")
+
+
+def test_similar_leaves_the_item_out_and_matches_gradio(rest: httpx.Client, client: Client) -> None:
+    hits = rest.get("/api/similar/shape-007", params={"k": 6, "threshold": -1}).json()
+    assert len(hits) == 6 and "shape-007" not in {hit["id"] for hit in hits}
+    assert hits == client.predict("shape-007", 6, -1.0, api_name="/similar")
+
+
+@pytest.mark.parametrize(("request_", "status", "gradio_call"), [
+    (("/api/search", {"q": "a red circle", "k": 2.5}), 400, ("a red circle", 2.5, 0.0, "/search_text")),
+    (("/api/search", {"q": "a red circle", "k": 5000}), 400, ("a red circle", 5000, 0.0, "/search_text")),
+    (("/api/search", {"q": "a red circle", "threshold": 1.5}), 400, ("a red circle", 5, 1.5, "/search_text")),
+    (("/api/search", {"q": "   "}), 400, ("   ", 5, 0.0, "/search_text")),
+    (("/api/search", {"q": "x" * 1001}), 400, ("x" * 1001, 5, 0.0, "/search_text")),
+    (("/api/similar/no-such-id", {}), 404, ("no-such-id", 5, 0.0, "/similar")),
+])
+def test_refusals_carry_the_gradio_endpoints_texts(rest: httpx.Client, client: Client, request_: tuple[str, dict],
+                                                    status: int, gradio_call: tuple) -> None:
+    answer = rest.get(request_[0], params=request_[1])
+    assert answer.status_code == status
+    message = answer.json()["error"]
+    assert message and message in gradio_error(client, *gradio_call[:3], api_name=gradio_call[3])
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"k": 5}, "q is required"),
+    ({"q": "a red circle", "k": "many"}, "k must be a number, got 'many'"),
+    ({"q": "a red circle", "threshold": "nan"}, "threshold must be a number, got nan"),
+])
+def test_malformed_parameters_are_422_or_400_with_one_line(rest: httpx.Client, params: dict, message: str) -> None:
+    answer = rest.get("/api/search", params=params)
+    assert answer.json() == {"error": message}
+    assert answer.status_code == (400 if "nan" in message else 422)  # NaN parses as a number; our check refuses it
+
+
+def test_unreadable_missing_and_oversized_uploads(rest: httpx.Client) -> None:
+    text_file = rest.post("/api/search/image", files={"file": ("notes.jpg", b"just some text\n", "image/jpeg")})
+    assert text_file.status_code == 422 and "is a text file, not an image" in text_file.json()["error"]
+    assert rest.post("/api/search/image").json() == {"error": "file is required"}
+    huge = rest.post("/api/search/image", files={"file": ("big.jpg", b"\xff" * (12 * 1024 * 1024), "image/jpeg")})
+    assert huge.status_code == 413 and "over the limit of 11,534,336 bytes" in huge.json()["error"]
+
+    def trickle() -> Iterator[bytes]:  # no Content-Length: refused while it streams, past the upload limit
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+        for _ in range(12):
+            yield b"\0" * (1024 * 1024)
+
+    streamed = rest.post("/api/search/image", content=trickle(), headers={"content-type": "multipart/form-data; "
+                                                                                           "boundary=x"})
+    assert streamed.status_code == 413 and "over the limit" in streamed.json()["error"]
+
+
+def test_health_names_index_count_and_model_without_server_paths(rest: httpx.Client) -> None:
+    health = rest.get("/api/health").json()
+    assert health["ready"] is True and health["count"] == 300 and health["demo"] is True
+    assert health["index"] == DEMO_INDEX_DIR.name and health["model"].startswith("local-dir:")
+    assert str(DEMO_INDEX_DIR.parent) not in str(health)
+    assert rest.get("/api/nowhere").json() == {"error": "Not Found"}
+
+
+def test_openapi_docs_list_the_routes(rest: httpx.Client) -> None:
+    assert "swagger" in rest.get("/api/docs").text.lower()
+    paths = rest.get("/api/openapi.json").json()["paths"]
+    assert set(paths) == {"/search", "/search/image", "/similar/{id}", "/health"}
+    assert [p["name"] for p in paths["/search"]["get"]["parameters"]] == ["q", "k", "threshold"]
+
+
+def test_one_limiter_for_rest_and_gradio_and_the_loop_stays_free(rest: httpx.Client, client: Client,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    limiter = shared_limiter()
+    monkeypatch.setattr(limiter, "wait_s", 1.5)
+    answers: dict[str, object] = {}
+    with ExitStack() as held:
+        for _ in range(limiter.slots):  # every model slot taken, as by long uploads elsewhere
+            held.enter_context(limiter.slot())
+        waiting = threading.Thread(target=lambda: answers.update(rest=rest.get(
+            "/api/search", params={"q": "a never cached query about limits"})))
+        waiting.start()
+        time.sleep(0.2)
+        start = time.perf_counter()
+        assert rest.get("/api/health").status_code == 200  # the waiting model work sits in a worker thread
+        assert time.perf_counter() - start < 1.0
+        busy = gradio_error(client, "another never cached query", 3, 0.0, api_name="/search_text")
+        waiting.join(10)
+    refused = answers["rest"]
+    assert isinstance(refused, httpx.Response) and refused.status_code == 503
+    assert refused.json()["error"].startswith("the server is busy") and refused.json()["error"] in busy
+    assert rest.get("/api/search", params={"q": "a never cached query about limits", "k": 3}).status_code == 200
