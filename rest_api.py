@@ -7,6 +7,7 @@ transport differs: query parameters and a multipart upload in, JSON out, errors 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ from starlette.routing import Mount
 from search.errors import BadImageError, SearchError, UnknownItemError
 from search.hub import snapshot_label
 from search.limits import BusyError
+from ui_api import API_OPTIONS
 from upload_inputs import without_server_paths
 from webapp import Startup
 
 logger = logging.getLogger(__name__)
+Options = dict[str, str] | None
 
 PREFIX = "/api"
 IMAGE_ROUTE = "/search/image"  # the one route with a body: upload_inputs.UPLOAD_BODY names it for its size limit
@@ -41,9 +44,9 @@ STATUS = ((UnknownItemError, 404), (BadImageError, 422), (BusyError, 503), (Sear
 class Handlers(Protocol):
     """The Gradio API handlers (app.SearchUI) the routes call: validation lives there, once."""
 
-    def search_text(self, query: str, top_k: float, threshold: float) -> list[dict]: ...
-    def search_image(self, image: Any, top_k: float, threshold: float) -> list[dict]: ...
-    def similar(self, id: str, top_k: float, threshold: float) -> list[dict]: ...
+    def search_text(self, query: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
+    def search_image(self, image: Any, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
+    def similar(self, id: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
 
 
 class HitOut(BaseModel):
@@ -69,14 +72,29 @@ class SearchParams:
 
     k: float
     threshold: float
+    options: Options = None
+
+
+def option_params(**given: str | None) -> Options:
+    """The search options given (filters, sort, pages…) as raw text: SearchOptions.from_params checks them."""
+    chosen = {name: value for name, value in given.items() if value is not None}
+    return chosen or None
+
+
+# The same optional parameters as the Gradio API and MCP tools (ui_api.API_OPTIONS), as query parameters.
+option_params.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[str | None, Query(description=text)])
+    for name, _, text in API_OPTIONS])
 
 
 def search_params(
         k: Annotated[float, Query(description="how many hits at most (top_k), 0 to 1000")] = DEFAULT_K,
         threshold: Annotated[float, Query(description="lowest cosine similarity kept, -1 to 1")] = 0.0,
+        options: Annotated[Options, Depends(option_params)] = None,
 ) -> SearchParams:
     """Query parameters as typed values; range and whole-number checks stay in the shared handlers."""
-    return SearchParams(k, threshold)
+    return SearchParams(k, threshold, options)
 
 
 Params = Annotated[SearchParams, Depends(search_params)]
@@ -143,10 +161,10 @@ def add_error_handlers(api: FastAPI) -> None:
 
 
 
-def answer(handler: Callable[[Any, float, float], list[dict]], source: Any, params: SearchParams) -> Response:
+def answer(handler: Callable[..., list[dict]], source: Any, params: SearchParams) -> Response:
     """The handler's hits as JSON; a SearchError goes on to its error handler, a bug becomes a logged 500."""
     try:
-        return json_response(handler(source, params.k, params.threshold))
+        return json_response(handler(source, params.k, params.threshold, options=params.options))
     except SearchError:
         raise
     except Exception as exc:  # a bug: say what kind, log the rest (as app.as_gr_error does for the UI)

@@ -111,7 +111,20 @@ def test_openapi_docs_list_the_routes(rest: httpx.Client) -> None:
     assert "swagger" in rest.get("/api/docs").text.lower()
     paths = rest.get("/api/openapi.json").json()["paths"]
     assert set(paths) == {"/search", "/search/image", "/similar/{id}", "/health"}
-    assert [p["name"] for p in paths["/search"]["get"]["parameters"]] == ["q", "k", "threshold"]
+    names = [p["name"] for p in paths["/search"]["get"]["parameters"]]
+    assert names[:3] == ["q", "k", "threshold"] and {"colour", "sort", "offset", "keywords"} <= set(names)
+
+
+def test_search_options_are_query_parameters_checked_like_the_gradio_api(rest: httpx.Client, client: Client) -> None:
+    blue = rest.get("/api/search", params={"q": "a circle", "k": 5, "colour": "blue", "offset": 5}).json()
+    assert len(blue) == 5 and all(hit["colour"] == "blue" for hit in blue)
+    assert blue == client.predict("a circle", 5, 0.0, colour="blue", offset=5, api_name="/search_text")
+    first = rest.get("/api/search", params={"q": "a circle", "k": 10, "colour": "blue"}).json()
+    assert first[5:] == blue  # the second page of 5 continues the first
+    folded = rest.get("/api/similar/shape-007", params={"k": 5, "threshold": -1, "collapse_radius": 0.05}).json()
+    assert any(hit["duplicates"] > 0 for hit in folded)
+    refused = rest.get("/api/search", params={"q": "a circle", "sort": "colourful"})
+    assert refused.status_code == 400 and "sort must be one of" in refused.json()["error"]
 
 
 def test_one_limiter_for_rest_and_gradio_and_the_loop_stays_free(rest: httpx.Client, client: Client,
