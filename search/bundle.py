@@ -28,7 +28,7 @@ from search.config import EncoderSpec, default_cache_dir
 from search.embeddings import read_embeddings, release_pages
 from search.errors import BundleError
 from search.hub import snapshot_blobs, snapshot_label
-from search.index import VectorIndex
+from search.index import SearchIndex, VectorIndex
 from search.keywords import KeywordIndex, read_keywords
 from search.manifest import (
     EMBEDDINGS_FILE,
@@ -119,7 +119,7 @@ class Bundle:
     root: Path
     manifest: Manifest
     embeddings: FeatureVector
-    index: VectorIndex
+    index: SearchIndex  # hnswlib here; a Qdrant collection from search.qdrant_index.load_qdrant_bundle
     catalog: ItemCatalog
     folder: BundleFolder
     keywords: KeywordIndex | None = None  # the BM25 index over the items' text; None in bundles without one

@@ -1,4 +1,4 @@
-"""Approximate nearest-neighbour index over hnswlib in cosine space, safe to share between threads."""
+"""The engine's vector index interface (`SearchIndex`), and its default: hnswlib in cosine space, thread-safe."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import hnswlib
 import numpy as np
@@ -16,6 +18,9 @@ from search.config import HnswParams
 from search.errors import one_line
 from search.hnsw_check import check_hnsw_file, corrupt
 from search.types import FeatureVector
+
+if TYPE_CHECKING:
+    from search.filters import Filters
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,51 @@ kernels (it is built with -march=native). Rounding once, here, makes the number 
 the number sorted on and the number returned the same value; each is the double nearest to a 6-decimal
 number, so it survives JSON and a user who types a shown score as the threshold keeps that hit.
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """The rows a filter keeps: the filter itself (for a backend that filters on its own) and the rows as arrays."""
+
+    filters: Filters
+    mask: npt.NDArray[np.bool_]
+    rows: npt.NDArray[np.int64]
+    flags: bytes
+    """One byte per row, 1 where kept: hnswlib's filter callback reads it."""
+    vectors: FeatureVector | None
+    """The rows' embeddings, contiguous, when few enough to search exactly (the gather was most of the cost)."""
+
+    @property
+    def fraction(self) -> float:
+        """Share of the collection kept."""
+        return len(self.rows) / max(len(self.mask), 1)
+
+
+class SearchIndex(Protocol):
+    """What the engine needs from a vector index: hnswlib's `VectorIndex` or Qdrant's `QdrantIndex`.
+
+    Labels are bundle row numbers; scores cosine similarities rounded by `to_scores`, best first.
+    """
+
+    native_filters: bool
+    """True: `query` answers a filter with the backend's own filtered search and the Retriever hands it every
+    filter; False: the Retriever picks exact search, post-filter or `query`'s filtered walk by measured cost."""
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        ...
+
+    @property
+    def ef_search(self) -> int:
+        """Beam width of a graph search (what a filtered search is costed against)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def query(self, vector: FeatureVector, k: int, allowed: Allowed | None = None) -> tuple[Labels, Scores]:
+        """The k nearest rows (only `allowed` ones when given; then fewer may come back), best first."""
+        ...
 
 
 class ReadWriteLock:
@@ -75,6 +125,8 @@ class ReadWriteLock:
 
 class VectorIndex:
     """hnswlib index whose labels are row numbers 0..count-1 and whose scores are cosine similarities."""
+
+    native_filters = False  # hnswlib's filter callback is slowest when it keeps many: the Retriever plans
 
     def __init__(self, raw: hnswlib.Index, params: HnswParams) -> None:
         self._raw = raw
@@ -127,6 +179,11 @@ class VectorIndex:
         """The graph parameters this index was built and is searched with."""
         return self._params
 
+    @property
+    def ef_search(self) -> int:
+        """Beam width of a search."""
+        return self._params.ef_search
+
     def __len__(self) -> int:
         return int(self._raw.get_current_count())
 
@@ -148,17 +205,17 @@ class VectorIndex:
                 self._raw.resize_index(max(needed, 2 * self._raw.get_max_elements()))
             self._raw.add_items(vectors, labels)
 
-    def query(self, vector: FeatureVector, k: int, allowed: bytes | None = None) -> tuple[Labels, Scores]:
+    def query(self, vector: FeatureVector, k: int, allowed: Allowed | None = None) -> tuple[Labels, Scores]:
         """The k nearest labels with their cosine similarities, best first; k is clamped to the count.
 
-        `allowed`: one byte per label, nonzero for labels that may be returned (hnswlib's filter callback);
+        `allowed`: only its rows may be returned (hnswlib's filter callback walks the graph skipping the others);
         then fewer than k come back when fewer are allowed.
         """
-        k = min(k, len(self) if allowed is None else allowed.count(1))
+        k = min(k, len(self) if allowed is None else len(allowed.rows))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         with self._lock.reading():
-            labels, distances = self._knn(vector.reshape(1, -1), k, allowed)
+            labels, distances = self._knn(vector.reshape(1, -1), k, None if allowed is None else allowed.flags)
         return labels[0].astype(np.int64), to_scores(distances[0])
 
     def _knn(self, vectors: FeatureVector, k: int, allowed: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:

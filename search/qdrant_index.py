@@ -2,9 +2,9 @@
 
 The collection lives in a service the operator points at, so it is untrusted like a bundle and checked in one
 place, here: on open, its vector size and distance, its point count, the fingerprint of the bundle it was loaded
-from and a sample of its stored vectors and ids must match the bundle; in every answer the ids must be rows of
-the bundle (point id = row number), at most k and distinct, and the scores finite cosines. Scores then go through
-`index.to_scores`, so a hit's score is the same 6-decimal number whichever index served it.
+from, its payload format and a sample of its stored vectors and ids must match the bundle; in every answer the ids
+must be rows of the bundle (point id = row number), at most k and distinct, and the scores finite cosines. Scores
+then go through `index.to_scores`, so a hit's score is the same 6-decimal number whichever index served it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
+from search.attributes import Attributes
 from search.bundle import Bundle, BundleContents
 from search.config import EngineConfig
 from search.errors import SearchError, one_line
-from search.index import Labels, Scores, to_scores
+from search.index import Allowed, Labels, Scores, to_scores
+from search.keywords import read_keywords
 from search.manifest import EMBEDDINGS_FILE
-from search.qdrant_payload import PayloadFilter, payload_filter
+from search.qdrant_payload import PAYLOAD_FORMAT, payload_filter
 from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 LOCAL_PREFIX = "local:"
 FINGERPRINT_KEY = "bundle_embeddings_sha256"
 """Collection metadata key holding the sha256 of the bundle's embeddings.npy the collection was loaded from."""
+FORMAT_KEY = "payload_format"
+"""Collection metadata key holding the qdrant_payload.PAYLOAD_FORMAT its points were written in."""
 POINT_SAMPLE = 64
 """Points whose stored vector and payload id are compared with the bundle's on open."""
 VECTOR_TOLERANCE = 1e-4
@@ -82,14 +86,18 @@ def connect(url: str, api_key: str | None = None) -> QdrantClient:
 
 
 class QdrantIndex:
-    """A Qdrant collection whose point ids are a bundle's row numbers; answers like `VectorIndex.query`."""
+    """A Qdrant collection whose point ids are a bundle's row numbers; a `SearchIndex` that filters on its own."""
+
+    native_filters = True  # filterable HNSW over payload indexes: the point of serving from Qdrant
 
     def __init__(self, client: QdrantClient, collection: str, count: int, dim: int,
-                 search: QdrantSearch | None = None) -> None:
+                 search: QdrantSearch | None = None, *, attributes: Attributes | None = None) -> None:
         self._client = client
         self._collection = collection
         self._count = count
         self._dim = dim
+        self._ef_search = (search or QdrantSearch()).hnsw_ef
+        self._attributes = attributes  # the bundle's filter columns: text filters resolve against them
         # Embedded mode scans exactly and warns on every query given search parameters; it gets none.
         self._params = None if is_embedded(client) else (search or QdrantSearch()).params()
 
@@ -106,7 +114,8 @@ class QdrantIndex:
                                    f" (an interrupted load?); {RELOAD_HINT}")
         # The bundle's ef_search, so the collection is searched at the recall point the bundle was tuned for.
         search = search or QdrantSearch(hnsw_ef=manifest.info.hnsw.ef_search)
-        index = cls(client, collection, manifest.count, manifest.dim, search)
+        index = cls(client, collection, manifest.count, manifest.dim, search,
+                    attributes=contents.catalog.attributes)
         index.check_sample(contents)
         logger.info("serving %d vectors from Qdrant collection %s", manifest.count, collection)
         return index
@@ -117,6 +126,11 @@ class QdrantIndex:
         return self._dim
 
     @property
+    def ef_search(self) -> int:
+        """HNSW beam width a server searches with."""
+        return self._ef_search
+
+    @property
     def collection(self) -> str:
         """The collection's name."""
         return self._collection
@@ -124,14 +138,20 @@ class QdrantIndex:
     def __len__(self) -> int:
         return self._count
 
-    def query(self, vector: FeatureVector, k: int, where: PayloadFilter | None = None) -> tuple[Labels, Scores]:
-        """The k nearest rows (meeting `where`) with their cosine similarities, best first; k is clamped."""
-        k = min(k, self._count)
+    def query(self, vector: FeatureVector, k: int, allowed: Allowed | None = None) -> tuple[Labels, Scores]:
+        """The k nearest rows (of `allowed`, by Qdrant's payload filter) with their cosines, best first."""
+        k = min(k, self._count if allowed is None else len(allowed.rows))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
+        where = None
+        if allowed is not None:
+            if self._attributes is None:
+                raise QdrantIndexError("this QdrantIndex was made without the bundle's attributes; open it with "
+                                       "QdrantIndex.open to filter")
+            where = payload_filter(allowed.filters, self._attributes)
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         response = call_qdrant(self._collection, lambda: self._client.query_points(
-            self._collection, query=query, limit=k, query_filter=payload_filter(where),
+            self._collection, query=query, limit=k, query_filter=where,
             search_params=self._params, with_payload=False, with_vectors=False))
         return checked_answer(response.points, k, self._count, self._collection)
 
@@ -187,8 +207,9 @@ def load_qdrant_bundle(root: Path, config: EngineConfig) -> Bundle:
     except QdrantIndexError:
         client.close()  # embedded mode holds a lock on its folder until closed
         raise
-    return Bundle(contents.folder.root, contents.manifest, contents.embeddings, index,  # type: ignore[arg-type]
-                  contents.catalog, contents.folder)
+    keywords = read_keywords(contents.files, contents.manifest.count)  # fusion works as over hnswlib
+    return Bundle(contents.folder.root, contents.manifest, contents.embeddings, index, contents.catalog,
+                  contents.folder, keywords)
 
 
 def _collection_info(client: QdrantClient, collection: str) -> models.CollectionInfo:
@@ -203,9 +224,13 @@ def _check_config(collection: str, info: models.CollectionInfo, dim: int, finger
             or vectors.distance != models.Distance.COSINE:
         raise QdrantIndexError(f"Qdrant collection {collection} does not hold one {dim}-d Cosine vector per point; "
                                f"{RELOAD_HINT}")
-    if (info.config.metadata or {}).get(FINGERPRINT_KEY) != fingerprint:
+    metadata = info.config.metadata or {}
+    if metadata.get(FINGERPRINT_KEY) != fingerprint:
         raise QdrantIndexError(f"Qdrant collection {collection} was loaded from another bundle (or another "
                                f"version of it); {RELOAD_HINT}")
+    if metadata.get(FORMAT_KEY) != PAYLOAD_FORMAT:  # older points lack the filter fields: filters would miss
+        raise QdrantIndexError(f"Qdrant collection {collection} was loaded by an older version, without the "
+                               f"filter fields; {RELOAD_HINT}")
 
 
 def call_qdrant(collection: str, request: Any) -> Any:

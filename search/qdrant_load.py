@@ -1,6 +1,7 @@
 """Load a bundle into a Qdrant collection: `python -m search.qdrant_load BUNDLE --qdrant URL --collection NAME`.
 
-Point id = the bundle's row number, vector = its embedding, payload = its metadata row (see qdrant_payload.py).
+Point id = the bundle's row number, vector = its embedding, payload = its id, image, page_url, description and
+photographer, and the filter fields (see qdrant_payload.py).
 The collection records the sha256 of the bundle's embeddings in its metadata, written at creation: the app
 refuses a collection loaded from another bundle, and one whose load was interrupted has too few points.
 """
@@ -20,14 +21,10 @@ from search.errors import SearchError
 from search.hub import fetch_bundle
 from search.manifest import EMBEDDINGS_FILE, METADATA_FILE
 from search.metadata import METADATA_COLUMNS, read_metadata
-from search.qdrant_index import FINGERPRINT_KEY, QdrantIndexError, call_qdrant, connect, is_embedded
-from search.qdrant_payload import FILTER_FIELDS, indexed_fields, payload_rows
+from search.qdrant_index import FINGERPRINT_KEY, FORMAT_KEY, QdrantIndexError, call_qdrant, connect, is_embedded
+from search.qdrant_payload import PAYLOAD_FORMAT, filter_columns, indexed_fields, payload_rows
 
 logger = logging.getLogger(__name__)
-
-PAYLOAD_COLUMNS = tuple(dict.fromkeys(METADATA_COLUMNS + tuple(FILTER_FIELDS.values())))
-"""Metadata columns copied into payloads (those a bundle has): what a hit shows and what filters read."""
-
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
@@ -57,8 +54,10 @@ def load_collection(client: QdrantClient, collection: str, contents: BundleConte
         hnsw_config=models.HnswConfigDiff(m=manifest.info.hnsw.m, ef_construct=manifest.info.hnsw.ef_construction),
         quantization_config=quantization,
         metadata={FINGERPRINT_KEY: manifest.files[EMBEDDINGS_FILE], "count": manifest.count,
-                  "encoder": str(manifest.info.encoder)}))
-    metadata = read_metadata(contents.files[METADATA_FILE], manifest.count, columns=PAYLOAD_COLUMNS)
+                  "encoder": str(manifest.info.encoder), FORMAT_KEY: PAYLOAD_FORMAT}))
+    metadata = read_metadata(contents.files[METADATA_FILE], manifest.count, columns=METADATA_COLUMNS)
+    for key, column in filter_columns(contents.catalog.attributes).items():
+        metadata = metadata.append_column(key, column)
     for key, schema in ({} if is_embedded(client) else indexed_fields(metadata)).items():  # a server's only
         call_qdrant(collection, lambda key=key, schema=schema: client.create_payload_index(collection, key, schema))
     call_qdrant(collection, lambda: client.upload_collection(

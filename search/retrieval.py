@@ -9,6 +9,10 @@ How a filtered query finds its candidates depends on how many items the filter k
   for every node it visits, so it was the slowest path measured; it is the last resort).
 A graph path that comes back short falls back to the next, ending with the exact search, so a filter always
 yields k hits when k items pass it.
+
+An index with `native_filters` (Qdrant: filterable HNSW over payload indexes, search/qdrant_payload.py) gets
+every filter as it is; its mask is still computed here, to refuse a column the bundle lacks, to keep keyword
+matches inside the filter and to fall back to the exact search if the backend ever answers short.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from search.filters import Filters, SearchOptions
-from search.index import VectorIndex, to_scores
+from search.index import Allowed, SearchIndex, to_scores
 from search.keywords import CANDIDATES, HybridRanker, KeywordIndex
 from search.metadata import ItemCatalog
 from search.ranking import GAP_SPAN, Rows, Scores, collapse, cut_count, sort_order
@@ -38,22 +42,6 @@ OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room fo
 FIRST_WINDOW = 16
 SORT_POOL = 100
 """Sorting by date or popularity reorders the best this-many candidates above the threshold."""
-
-
-@dataclass(frozen=True, slots=True)
-class Allowed:
-    """The rows a filter keeps, in the three shapes the search paths use."""
-
-    mask: npt.NDArray[np.bool_]
-    rows: npt.NDArray[np.int64]
-    flags: bytes
-    vectors: FeatureVector | None
-    """The rows' embeddings, contiguous, when few enough to search exactly (the gather was most of the cost)."""
-
-    @property
-    def fraction(self) -> float:
-        """Share of the collection kept."""
-        return len(self.rows) / max(len(self.mask), 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +69,7 @@ def first_window(need: int, minimum: int = 0) -> int:
 class Retriever:
     """Searches one bundle's index and embeddings with options; no model, so benchmarks use it directly."""
 
-    def __init__(self, index: VectorIndex, embeddings: FeatureVector, catalog: ItemCatalog,
+    def __init__(self, index: SearchIndex, embeddings: FeatureVector, catalog: ItemCatalog,
                  filter_cache_size: int = 8, keywords: KeywordIndex | None = None) -> None:
         self.index = index
         self.embeddings = embeddings
@@ -96,8 +84,9 @@ class Retriever:
         if mask is None:
             return None
         rows = np.flatnonzero(mask).astype(np.int64)
-        vectors = np.ascontiguousarray(self.embeddings[rows]) if len(rows) <= EXACT_MAX_ROWS else None
-        return Allowed(mask, rows, mask.astype(np.uint8).tobytes(), vectors)
+        few = len(rows) <= EXACT_MAX_ROWS and not self.index.native_filters  # else the exact path is not planned
+        vectors = np.ascontiguousarray(self.embeddings[rows]) if few else None
+        return Allowed(filters, mask, rows, mask.astype(np.uint8).tobytes(), vectors)
 
     def ranked(self, vector: FeatureVector, top_k: int, threshold: float, options: SearchOptions,
                *, exclude_row: int | None = None, text: str | None = None) -> Ranked:
@@ -174,8 +163,10 @@ class Retriever:
 
     def _filtered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
         k = min(k, len(allowed.rows))
+        if self.index.native_filters:
+            return self.walked(vector, k, allowed)
         asked = math.ceil(k / max(allowed.fraction, 1e-9) * OVERFETCH)
-        beam = max(self.index.params.ef_search, asked)  # what a post-filter's graph search would cost
+        beam = max(self.index.ef_search, asked)  # what a post-filter's graph search would cost
         if allowed.vectors is not None and len(allowed.rows) <= EXACT_ROWS_PER_BEAM * beam:
             return self.exact(vector, k, allowed.rows, allowed.vectors)
         if allowed.fraction >= POSTFILTER_FLOOR:
@@ -194,8 +185,8 @@ class Retriever:
         return rows[passed][:k], scores[passed][:k]
 
     def walked(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
-        """hnswlib's filtered graph walk; the exact search when the walk comes back short."""
-        rows, scores = self.index.query(vector, k, allowed.flags)
+        """The index's own filtered search (hnswlib's filter callback, Qdrant's payload filter); exact if short."""
+        rows, scores = self.index.query(vector, k, allowed)
         if len(rows) < min(k, len(allowed.rows)):
             return self.exact(vector, k, allowed.rows)
         return rows, scores

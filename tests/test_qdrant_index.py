@@ -4,7 +4,6 @@ collection or server that does not hold the bundle, or answers outside the contr
 from __future__ import annotations
 
 import ast
-import datetime as dt
 import json
 import math
 import socket
@@ -18,15 +17,27 @@ import pyarrow as pa
 import pytest
 from qdrant_client import QdrantClient, models
 
+from bench.common import clip_like_queries, clip_like_vectors, synthetic_metadata
 from search import cli
-from search.bundle import BundleContents, BundleInfo, write_bundle
+from search.bundle import Bundle, BundleContents, BundleInfo, write_bundle
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
 from search.engine import load_engine
-from search.errors import SearchError
+from search.errors import BadQueryError, SearchError
+from search.filters import Filters, SearchOptions
 from search.index import to_scores
-from search.qdrant_index import QdrantIndex, QdrantIndexError, QdrantSearch, checked_answer, connect, load_qdrant_bundle
+from search.metadata import ItemCatalog
+from search.qdrant_index import (
+    FORMAT_KEY,
+    QdrantIndex,
+    QdrantIndexError,
+    QdrantSearch,
+    checked_answer,
+    connect,
+    load_qdrant_bundle,
+)
 from search.qdrant_load import LoadOptions, load_collection, main
-from search.qdrant_payload import PayloadFilter, payload_filter
+from search.qdrant_payload import payload_filter
+from search.retrieval import Retriever
 from tests.conftest import DEMO_INDEX_DIR, metadata_table, unit_vectors
 
 
@@ -99,6 +110,13 @@ def _swap_an_id(client: QdrantClient) -> None:
     client.set_payload("items", {"id": "item-0001"}, points=[0])
 
 
+def _old_payload_format(client: QdrantClient) -> None:
+    info = client.get_collection("items")
+    client.delete_collection("items")
+    client.create_collection("items", vectors_config=models.VectorParams(size=16, distance=models.Distance.COSINE),
+                             metadata={**(info.config.metadata or {}), FORMAT_KEY: 1})
+
+
 def _wrong_size(client: QdrantClient) -> None:
     info = client.get_collection("items")
     client.delete_collection("items")
@@ -109,6 +127,7 @@ def _wrong_size(client: QdrantClient) -> None:
 @pytest.mark.parametrize(("tamper", "message"), [
     (lambda client: client.delete_collection("items"), "there is no Qdrant collection items"),
     (_wrong_size, "one 16-d Cosine vector per point"),
+    (_old_payload_format, "loaded by an older version, without the filter fields"),
     (_drop_a_point, "holds 59 points, the bundle 60"),
     (_move_a_vector, "point 0 differs from the bundle's row 0"),
     (_swap_an_id, "point 0 differs"),
@@ -174,41 +193,6 @@ def test_a_valid_answer_comes_back_sorted_and_rounded() -> None:
                                      SimpleNamespace(id=1, score=-0.1234567)], k=5, count=10, collection="c")
     assert labels.tolist() == [7, 3, 1]
     assert scores.tolist() == [1.0, 0.25, -0.123457]
-
-
-def filterable_bundle(root: Path, count: int = 90) -> Path:
-    """A bundle whose metadata has the filter columns."""
-    table = metadata_table(count)
-    for name, values in {
-        "featured": [row % 2 == 0 for row in range(count)],
-        "downloads": [row * 10 for row in range(count)],
-        "date": [dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=row) for row in range(count)],
-        "country": [("Chile", "Japan", None)[row % 3] for row in range(count)],
-        "orientation": [("landscape", "portrait")[row % 2] for row in range(count)],
-    }.items():
-        table = table.append_column(name, pa.array(values))
-    info = BundleInfo(EncoderSpec("ViT-B-32", None), HnswParams(m=8, ef_construction=64, ef_search=32),
-                      source="unit-test", source_revision="r1", failures=0)
-    write_bundle(root, unit_vectors(count, 16), table, info)
-    return root
-
-
-def test_filters_map_to_payload_conditions_on_the_stored_columns(tmp_path: Path) -> None:
-    client, contents = loaded(filterable_bundle(tmp_path / "bundle"))
-    index = QdrantIndex.open(client, "items", contents)
-    where = PayloadFilter(featured=True, min_downloads=200, country="Chile",
-                          date_from=dt.datetime(2020, 1, 10, tzinfo=dt.UTC),
-                          date_to=dt.datetime(2020, 3, 1, tzinfo=dt.UTC))
-    allowed = np.asarray([row for row in range(90) if row % 2 == 0 and row * 10 >= 200 and row % 3 == 0
-                          and 9 <= row <= 60])
-    assert len(allowed) == 7  # rows 24, 30, ..., 60
-    query = unit_vectors(1, 16, seed=3)[0]
-    labels, scores = index.query(query, 5, where)
-    want_labels, want_scores = exact(contents, query, 5, allowed)
-    assert labels.tolist() == want_labels
-    np.testing.assert_allclose(scores, want_scores, atol=1.01e-6)
-    assert index.query(query, 5, PayloadFilter(orientation="portrait", featured=True))[0].size == 0
-    assert payload_filter(None) is None and payload_filter(PayloadFilter()) is None
 
 
 def test_int8_option_and_an_existing_collection(make_bundle: Callable[..., Path], tmp_path: Path,
@@ -316,3 +300,84 @@ def test_a_refused_collection_releases_an_embedded_folder(make_bundle: Callable[
     assert len(bundle.index) == 30 and len(bundle.catalog) == 30
     with pytest.raises(QdrantIndexError, match="already accessed by another instance"):  # embedded: one at a time
         load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="items"))
+
+
+FILTERED_COUNT = 1500
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One bundle with the filter columns behind two Retrievers: hnswlib (ef_search > count: exact) and Qdrant."""
+    count = FILTERED_COUNT
+    table = synthetic_metadata(count)
+    width = table.column("width").to_numpy() + np.where(np.arange(count) % 7 == 0, 100, 0)  # 3100x3000: square
+    table = table.set_column(table.column_names.index("width"), "width", pa.array(width))
+    table = table.append_column("camera_model", pa.array([("EOS R5", None, "Z 6")[row % 3] for row in range(count)]))
+    table = table.set_column(table.column_names.index("description"), "description", pa.array(
+        ["harbour boats in Reykjavik" if row % 40 == 0 else f"synthetic picture {row}" for row in range(count)]))
+    info = BundleInfo(EncoderSpec("ViT-B-32", None), HnswParams(m=16, ef_construction=100, ef_search=2048),
+                      source="unit-test")
+    root = tmp_path_factory.mktemp("filtered") / "b"
+    write_bundle(root, clip_like_vectors(count, 32, seed=5), table, info)
+    hnsw = Bundle.load(root)
+    client, contents = loaded(root)
+    qdrant = QdrantIndex.open(client, "items", contents)
+    asked: list[object] = []
+    query_points = client.query_points
+    client.query_points = lambda *a, **kw: asked.append(kw["query_filter"]) or query_points(*a, **kw)  # type: ignore[method-assign]
+    return SimpleNamespace(
+        client=client, asked=asked, attributes=hnsw.catalog.attributes, queries=clip_like_queries(hnsw.embeddings, 3),
+        hnsw=Retriever(hnsw.index, hnsw.embeddings, hnsw.catalog, keywords=hnsw.keywords),
+        qdrant=Retriever(qdrant, contents.embeddings, contents.catalog, keywords=hnsw.keywords))
+
+
+FILTER_KINDS = [
+    Filters(orientation="landscape"), Filters(orientation="portrait"), Filters(orientation="square"),
+    Filters(colour="blue"), Filters(colour="red"),
+    Filters(date_from=1.5e9, date_to=1.6e9), Filters(date_to=1.45e9),
+    Filters(country="COUNTRY-003"), Filters(city="city-000"),
+    Filters(camera="on"), Filters(camera="canon eos"), Filters(camera="NIKON Z"),
+    Filters(photographer="USER0042"),
+    Filters(featured=True), Filters(featured=False), Filters(min_downloads=400),
+    Filters(orientation="landscape", colour="blue", featured=False, min_downloads=50, country="country-000"),
+    Filters(photographer="nobody"),
+]
+
+
+@pytest.mark.parametrize("filters", FILTER_KINDS, ids=repr)
+def test_each_filter_keeps_the_mask_rows_in_qdrant_and_ranks_them_exactly(twins: SimpleNamespace,
+                                                                          filters: Filters) -> None:
+    mask = filters.mask(twins.attributes)
+    assert mask.sum() < FILTERED_COUNT
+    where = payload_filter(filters, twins.attributes)
+    points, _ = twins.client.scroll("items", scroll_filter=where, limit=FILTERED_COUNT + 1)
+    assert sorted(point.id for point in points) == np.flatnonzero(mask).tolist()  # the same items, not similar
+    options = SearchOptions(filters=filters)
+    for query in twins.queries:
+        twins.asked.clear()
+        got = twins.qdrant.ranked(query, 10, -1.0, options)
+        want_rows, want_scores = twins.hnsw.exact(query, 10, np.flatnonzero(mask))
+        assert got.rows.tolist() == want_rows.tolist() == twins.hnsw.ranked(query, 10, -1.0, options).rows.tolist()
+        np.testing.assert_allclose(got.scores, want_scores, atol=1.01e-6)
+        assert twins.asked == ([where] if mask.any() else [])  # answered by Qdrant's payload filter, once
+
+
+def test_sort_collapse_pages_cutoff_and_keyword_fusion_work_unchanged_on_qdrant(twins: SimpleNamespace) -> None:
+    filters = Filters(orientation="landscape")
+    cases = [(SearchOptions(sort="date"), None), (SearchOptions(sort="popularity", filters=filters), None),
+             (SearchOptions(collapse_radius=0.05), None), (SearchOptions(offset=10, filters=filters), None),
+             (SearchOptions(cutoff="gap"), None), (SearchOptions(cutoff="relative", filters=filters), None),
+             (SearchOptions(filters=filters), "reykjavik harbour"), (SearchOptions(sort="date"), "reykjavik")]
+    for options, text in cases:
+        for query in twins.queries:
+            got, want = (side.ranked(query, 10, 0.0, options, text=text) for side in (twins.qdrant, twins.hnsw))
+            assert got.rows.tolist() == want.rows.tolist(), (options, text)
+            np.testing.assert_allclose(got.scores, want.scores, atol=1.01e-6)  # float32 sums differ in the 7th digit
+            assert got.duplicates.tolist() == want.duplicates.tolist()
+    fused = twins.qdrant.ranked(twins.queries[0], 10, 0.0, SearchOptions(filters=filters), text="reykjavik harbour")
+    plain = twins.qdrant.ranked(twins.queries[0], 10, 0.0, SearchOptions(filters=filters))
+    reykjavik = {row for row in range(0, FILTERED_COUNT, 40) if filters.mask(twins.attributes)[row]}
+    assert reykjavik & set(fused.rows.tolist()) and not reykjavik & set(plain.rows.tolist())  # fusion did work
+    with pytest.raises(BadQueryError, match="no colour data"):  # a bundle without the column: refused as before
+        Retriever(twins.qdrant.index, twins.qdrant.embeddings, ItemCatalog(metadata_table(FILTERED_COUNT), {})
+                  ).ranked(twins.queries[0], 5, 0.0, SearchOptions(filters=Filters(colour="red")))
