@@ -115,9 +115,11 @@ def _plain(params: dict | None) -> dict | None:
 class Caller:
     """Requests of each kind over one route, with the payloads they draw from."""
 
-    def __init__(self, http: Transport, route: str, images: list[bytes], ids: list[str]) -> None:
+    def __init__(self, http: Transport, route: str, images: list[bytes], ids: list[str],
+                 optional: dict[str, list] | None = None) -> None:
         self.http, self.route, self.images, self.ids = http, route, images, ids
         self.unique = unique_numbers()
+        self.optional = optional or {}  # per Gradio endpoint: its optional parameters' defaults, sent as given
 
     def arguments(self, kind: str, rng: random.Random) -> tuple[object, int, float]:
         """What one request of `kind` asks for."""
@@ -154,12 +156,24 @@ class Caller:
             source = {"path": paths[0], "meta": {"_type": "gradio.FileData"}}
         name = {"image": "search_image", "similar": "similar"}.get(kind, "search_text")
         started = json.loads(_checked(*await self.http.post_json(f"gradio_api/call/{name}",
-                                                                 {"data": [source, k, threshold]})))
+                                                                 {"data": [source, k, threshold,
+                                                                           *self.optional.get(name, [])]})))
         events = _checked(*await self.http.get(f"gradio_api/call/{name}/{started['event_id']}"))
         kind_line, _, data = events.strip().partition("\n")
         if kind_line != "event: complete":
             raise ValueError(f"{kind_line}: {data[:160]}")
         return json.loads(data.removeprefix("data:"))[0]
+
+
+async def optional_defaults(http: Transport) -> dict[str, list]:
+    """Defaults of each Gradio endpoint's optional parameters, from /gradio_api/info (as gradio_client reads them).
+
+    Gradio's call route wants a value for every input, so a raw caller sends the defaults of the options it leaves.
+    """
+    info = json.loads(_checked(*await http.get("gradio_api/info")))
+    # The first three (query or image or id, top_k, threshold) are sent by the caller; the options follow them.
+    return {name.lstrip("/"): [param["parameter_default"] for param in endpoint["parameters"][3:]]
+            for name, endpoint in info["named_endpoints"].items()}
 
 
 def _checked(status: int, text: str) -> str:
@@ -215,7 +229,7 @@ async def generate(args: argparse.Namespace) -> dict:
 async def measure(http: Transport, args: argparse.Namespace) -> dict:
     """Warm up, run the clients for the given seconds; latencies, errors and this process's CPU seconds."""
     found = json.loads(_checked(*await http.get("api/search", {"q": QUERIES[0], "k": 200, "threshold": -1})))
-    caller = Caller(http, args.route, query_images(), [hit["id"] for hit in found])
+    caller = Caller(http, args.route, query_images(), [hit["id"] for hit in found], await optional_defaults(http))
     for kind in MIXES[args.mix]:  # connections opened, code paths warmed, before the clock starts
         await caller.send(kind, random.Random(-1))
     tally, usage, started = Tally(), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

@@ -100,6 +100,10 @@ def upload(url: str, path: Path) -> dict[str, Any]:
 
 def call_api(url: str, name: str, data: list[Any], timeout: float = 300) -> str:
     """A named endpoint through /gradio_api/call: 'ok N hits' or 'error: MESSAGE'."""
+    # The call route wants every input: the optional search options follow with their defaults (as gradio_client
+    # sends them, from /gradio_api/info).
+    info = httpx.get(f"{url}/gradio_api/info", timeout=60).json()
+    data = [*data, *(param["parameter_default"] for param in info["named_endpoints"][f"/{name}"]["parameters"][3:])]
     started = httpx.post(f"{url}/gradio_api/call/{name}", json={"data": data}, timeout=60)
     started.raise_for_status()
     stream = httpx.get(f"{url}/gradio_api/call/{name}/{started.json()['event_id']}", timeout=timeout).text

@@ -103,6 +103,11 @@ RAW_CASES = {
 def raw_call(app_url: str, endpoint: str, data: str) -> str:
     """POST a hand-written JSON body to /gradio_api/call/<endpoint> and return the event stream."""
     base = f"{app_url.rstrip('/')}/gradio_api/call/{endpoint}"
+    # The call route wants every input: the optional search options follow with their defaults, as
+    # gradio_client sends them (read from /gradio_api/info).
+    info = httpx.get(f"{app_url.rstrip('/')}/gradio_api/info", timeout=30).json()
+    defaults = [param["parameter_default"] for param in info["named_endpoints"][f"/{endpoint}"]["parameters"][3:]]
+    data = f"{data[:-1]}, {json.dumps(defaults)[1:]}"
     started = httpx.post(base, content=f'{{"data": {data}}}', headers={"content-type": "application/json"},
                          timeout=30)
     started.raise_for_status()
