@@ -15,9 +15,11 @@ import pytest
 from search import verified
 from search.bundle import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE, Bundle
 from search.errors import BundleError
+from search.manifest import KEYWORD_FILES
 
 MakeBundle = Callable[..., Path]
 MARGIN_S = 0.05
+CHECKED = sorted([EMBEDDINGS_FILE, INDEX_FILE, METADATA_FILE, *KEYWORD_FILES])  # what a load hashes
 CORRUPT = re.escape("is corrupt (sha256 differs from manifest.json)")
 
 
@@ -42,7 +44,7 @@ def bundle(make_bundle: MakeBundle, hashed: list[str], tmp_path: Path) -> Path:
     root = fresh_bundle(make_bundle, hashed)
     time.sleep(2 * MARGIN_S)  # older than the racy margin, so the first load records every file
     Bundle.load(root, cache_dir=tmp_path / "cache")
-    assert sorted(hashed) == [EMBEDDINGS_FILE, INDEX_FILE, METADATA_FILE]
+    assert sorted(hashed) == CHECKED
     hashed.clear()
     return root
 
@@ -63,7 +65,7 @@ def test_an_unchanged_bundle_is_not_hashed_again(bundle: Path, hashed: list[str]
     assert len(load(bundle).catalog) == 30
     assert hashed == []
     record = json.loads(next((bundle.parent / "cache" / "verified").glob("*.json")).read_text())
-    assert sorted(record["files"]) == [EMBEDDINGS_FILE, INDEX_FILE, METADATA_FILE]
+    assert sorted(record["files"]) == CHECKED
 
 
 def test_bytes_changed_in_place_with_size_and_mtime_kept_are_refused(bundle: Path, hashed: list[str]) -> None:
@@ -110,7 +112,7 @@ def test_a_manifest_edited_to_another_checksum_is_refused(bundle: Path, hashed: 
 def test_a_damaged_record_only_costs_hashing(bundle: Path, hashed: list[str], damage: bytes) -> None:
     next((bundle.parent / "cache" / "verified").glob("*.json")).write_bytes(damage)
     assert len(load(bundle).catalog) == 30
-    assert sorted(hashed) == [EMBEDDINGS_FILE, INDEX_FILE, METADATA_FILE]
+    assert sorted(hashed) == CHECKED
     hashed.clear()
     load(bundle)
     assert hashed == []  # and the record is whole again
@@ -122,7 +124,7 @@ def test_files_changed_just_before_hashing_are_not_recorded(make_bundle: MakeBun
     root = fresh_bundle(make_bundle, hashed)
     load(root)
     load(root)
-    assert sorted(hashed) == sorted([EMBEDDINGS_FILE, INDEX_FILE, METADATA_FILE] * 2)
+    assert sorted(hashed) == sorted(CHECKED * 2)
 
 
 def test_a_cache_folder_that_cannot_be_written_only_costs_hashing(make_bundle: MakeBundle, hashed: list[str],
@@ -131,7 +133,7 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_hashing(make_bundle: M
     (tmp_path / "a-file").write_text("not a folder")
     for _ in range(2):
         assert len(Bundle.load(root, cache_dir=tmp_path / "a-file").catalog) == 30
-    assert len(hashed) == 6
+    assert len(hashed) == 2 * len(CHECKED)
 
 
 def test_big_files_hashed_in_threads_are_still_checked(make_bundle: MakeBundle, hashed: list[str],
