@@ -116,19 +116,36 @@ def call_api(url: str, name: str, data: list[Any], timeout: float = 300) -> str:
     return f"error: {payload.get('error') if isinstance(payload, dict) else payload}"
 
 
-def image_tab_event(config: dict[str, Any]) -> tuple[int, int]:
-    """(fn_index, trigger id) of the Image tab's search: the event whose first input is the image component."""
+def event_data(config: dict[str, Any], dependency: dict[str, Any], values: dict[str, Any]) -> list[Any]:
+    """What the page sends for an event: each input's value on a fresh page, those in `values` (by elem_id) given."""
+    components = {component["id"]: component for component in config["components"]}
+    data = []
+    for number in dependency["inputs"]:
+        props = components[number].get("props", {})
+        value = props.get("value")
+        if value is None and components[number]["type"] == "textbox":
+            value = ""  # an empty box sends an empty text
+        data.append(values.get(props.get("elem_id"), value))
+    return data
+
+
+def image_tab_event(config: dict[str, Any]) -> tuple[int, int, list[Any]]:
+    """(fn_index, trigger id, data) of the Image tab's search: the event whose first input is the image component.
+
+    The data is what the page sends with the top k at 5 and the threshold at 0; its first value is the image's.
+    """
     image = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "image")
     for number, dependency in enumerate(config["dependencies"]):
         if dependency["inputs"][:1] == [image]:
-            return dependency.get("id", number), dependency["targets"][0][0]
+            data = event_data(config, dependency, {"top-k": 5, "image-threshold": 0.0})
+            return dependency.get("id", number), dependency["targets"][0][0], data
     raise LookupError("no event takes the image component as its first input")
 
 
-def call_ui(url: str, event: tuple[int, int], file: dict[str, Any], timeout: float = 300) -> str:
+def call_ui(url: str, event: tuple[int, int, list[Any]], file: dict[str, Any], timeout: float = 300) -> str:
     """The Image tab's search as the browser runs it (queue/join, then the session's event stream)."""
     session = uuid.uuid4().hex
-    body = {"data": [file, "", 0.5, "", 5, 0.0, None], "fn_index": event[0], "trigger_id": event[1],
+    body = {"data": [file, *event[2][1:]], "fn_index": event[0], "trigger_id": event[1],
             "session_hash": session, "event_data": None}
     httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).raise_for_status()
     with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session},

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import search.engine
+from bench.upload_burst import event_data
 from search import cli, metadata
 from search.bundle import Bundle
 from search.config import REPO_ROOT, EngineConfig, HnswParams
@@ -238,7 +239,8 @@ def run_ui_text_search(base: str, query: str, top_k: int) -> list[str]:
     button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "text-search")
     event = next(d for d in config["dependencies"] if [button, "click"] in d["targets"])
     session = uuid.uuid4().hex
-    body = {"data": [query, "", top_k, -1.0, None], "fn_index": event["id"], "trigger_id": button,
+    data = event_data(config, event, {"query": query, "top-k": top_k, "text-threshold": -1.0})
+    body = {"data": data, "fn_index": event["id"], "trigger_id": button,
             "session_hash": session, "event_data": None}
     assert httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=10).status_code == 200
     with httpx.stream("GET", f"{base}/gradio_api/queue/data", params={"session_hash": session},
