@@ -27,6 +27,7 @@ from starlette.routing import Mount
 from search.errors import BadImageError, SearchError, UnknownItemError
 from search.hub import snapshot_label
 from search.limits import BusyError
+from search.types import Hit  # the response schema in the docs: every route answers hits_json
 from ui_api import API_OPTIONS
 from upload_inputs import without_server_paths
 from webapp import Startup
@@ -47,17 +48,6 @@ class Handlers(Protocol):
     def search_text(self, query: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
     def search_image(self, image: Any, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
     def similar(self, id: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
-
-
-class HitOut(BaseModel):
-    """One hit, as every endpoint returns it (documentation only: responses are not re-validated)."""
-
-    id: str
-    score: float
-    image: str
-    page_url: str | None
-    description: str
-    photographer: str | None
 
 
 class ErrorOut(BaseModel):
@@ -108,7 +98,7 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
                   description="Search a photo collection by text, by example image or by a collection item.")
 
     # Sync routes: FastAPI runs them in its thread pool, so model work never blocks the event loop.
-    @api.get("/search", response_model=list[HitOut], summary="Items matching a text description")
+    @api.get("/search", response_model=list[Hit], summary="Items matching a text description")
     def search(q: Annotated[str, Query(description="what the picture shows")], params: Params) -> Any:
         return answer(handlers.search_text, q, params)
 
@@ -116,13 +106,13 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
     # that cached text queries and "more like this" need (64 clients: those waited ~0.9 s behind the uploads).
     uploads = CapacityLimiter(startup.engine.limiter.slots)
 
-    @api.post(IMAGE_ROUTE, response_model=list[HitOut], summary="Items that look like an uploaded picture")
+    @api.post(IMAGE_ROUTE, response_model=list[Hit], summary="Items that look like an uploaded picture")
     async def search_image(file: Annotated[UploadFile, File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF file")],
                            params: Params) -> Any:
         # The spooled upload itself: search/images.py reads it within the same pixel and decode limits.
         return await to_thread.run_sync(answer, handlers.search_image, file.file, params, limiter=uploads)
 
-    @api.get("/similar/{id}", response_model=list[HitOut], summary="Items like a collection item")
+    @api.get("/similar/{id}", response_model=list[Hit], summary="Items like a collection item")
     def similar(id: Annotated[str, PathParam(description="an item id from a hit")], params: Params) -> Any:
         return answer(handlers.similar, id, params)
 
