@@ -229,3 +229,20 @@ def write_synthetic_bundle(root: Path, n: int, dim: int = 512, pretrained: str |
     write_bundle(root, clip_like_vectors(n, dim), metadata, BundleInfo(EncoderSpec("ViT-B-32", pretrained),
                                                                         source="synthetic"))
     return root
+
+
+def run_fresh(child: str, bundle: Path, cache: Path) -> dict[str, Any]:
+    """Run `child` (Python source) on `bundle` in a fresh interpreter with its own SEARCH_CACHE_DIR; its last JSON
+    line, with "ready_s": seconds from just before the spawn ("spawned", wall clock) to the "answered" time it
+    reports."""
+    import subprocess
+
+    start = time.time()
+    done = subprocess.run([sys.executable, "-c", child, str(bundle)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=False, env={**os.environ, "SEARCH_CACHE_DIR": str(cache)})
+    if done.returncode != 0:
+        raise SystemExit(f"run failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["ready_s"] = result.pop("answered") - start
+    result["spawned"] = start
+    return result

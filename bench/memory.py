@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
@@ -100,14 +97,7 @@ def one_run(bundle: Path, cache: Path, cold: bool) -> dict:
     """A fresh process from spawn to its first answer; its stage table and memory."""
     if cold:
         evict([path for path in bundle.iterdir() if path.is_file()] + [cached_weights()])
-    start = time.time()
-    done = subprocess.run([sys.executable, "-c", CHILD, str(bundle)], cwd=common.REPO_ROOT, capture_output=True,
-                          text=True, check=False, env={**os.environ, "SEARCH_CACHE_DIR": str(cache)})
-    if done.returncode != 0:
-        raise SystemExit(f"run failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["ready_s"] = result.pop("answered") - start
-    return result
+    return common.run_fresh(CHILD, bundle, cache)
 
 
 def report(n: int, label: str, run: dict) -> dict:

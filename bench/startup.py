@@ -15,12 +15,8 @@ with `laion2b_s34b_b79k` from the HF cache.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
@@ -61,15 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def one_run(bundle: Path, cache: Path) -> dict[str, float]:
     """Start a fresh process, wait for its first answer; the wall time includes interpreter start."""
-    start = time.time()
-    done = subprocess.run([sys.executable, "-c", CHILD, str(bundle)], cwd=common.REPO_ROOT, capture_output=True,
-                          text=True, check=False, env={**os.environ, "SEARCH_CACHE_DIR": str(cache)})
-    if done.returncode != 0:
-        raise SystemExit(f"start-up run failed:\n{done.stderr[-3000:]}")
-    parts = json.loads(done.stdout.strip().splitlines()[-1])
+    parts = common.run_fresh(CHILD, bundle, cache)
     onnx_text = parts.pop("onnx_text")
-    return {"ready_s": parts.pop("answered") - start, **parts,
-            "onnx_text": float("nan") if onnx_text is None else onnx_text - start}
+    return {**parts, "onnx_text": float("nan") if onnx_text is None else onnx_text - parts.pop("spawned")}
 
 
 def main(argv: list[str] | None = None) -> int:
