@@ -71,12 +71,7 @@ def read_metadata(path: Path, count: int, columns: tuple[str, ...] | None = LOAD
         with pq.ParquetFile(path, metadata=meta, read_dictionary=text) as parquet:
             table = parquet.read(columns=present)
         check_text_sizes(table, budget)
-        decoded = pa.table({name: _decoded(table.column(name)) for name in table.column_names})
-        del table
-        # Arrow's allocator keeps the freed dictionary-encoded read for re-use: at 1M items that is ~260 MB of RSS
-        # the process would hold for good (bench/memory.py). Hand it back now that the decoded table is made.
-        pa.default_memory_pool().release_unused()
-        return decoded
+        return pa.table({name: _decoded(table.column(name)) for name in table.column_names})
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BundleError(f"{METADATA_FILE} cannot be read as parquet ({type(exc).__name__}); {REBUILD_HINT}") \
             from None
