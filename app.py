@@ -15,6 +15,7 @@ import gradio as gr
 
 import rest_api
 from search.config import EngineConfig
+from search.limits import cap_malloc_arenas
 from ui_handlers import SearchUI
 from ui_layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
 from ui_page import CSS
@@ -36,13 +37,16 @@ CONCURRENCY = 2
 MAX_QUEUE = 64
 
 
-def launch(demo: gr.Blocks, startup: Startup, **kwargs: Any) -> tuple[Any, str, Any]:
-    """Queue for a CPU Space and serve; extra kwargs go to Blocks.launch (port, prevent_thread_lock...)."""
+def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI | None = None, **kwargs: Any) -> tuple[Any, str, Any]:
+    """Queue for a CPU Space and serve; extra kwargs go to Blocks.launch (port, prevent_thread_lock...).
+
+    `ui` is the page's SearchUI, which the REST API shares (else one is made: for an older bundle that measures
+    the page defaults again)."""
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
     # The REST API (rest_api.py) is a route of gradio's own app: same port, same body limits, same handlers.
-    app_kwargs = {"middleware": [body_limits()], "routes": [rest_api.mounted(SearchUI(startup), startup)]}
+    app_kwargs = {"middleware": [body_limits()], "routes": [rest_api.mounted(ui or SearchUI(startup), startup)]}
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs,
                        mcp_server=True, **kwargs)  # the API endpoints are MCP tools too, at /gradio_api/mcp/
@@ -63,9 +67,11 @@ def parse_args(argv: list[str] | None = None) -> EngineConfig:
 
 def main(argv: list[str] | None = None) -> None:
     """Load the configured index (or the demo) once, then serve the app."""
+    cap_malloc_arenas()  # before the server's threads: each would otherwise keep freed memory in an arena of its own
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     startup = start_engine(parse_args(argv))
-    launch(build_app(startup), startup)
+    ui = SearchUI(startup)
+    launch(build_app(startup, ui), startup, ui)
 
 
 if __name__ == "__main__":

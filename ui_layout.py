@@ -22,9 +22,9 @@ UPLOAD_LIFETIME_S = (300, 1800)  # gradio's delete_cache: (how often to look, ho
 PRIVATE = {"api_visibility": "private", "show_progress": "minimal", "concurrency_id": CONCURRENCY_ID}
 
 
-def build_app(startup: Startup) -> gr.Blocks:
-    """The Blocks UI and API over one engine."""
-    ui = SearchUI(startup)
+def build_app(startup: Startup, ui: SearchUI | None = None) -> gr.Blocks:
+    """The Blocks UI and API over one engine (through `ui`, made here when not given)."""
+    ui = ui or SearchUI(startup)
     # Uploads and fetched URLs are deleted 30 minutes after they arrive (checked every 5), so repeated uploads
     # cannot fill the disk; examples stay (gradio keeps them).
     with gr.Blocks(title="Semantic image search", analytics_enabled=False, delete_cache=UPLOAD_LIFETIME_S) as demo:

@@ -46,7 +46,7 @@ from search.manifest import (
     parse_manifest,
     shown_name,
 )
-from search.metadata import ItemCatalog, read_metadata
+from search.metadata import ItemCatalog, load_catalog
 from search.types import FeatureVector
 from search.verified import UnreadableFileError, VerificationRecord, sha256_of
 
@@ -182,7 +182,7 @@ class BundleContents:
         files = verify_files(folder.root, manifest, skip=frozenset() if graph else frozenset({INDEX_FILE}),
                              cache_dir=cache_dir)
         embeddings = read_embeddings(files[EMBEDDINGS_FILE], manifest)
-        catalog = ItemCatalog(read_metadata(files[METADATA_FILE], manifest.count), files)
+        catalog = load_catalog(files[METADATA_FILE], manifest.count, files)
         if len(catalog) != manifest.count:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, metadata "
                               f"{len(catalog)} rows; {REBUILD_HINT}")

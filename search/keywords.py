@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from search.errors import BundleError
 from search.manifest import (
@@ -31,6 +33,7 @@ from search.manifest import (
     KEYWORD_WEIGHTS_FILE,
     REBUILD_HINT,
 )
+from search.string_index import StringIndex
 
 TEXT_COLUMNS = ("description", "ai_description", "keywords")
 """Metadata columns indexed, whichever of them a table has (plain text, or lists of text such as keywords)."""
@@ -81,7 +84,7 @@ def _as_text(value: Any) -> str:
 class KeywordIndex:
     """BM25 weights as a sparse (token -> items) matrix: token t's items are docs[offsets[t]:offsets[t+1]]."""
 
-    vocab: dict[str, int]
+    vocab: StringIndex  # token number -> word; a word's number by bisection (no dict of a million words)
     offsets: npt.NDArray[np.int64]  # (tokens + 1,), non-decreasing from 0 to len(docs)
     docs: npt.NDArray[np.int32]  # item row numbers, each in [0, count)
     weights: npt.NDArray[np.float32]  # BM25 weight of the token in that item, finite and >= 0
@@ -105,13 +108,14 @@ class KeywordIndex:
         model = bm25s.BM25(method="lucene", k1=BM25_K1, b=BM25_B)
         model.index(tokens, create_empty_token=False, show_progress=False)
         scores = model.scores
-        return cls({str(token): int(number) for token, number in model.vocab_dict.items()},
+        words = sorted(model.vocab_dict, key=model.vocab_dict.__getitem__)  # numbered 0.. in this order
+        return cls(StringIndex(pa.array([str(word) for word in words], pa.string())),
                    np.asarray(scores["indptr"], np.int64), np.asarray(scores["indices"], np.int32),
                    np.asarray(scores["data"], np.float32), len(texts))
 
     def search(self, text: str, limit: int) -> tuple[Rows, npt.NDArray[np.float32]]:
         """Up to `limit` item rows that share a word with `text`, best BM25 score first (ties by row)."""
-        numbers = sorted({self.vocab[token] for token in tokenize(text) if token in self.vocab})
+        numbers = sorted({number for number in map(self.vocab.find, tokenize(text)) if number is not None})
         if not numbers or limit <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         total = np.zeros(self.count, np.float32)
@@ -132,16 +136,15 @@ class KeywordIndex:
             return rows, np.empty(0)
         best = 0.0
         for token in set(tokenize(text)):
-            number = self.vocab.get(token)
+            number = self.vocab.find(token)
             start, end = (0, 0) if number is None else (self.offsets[number], self.offsets[number + 1])
             best += float(self.weights[start:end].max()) if end > start else self.top_weight
         return rows, np.minimum(scores / best, 1.0)
 
     def writers(self) -> dict[str, Callable[[Path], None]]:
         """Bundle file name -> a function writing that file (no pickle: .npy arrays and JSON)."""
-        vocab = sorted(self.vocab, key=self.vocab.__getitem__)
         text = json.dumps({"format": KEYWORDS_FORMAT, "count": self.count, "k1": BM25_K1, "b": BM25_B,
-                           "vocab": vocab}, ensure_ascii=False)
+                           "vocab": self.vocab.values.to_pylist()}, ensure_ascii=False)
         return {
             KEYWORD_VOCAB_FILE: lambda tmp: tmp.write_text(text, encoding="utf-8"),
             KEYWORD_OFFSETS_FILE: lambda tmp: np.save(tmp, self.offsets, allow_pickle=False),
@@ -169,33 +172,48 @@ def read_keywords(files: Mapping[str, Path], count: int) -> KeywordIndex | None:
     weights = _read_array(files[KEYWORD_WEIGHTS_FILE], KEYWORD_WEIGHTS_FILE, np.dtype("<f4"), nnz)
     if not np.all(np.isfinite(weights) & (weights >= 0)):
         raise _corrupt(KEYWORD_WEIGHTS_FILE, "it holds weights that are negative or not finite")
-    return KeywordIndex({token: number for number, token in enumerate(vocab)}, offsets, docs, weights, count)
+    return KeywordIndex(vocab, offsets, docs, weights, count)
 
 
 def _corrupt(name: str, what: str) -> BundleError:
     return BundleError(f"bundle file {name} is not a keyword index: {what}; {REBUILD_HINT}")
 
 
-def _read_vocab(path: Path, count: int) -> list[str]:
+VOCAB_SCHEMA = pa.schema([("format", pa.int64()), ("count", pa.int64()), ("vocab", pa.list_(pa.string()))])
+
+
+def _read_vocab(path: Path, count: int) -> StringIndex:
+    """The vocabulary of keywords.json, parsed by Arrow straight into one string array: a million words as
+    Python strings would take ~60 MB more while loading, and the allocator keeps most of it afterwards."""
     with path.open("rb") as handle:
         raw = handle.read(MAX_VOCAB_BYTES + 1)
     if len(raw) > MAX_VOCAB_BYTES:
         raise _corrupt(KEYWORD_VOCAB_FILE, f"it is larger than {MAX_VOCAB_BYTES >> 20} MiB")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _corrupt(KEYWORD_VOCAB_FILE, "it is not valid JSON") from None
-    if not isinstance(data, dict) or data.get("format") != KEYWORDS_FORMAT:
-        raise _corrupt(KEYWORD_VOCAB_FILE, f"it is not a format {KEYWORDS_FORMAT} object")
-    if type(data.get("count")) is not int or data["count"] != count:
+    try:  # Arrow's reader takes JSON lines: a one-line file is one row, with the types VOCAB_SCHEMA names
+        data = pa_json.read_json(pa.py_buffer(raw), read_options=pa_json.ReadOptions(block_size=len(raw) + 1,
+                                                                                    use_threads=False),
+                                 parse_options=pa_json.ParseOptions(explicit_schema=VOCAB_SCHEMA,
+                                                                    unexpected_field_behavior="ignore"))
+        if data.num_rows == 1:
+            data.validate(full=True)  # Arrow's parser leaves bytes that are not UTF-8 in strings for this
+    except pa.ArrowException:
+        raise _corrupt(KEYWORD_VOCAB_FILE, "it is not valid JSON holding a format, a count and a list of words") \
+            from None
+    row = data.slice(0, 1).to_pylist()[0] if data.num_rows == 1 else {}
+    if row.get("format") != KEYWORDS_FORMAT:
+        raise _corrupt(KEYWORD_VOCAB_FILE, f"it is not one format {KEYWORDS_FORMAT} object")
+    if row["count"] != count:
         raise _corrupt(KEYWORD_VOCAB_FILE, f"its count differs from the manifest's {count}")
-    vocab = data.get("vocab")
-    if (not isinstance(vocab, list) or len(vocab) > MAX_VOCAB
-            or not all(isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS for token in vocab)):
+    vocab = data.column("vocab").combine_chunks()
+    words = vocab.flatten() if vocab.null_count == 0 else None
+    lengths = pc.utf8_length(words) if words is not None else None
+    if (words is None or len(words) > MAX_VOCAB or words.null_count
+            or (len(words) and not 0 < pc.min(lengths).as_py() <= pc.max(lengths).as_py() <= MAX_TOKEN_CHARS)):
         raise _corrupt(KEYWORD_VOCAB_FILE, f"vocab must be a list of words of 1 to {MAX_TOKEN_CHARS} characters")
-    if len(set(vocab)) != len(vocab):
+    words = StringIndex(words)
+    if words.repeated() is not None:
         raise _corrupt(KEYWORD_VOCAB_FILE, "vocab repeats a word")
-    return vocab
+    return words
 
 
 def _read_array(path: Path, name: str, dtype: np.dtype, length: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from gradio_client import Client
 
-from app import build_app, launch
+from app import SearchUI, build_app, launch
 from webapp import Startup
 
 
@@ -22,8 +22,9 @@ def free_port() -> int:
 @contextmanager
 def serve(startup: Startup) -> Iterator[str]:
     """The app for `startup` served on a free loopback port; yields its URL and closes it afterwards."""
-    demo = build_app(startup)
-    _, url, _ = launch(demo, startup, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+    ui = SearchUI(startup)
+    demo = build_app(startup, ui)
+    _, url, _ = launch(demo, startup, ui, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                        quiet=True)
     try:
         yield url

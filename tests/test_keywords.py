@@ -124,6 +124,12 @@ TAMPERED = {
                       "repeats"),
     "vocab not words": (KEYWORD_VOCAB_FILE, _vocab(lambda d: {**d, "vocab": [1] * len(d["vocab"])}), "list of"),
     "not json": (KEYWORD_VOCAB_FILE, lambda p: p.write_text("{"), "not valid JSON"),
+    "a word not utf-8": (KEYWORD_VOCAB_FILE, lambda p: p.write_bytes(p.read_bytes().replace(b'"]', b'\xff"]')),
+                         "not valid JSON"),
+    "a lone surrogate": (KEYWORD_VOCAB_FILE, _vocab(lambda d: {**d, "vocab": [*d["vocab"][:-1], "\ud800"]}),
+                         "not valid JSON"),
+    "a null word": (KEYWORD_VOCAB_FILE, _vocab(lambda d: {**d, "vocab": [*d["vocab"][:-1], None]}), "list of"),
+    "two objects": (KEYWORD_VOCAB_FILE, lambda p: p.write_text(p.read_text() + "\n" + p.read_text()), "one format"),
     "other format": (KEYWORD_VOCAB_FILE, _vocab(lambda d: {**d, "format": 9}), "format 1"),
 }
 
