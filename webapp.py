@@ -50,7 +50,7 @@ def start_engine(config: EngineConfig) -> Startup:
     """Load the configured index (or the demo), then move text queries to ONNX Runtime in the background."""
     startup = _load_or_demo(config)
     if config.onnx_text and startup.engine.encoder.device.type == "cpu":  # on a GPU, PyTorch is the fast path
-        enable_onnx_text_in_background(startup.engine.encoder, config.cache_dir)
+        enable_onnx_text_in_background(startup.engine.encoder, config.cache_dir, config.text_threads)
     return startup
 
 

@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-cpus", default="0", help="CPUs the server (and --engine) may use")
     parser.add_argument("--generator-cpus", default="1", help="CPUs the load generator may use")
     parser.add_argument("--threads", type=int, help="SEARCH_THREADS (default: one per server CPU)")
+    parser.add_argument("--text-threads", type=int,
+                        help="SEARCH_TEXT_THREADS, per text query (default: the app's, threads / model slots)")
     parser.add_argument("--slots", type=int, help="model-work limiter size (default: search/limits.py's)")
     parser.add_argument("--queue", type=int, help="gradio queue concurrency (default: app.py's)")
     parser.add_argument("--engine", action="store_true", help="also time the engine alone on the server's CPUs")
@@ -72,8 +74,8 @@ def environment(args: argparse.Namespace, bundle: str) -> dict[str, str]:
     env = {**os.environ, "SEARCH_INDEX": bundle, "SEARCH_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
            "SEARCH_CACHE_DIR": str(args.work / "cache"), "GRADIO_ANALYTICS_ENABLED": "False",
            "GRADIO_SERVER_NAME": "127.0.0.1", "BENCH_CPUS": args.server_cpus}
-    env.update({name: str(value) for name, value in (("BENCH_SLOTS", args.slots), ("BENCH_QUEUE", args.queue))
-                if value})
+    optional = {"BENCH_SLOTS": args.slots, "BENCH_QUEUE": args.queue, "SEARCH_TEXT_THREADS": args.text_threads}
+    env.update({name: str(value) for name, value in optional.items() if value})
     return env
 
 

@@ -80,6 +80,7 @@ class EngineConfig:
     index: str = str(DEMO_INDEX_DIR)
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads for the model; 0 keeps torch's default (one per core)
+    text_threads: int = 0  # ONNX Runtime threads per text query; 0: search/onnx_text.py's default_text_threads
     text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
     onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/onnx_text.py); CPU only
     cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept
@@ -91,13 +92,14 @@ class EngineConfig:
 
     @classmethod
     def from_env(cls) -> EngineConfig:
-        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_ONNX_TEXT, SEARCH_CACHE_DIR, SEARCH_QDRANT_URL,
-        SEARCH_QDRANT_COLLECTION and QDRANT_API_KEY."""
+        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_TEXT_THREADS, SEARCH_ONNX_TEXT, SEARCH_CACHE_DIR,
+        SEARCH_QDRANT_URL, SEARCH_QDRANT_COLLECTION and QDRANT_API_KEY."""
         defaults = cls()
         return cls(
             index=os.environ.get("SEARCH_INDEX", defaults.index),
             device=os.environ.get("SEARCH_DEVICE", defaults.device),
             threads=_int_env("SEARCH_THREADS", defaults.threads),
+            text_threads=_int_env("SEARCH_TEXT_THREADS", defaults.text_threads),
             onnx_text=bool(_int_env("SEARCH_ONNX_TEXT", int(defaults.onnx_text))),
             qdrant_url=os.environ.get("SEARCH_QDRANT_URL") or None,
             qdrant_collection=os.environ.get("SEARCH_QDRANT_COLLECTION") or None,

@@ -24,6 +24,7 @@ import torch
 
 from search.encoder import ClipEncoder, text_tower, trim_tokens
 from search.errors import SearchError, one_line
+from search.limits import MODEL_SLOTS
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class OnnxTextTower:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads  # the same count as torch's, so SEARCH_THREADS means both
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only; its warnings about unused initialisers are noise
         self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -56,11 +57,21 @@ class OnnxTextTower:
         return self._session.run(None, {"tokens": tokens.astype(np.int64, copy=False)})[0]
 
 
-def enable_onnx_text(encoder: ClipEncoder, cache_dir: Path) -> bool:
-    """Switch the encoder's text queries to ONNX Runtime; on any failure log why and keep PyTorch."""
+def default_text_threads() -> int:
+    """Threads for one text query: the model's threads shared among the model slots (search/limits.py).
+
+    A text query is small, so under load two queries at once on one core each beat one query on two cores:
+    27.6 against 18.0 requests/s at 8 clients on 2 cores (README, Tuning); a lone query takes a few ms more.
+    Pictures keep all of torch's threads: there, two threads gave 5.4 uploads/s against 2.8."""
+    return max(1, torch.get_num_threads() // MODEL_SLOTS)
+
+
+def enable_onnx_text(encoder: ClipEncoder, cache_dir: Path, threads: int = 0) -> bool:
+    """Switch the encoder's text queries to ONNX Runtime (`threads` per query; 0: `default_text_threads`); on any
+    failure log why and keep PyTorch."""
     start = time.perf_counter()
     try:
-        encoder.onnx_text = load_onnx_text(encoder, cache_dir)
+        encoder.onnx_text = load_onnx_text(encoder, cache_dir, threads)
     except Exception as exc:  # an optional speed-up: whatever went wrong, PyTorch keeps answering
         logger.warning("text queries stay on PyTorch: %s", one_line(exc, 300))
         return False
@@ -68,21 +79,25 @@ def enable_onnx_text(encoder: ClipEncoder, cache_dir: Path) -> bool:
     return True
 
 
-def enable_onnx_text_in_background(encoder: ClipEncoder, cache_dir: Path) -> threading.Thread:
+def enable_onnx_text_in_background(encoder: ClipEncoder, cache_dir: Path, threads: int = 0) -> threading.Thread:
     """`enable_onnx_text` in a daemon thread: queries are answered by PyTorch until it is ready."""
-    thread = threading.Thread(target=enable_onnx_text, args=(encoder, cache_dir), name="onnx-text", daemon=True)
+    thread = threading.Thread(target=enable_onnx_text, args=(encoder, cache_dir, threads), name="onnx-text",
+                              daemon=True)
     thread.start()
     return thread
 
 
-def load_onnx_text(encoder: ClipEncoder, cache_dir: Path) -> OnnxTextTower:
-    """The encoder's text tower on ONNX Runtime, from the cache or freshly exported, checked against PyTorch."""
+def load_onnx_text(encoder: ClipEncoder, cache_dir: Path, threads: int = 0) -> OnnxTextTower:
+    """The encoder's text tower on ONNX Runtime, from the cache or freshly exported, checked against PyTorch;
+    `threads` per query (0: `default_text_threads`)."""
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (the default) or a positive number, got {threads}")
     if not encoder.can_trim_text or encoder.device.type != "cpu":
         raise OnnxTextError(f"model {encoder.spec} on {encoder.device} has no exportable CPU text tower")
     folder = Path(cache_dir).expanduser() / cache_key(encoder)
 
     def open_checked() -> OnnxTextTower:
-        return _checked(encoder, OnnxTextTower(folder / MODEL_FILE, torch.get_num_threads()))
+        return _checked(encoder, OnnxTextTower(folder / MODEL_FILE, threads or default_text_threads()))
 
     with _CACHE_LOCK:
         if (folder / MODEL_FILE).is_file():

@@ -242,7 +242,8 @@ def test_a_zero_size_cache_always_runs_the_model(demo_encoder: ClipEncoder) -> N
 
 def test_search_threads_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCH_THREADS", "1")
-    assert EngineConfig.from_env().threads == 1
+    monkeypatch.setenv("SEARCH_TEXT_THREADS", "3")
+    assert (EngineConfig.from_env().threads, EngineConfig.from_env().text_threads) == (1, 3)
     monkeypatch.setenv("SEARCH_THREADS", "")
     assert EngineConfig.from_env().threads == 0
     monkeypatch.setenv("SEARCH_THREADS", "two")
