@@ -253,6 +253,12 @@ def test_ui_empty_result_says_how_close_the_best_item_was(demo_startup: Startup)
     assert "Nothing above 0.99" in status and "lower the threshold" in status and "closest scores 0.875" in status
 
 
+def test_ui_empty_result_of_a_filter_that_keeps_nothing_points_at_the_filters(demo_startup: Startup) -> None:
+    html, status, _ = SearchUI(demo_startup).ui_text("a red circle", "", 12, -1.0, options={"colour": "pink"})
+    assert '<ul class="grid"' not in html  # the demo has no pink shapes: no threshold would show any
+    assert "No picture passes the filters" in status and "threshold" not in status
+
+
 def test_ui_image_mixed_with_text_moves_towards_the_text(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
     only_image = shown_hits(ui.ui_image(str(DEMO_IMAGE), "", 0.5, "", 5, -1.0))
@@ -516,6 +522,8 @@ def test_status_line_counts_times_and_hints() -> None:
     assert status_text([hit], 0.0234, 0.2, None, "“cat”") == "1 result for “cat” in 23 ms (threshold 0.20)"
     assert status_text([], 0.01, 0.3, 0.21, "“cat”").startswith(
         "Nothing above 0.30 for “cat” (the closest scores 0.210) — lower the threshold")
+    assert status_text([], 0.01, 0.3, None, "“cat”").startswith(
+        "No picture passes the filters for “cat” — loosen or clear them in Options.")
 
 
 def test_combined_query_weights_and_negatives() -> None:
