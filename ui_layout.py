@@ -13,7 +13,7 @@ from search.filters import ORIENTATIONS
 from ui_api import CONCURRENCY_ID, add_api
 from ui_handlers import SearchUI, Session, as_gr_error
 from ui_options import FILTER_COLUMNS, available_sorts, control_value
-from ui_page import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, RESULTS_JS
+from ui_page import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, MORE_FAILED_JS, RESULTS_JS
 from ui_render import picture_url
 from upload_inputs import MAX_FILE_BYTES, explain_unreadable_uploads, fetch_url_inputs_within_limits
 from webapp import Startup, notice_summary, score_hint
@@ -95,7 +95,8 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any]) -> None:
     c["results"].similar(_with_options(ui.ui_similar, names, event=True), picked_in, shown, **PRIVATE)
     c["results"].mix(_with_options(_mix(ui), names, event=True), picked_in, [c["image"], c["tabs"], *shown],
                      **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
-    c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE)
+    c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE).failure(
+        None, js=MORE_FAILED_JS, **PRIVATE)
     # change, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
     # filters re-run on Enter or leaving the box, not on every key.
     typed = [event for opt in opts if isinstance(opt, gr.Textbox | gr.Number) for event in (opt.submit, opt.blur)]

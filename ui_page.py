@@ -171,4 +171,7 @@ async () => {
 }
 """
 
+# A failed "Load more" (busy server, lost connection) leaves the results as they were: give the button back.
+MORE_FAILED_JS = ("() => { const button = document.querySelector('#results button.load-more');"
+                  " if (button) { button.disabled = false; button.textContent = 'Load more'; } }")
 FOCUS_MIX_TEXT_JS = "() => { document.querySelector('#mix-text textarea, #mix-text input')?.focus(); }"

@@ -307,3 +307,30 @@ def test_missing_chromium_that_cannot_be_installed_fails_clearly(monkeypatch: py
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match="is missing and cannot be installed here"):
         ensure_chromium()
+
+
+def test_a_failed_load_more_gives_its_button_back(open_page) -> None:
+    page = open_page(DESKTOP, "?q=a+circle")
+    more = page.evaluate("""() => {
+        const config = window.gradio_config;
+        const results = config.components.find((c) => c.props && c.props.elem_id === "results").id;
+        return config.dependencies.find((d) => d.targets.some(([id, name]) => id === results && name === "more")).id;
+    }""")
+    refused = []
+
+    def refuse_more(route) -> None:  # the server answers the "Load more" event with an error, as when it is down
+        if (route.request.post_data_json or {}).get("fn_index") == more:
+            refused.append(more)
+            route.fulfill(status=500, content_type="application/json", body='{"detail": "unavailable"}')
+        else:
+            route.continue_()
+
+    page.route("**/gradio_api/queue/join*", refuse_more)
+    button = page.locator("#results button.load-more")
+    button.click()
+    page.wait_for_function("() => { const b = document.querySelector('#results button.load-more');"
+                           " return b && !b.disabled && b.textContent === 'Load more'; }")
+    assert refused and tile_count(page) == 12
+    page.unroute("**/gradio_api/queue/join*")
+    button.click()  # and it works again
+    status_after(page, r"24 results for “a circle”")
