@@ -269,7 +269,7 @@ class SearchUI:
         # Only for the empty-result hint: how far the threshold is from the closest item.
         closest = replace(search_options(request.options), cutoff="flat")  # among the items the filters keep
         best = None if hits else next((hit.score for hit in self._hits(request, 1, -1.0, closest)), None)
-        status = status_text(list(hits), seconds, limit, best, request.what)
+        status = status_text(list(hits), seconds, limit, best, request.what, closest.filters.active)
         catalog = self.engine.bundle.catalog
         query_hit = catalog.hit(catalog.row_of(request.item_id), 1.0) if request.item_id else None
         link = replace(request.link, options=request.options).query_string()

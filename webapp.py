@@ -199,13 +199,15 @@ def credit_html(hit: Hit, root: Path) -> str:
     return f"{label} — local file <code>{html.escape(str(shown))}</code>"
 
 
-def status_text(hits: list[Hit], seconds: float, threshold: float, best: float | None, what: str) -> str:
+def status_text(hits: list[Hit], seconds: float, threshold: float, best: float | None, what: str,  # noqa: PLR0917
+                filtered: bool = False) -> str:
     """The line above the gallery: count and time, or a hint when nothing passed the threshold; `best` is the
-    closest score among the items the filters keep (None: they keep none, so no threshold would help)."""
+    closest score among the items the filters keep (with `filtered` and None: they keep none, so no threshold
+    would help)."""
     took = f"{seconds * 1000:.0f} ms"
     if hits:
         return f"{len(hits)} result{'s' if len(hits) != 1 else ''} for {what} in {took} (threshold {threshold:.2f})"
-    if best is None:
+    if best is None and filtered:
         return f"No picture passes the filters for {what} — loosen or clear them in Options. Searched in {took}."
     closest = f" (the closest scores {shown_score(best, 3)})" if best is not None else ""
     return (f"Nothing above {threshold:.2f} for {what}{closest} — lower the threshold to see more. "

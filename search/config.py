@@ -112,6 +112,9 @@ def _int_env(name: str, default: int) -> int:
     if not value:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise SearchError(f"environment variable {name} must be a whole number, got {value!r}") from None
+        number = -1
+    if number < 0:  # every such setting is a count or a 0/1 switch
+        raise SearchError(f"environment variable {name} must be a whole number, 0 or more, got {value!r}")
+    return number

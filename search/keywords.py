@@ -21,8 +21,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
 from search.errors import BundleError
 from search.manifest import (
@@ -33,6 +31,7 @@ from search.manifest import (
     KEYWORD_WEIGHTS_FILE,
     REBUILD_HINT,
 )
+from search.metadata import arrow_memory_returned
 from search.string_index import StringIndex
 
 TEXT_COLUMNS = ("description", "ai_description", "keywords")
@@ -115,7 +114,7 @@ class KeywordIndex:
 
     def search(self, text: str, limit: int) -> tuple[Rows, npt.NDArray[np.float32]]:
         """Up to `limit` item rows that share a word with `text`, best BM25 score first (ties by row)."""
-        numbers = sorted({number for number in map(self.vocab.find, tokenize(text)) if number is not None})
+        numbers = sorted({number for number in map(self.vocab.find, set(tokenize(text))) if number is not None})
         if not numbers or limit <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         total = np.zeros(self.count, np.float32)
@@ -161,7 +160,8 @@ def read_keywords(files: Mapping[str, Path], count: int) -> KeywordIndex | None:
     if len(listed) != len(KEYWORD_FILES):
         missing = ", ".join(name for name in KEYWORD_FILES if name not in files)
         raise BundleError(f"the bundle's keyword index lacks {missing}; {REBUILD_HINT}")
-    vocab = _read_vocab(files[KEYWORD_VOCAB_FILE], count)
+    with arrow_memory_returned():  # the word list's conversion and sort buffers
+        vocab = _read_vocab(files[KEYWORD_VOCAB_FILE], count)
     offsets = _read_array(files[KEYWORD_OFFSETS_FILE], KEYWORD_OFFSETS_FILE, np.dtype("<i8"), len(vocab) + 1)
     nnz = int(offsets[-1])
     if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or nnz > count * MAX_DOC_TOKENS:
@@ -172,7 +172,6 @@ def read_keywords(files: Mapping[str, Path], count: int) -> KeywordIndex | None:
     weights = _read_array(files[KEYWORD_WEIGHTS_FILE], KEYWORD_WEIGHTS_FILE, np.dtype("<f4"), nnz)
     if not np.all(np.isfinite(weights) & (weights >= 0)):
         raise _corrupt(KEYWORD_WEIGHTS_FILE, "it holds weights that are negative or not finite")
-    pa.default_memory_pool().release_unused()  # the JSON parser's freed buffers: ~40 MB at 1M words
     return KeywordIndex(vocab, offsets, docs, weights, count)
 
 
@@ -180,38 +179,29 @@ def _corrupt(name: str, what: str) -> BundleError:
     return BundleError(f"bundle file {name} is not a keyword index: {what}; {REBUILD_HINT}")
 
 
-VOCAB_SCHEMA = pa.schema([("format", pa.int64()), ("count", pa.int64()), ("vocab", pa.list_(pa.string()))])
-
-
 def _read_vocab(path: Path, count: int) -> StringIndex:
-    """The vocabulary of keywords.json, parsed by Arrow straight into one string array: a million words as
-    Python strings would take ~60 MB more while loading, and the allocator keeps most of it afterwards."""
+    # json.loads, not pyarrow.json: Arrow's JSON reader crashed the process on a file holding `null` (pyarrow 26,
+    # apache/arrow#47409) and took 2.7 GB on a file of many small objects; this file is someone else's data.
     with path.open("rb") as handle:
         raw = handle.read(MAX_VOCAB_BYTES + 1)
     if len(raw) > MAX_VOCAB_BYTES:
         raise _corrupt(KEYWORD_VOCAB_FILE, f"it is larger than {MAX_VOCAB_BYTES >> 20} MiB")
-    try:  # Arrow's reader takes JSON lines: a one-line file is one row, with the types VOCAB_SCHEMA names
-        data = pa_json.read_json(pa.py_buffer(raw), read_options=pa_json.ReadOptions(block_size=len(raw) + 1,
-                                                                                    use_threads=False),
-                                 parse_options=pa_json.ParseOptions(explicit_schema=VOCAB_SCHEMA,
-                                                                    unexpected_field_behavior="ignore"))
-        if data.num_rows == 1:
-            data.validate(full=True)  # Arrow's parser leaves bytes that are not UTF-8 in strings for this
-    except pa.ArrowException:
-        raise _corrupt(KEYWORD_VOCAB_FILE, "it is not valid JSON holding a format, a count and a list of words") \
-            from None
-    row = data.slice(0, 1).to_pylist()[0] if data.num_rows == 1 else {}
-    if row.get("format") != KEYWORDS_FORMAT:
-        raise _corrupt(KEYWORD_VOCAB_FILE, f"it is not one format {KEYWORDS_FORMAT} object")
-    if row["count"] != count:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _corrupt(KEYWORD_VOCAB_FILE, "it is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("format") != KEYWORDS_FORMAT:
+        raise _corrupt(KEYWORD_VOCAB_FILE, f"it is not a format {KEYWORDS_FORMAT} object")
+    if type(data.get("count")) is not int or data["count"] != count:
         raise _corrupt(KEYWORD_VOCAB_FILE, f"its count differs from the manifest's {count}")
-    vocab = data.column("vocab").combine_chunks()
-    words = vocab.flatten() if vocab.null_count == 0 else None
-    lengths = pc.utf8_length(words) if words is not None else None
-    if (words is None or len(words) > MAX_VOCAB or words.null_count
-            or (len(words) and not 0 < pc.min(lengths).as_py() <= pc.max(lengths).as_py() <= MAX_TOKEN_CHARS)):
+    vocab = data.get("vocab")
+    if (not isinstance(vocab, list) or len(vocab) > MAX_VOCAB
+            or not all(isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS for token in vocab)):
         raise _corrupt(KEYWORD_VOCAB_FILE, f"vocab must be a list of words of 1 to {MAX_TOKEN_CHARS} characters")
-    words = StringIndex(words)
+    try:
+        words = StringIndex(pa.array(vocab, pa.string()))  # one array, not a dict of a million words
+    except UnicodeEncodeError:  # JSON may spell a lone surrogate, which no UTF-8 text holds
+        raise _corrupt(KEYWORD_VOCAB_FILE, "vocab holds a word that is not valid text") from None
     if words.repeated() is not None:
         raise _corrupt(KEYWORD_VOCAB_FILE, "vocab repeats a word")
     return words

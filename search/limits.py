@@ -34,16 +34,18 @@ M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 
 
 def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas, as `MALLOC_ARENA_MAX` does; whether it was applied. Call it before the server's
-    threads start: arenas made before stay. A `MALLOC_ARENA_MAX` in the environment wins (glibc read it at start),
-    and on another C library this does nothing."""
+    """Cap glibc's malloc arenas, as `MALLOC_ARENA_MAX` does; whether glibc took the setting.
+
+    Call it before the server's threads start: glibc fixes its limit once more than 8 arenas exist. An operator's
+    own setting wins (`MALLOC_ARENA_MAX`, or `arena_max` in `GLIBC_TUNABLES`, which glibc read at start); on
+    another C library this does nothing."""
+    if os.environ.get("MALLOC_ARENA_MAX", "").strip() or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
     try:
         glibc = bool(os.confstr("CS_GNU_LIBC_VERSION"))
-    except (ValueError, OSError):  # a platform without the name, or a C library that does not know it
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), no such name, or not glibc
         glibc = False
-    if "MALLOC_ARENA_MAX" in os.environ or not glibc:
-        return False
-    return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
+    return glibc and bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
 
 
 Scope = MutableMapping[str, Any]

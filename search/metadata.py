@@ -10,7 +10,8 @@ collection.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,21 @@ def read_metadata(path: Path, count: int, columns: tuple[str, ...] | None = LOAD
 
 def load_catalog(path: Path, count: int, files: Mapping[str, Path]) -> ItemCatalog:
     """The `ItemCatalog` of a bundle's `metadata.parquet` (see `read_metadata` and `ItemCatalog`)."""
-    catalog = ItemCatalog(read_metadata(path, count), files)
-    # The decoded table is gone now, but Arrow's allocator keeps its freed pages for re-use: at 1M items ~300 MB
-    # (bench/memory.py) that the served catalog never needs again. Hand them back to the system.
-    pa.default_memory_pool().release_unused()
-    return catalog
+    with arrow_memory_returned():
+        return ItemCatalog(read_metadata(path, count), files)
+
+
+@contextmanager
+def arrow_memory_returned() -> Iterator[None]:
+    """Hand the pages Arrow's allocator freed in the block back to the system, whether the block succeeds or not.
+
+    The allocator keeps freed pages for re-use, but a bundle load's transient buffers (the decoded table and its
+    dictionary pages: ~300 MB at 1M items, bench/memory.py) are never needed again, and a refused bundle's may
+    be far larger."""
+    try:
+        yield
+    finally:
+        pa.default_memory_pool().release_unused()
 
 
 def _is_text(kind: pa.DataType) -> bool:

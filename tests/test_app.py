@@ -522,8 +522,9 @@ def test_status_line_counts_times_and_hints() -> None:
     assert status_text([hit], 0.0234, 0.2, None, "“cat”") == "1 result for “cat” in 23 ms (threshold 0.20)"
     assert status_text([], 0.01, 0.3, 0.21, "“cat”").startswith(
         "Nothing above 0.30 for “cat” (the closest scores 0.210) — lower the threshold")
-    assert status_text([], 0.01, 0.3, None, "“cat”").startswith(
+    assert status_text([], 0.01, 0.3, None, "“cat”", filtered=True).startswith(
         "No picture passes the filters for “cat” — loosen or clear them in Options.")
+    assert status_text([], 0.01, 0.3, None, "more like a").startswith("Nothing above 0.30 for more like a — lower")
 
 
 def test_combined_query_weights_and_negatives() -> None:

@@ -249,6 +249,10 @@ def test_search_threads_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SEARCH_THREADS", "two")
     with pytest.raises(SearchError, match="SEARCH_THREADS must be a whole number"):
         EngineConfig.from_env()
+    monkeypatch.setenv("SEARCH_THREADS", "1")
+    monkeypatch.setenv("SEARCH_TEXT_THREADS", "-2")
+    with pytest.raises(SearchError, match="SEARCH_TEXT_THREADS must be a whole number, 0 or more, got '-2'"):
+        EngineConfig.from_env()
 
 
 def test_more_than_ten_excluded_terms_are_refused_before_any_is_encoded(demo_engine: SearchEngine,

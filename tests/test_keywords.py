@@ -127,9 +127,13 @@ TAMPERED = {
     "a word not utf-8": (KEYWORD_VOCAB_FILE, lambda p: p.write_bytes(p.read_bytes().replace(b'"]', b'\xff"]')),
                          "not valid JSON"),
     "a lone surrogate": (KEYWORD_VOCAB_FILE, _vocab(lambda d: {**d, "vocab": [*d["vocab"][:-1], "\ud800"]}),
-                         "not valid JSON"),
+                         "not valid text"),
     "a null word": (KEYWORD_VOCAB_FILE, _vocab(lambda d: {**d, "vocab": [*d["vocab"][:-1], None]}), "list of"),
-    "two objects": (KEYWORD_VOCAB_FILE, lambda p: p.write_text(p.read_text() + "\n" + p.read_text()), "one format"),
+    "two objects": (KEYWORD_VOCAB_FILE, lambda p: p.write_text(p.read_text() + "\n" + p.read_text()),
+                    "not valid JSON"),
+    "null": (KEYWORD_VOCAB_FILE, lambda p: p.write_text("null"), "not a format 1 object"),  # crashed pyarrow.json
+    "a byte order mark": (KEYWORD_VOCAB_FILE, lambda p: p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes()),
+                          "not valid JSON"),
     "other format": (KEYWORD_VOCAB_FILE, _vocab(lambda d: {**d, "format": 9}), "format 1"),
 }
 

@@ -47,3 +47,4 @@ def test_threads_share_two_arenas_once_capped() -> None:
 
 def test_an_arena_max_in_the_environment_wins() -> None:
     assert arenas("cap", MALLOC_ARENA_MAX="3") == ("False", 3)
+    assert arenas("cap", GLIBC_TUNABLES="glibc.malloc.arena_max=3") == ("False", 3)
