@@ -6,7 +6,8 @@
     python bench/load_test.py --clients 64 --seconds 60          # the soak: errors and RSS growth
 
 Per run it reports requests/s, p50/p95/p99 (ms), errors, the server's CPU (% of one core) and peak RSS, the RSS
-it grew by, and the generator's own CPU; then the capacity (highest requests/s with p95 <= 250 ms) and one JSON
+it grew by (when the load stops, and again once the server has finished the requests still queued then), and the
+generator's own CPU; then the capacity (highest requests/s with p95 <= 250 ms) and one JSON
 line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for a random-init ViT-B-32.
 `--engine` runs the engine alone (bench/load_engine.py) in a third process on the server's CPUs, on the same
 requests, in a block just before each run, and reports the server's requests/s as a ratio to it (also per CPU
@@ -113,6 +114,20 @@ def proc_stats(pid: int) -> dict[str, float]:
             "peak_rss_mb": mib["VmHWM"]}
 
 
+def idle_stats(pid: int, quiet_s: float = 1.0, limit_s: float = 60.0) -> dict[str, float]:
+    """`proc_stats` once the server has finished the requests still in flight when the load stopped (under a
+    minute's backlog: queued uploads): its CPU time grew by under 5 % over `quiet_s`. RSS then is what the run
+    left behind, not the work still under way."""
+    deadline, stats = time.monotonic() + limit_s, proc_stats(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = proc_stats(pid)
+        if now["cpu_s"] - stats["cpu_s"] < 0.05 * quiet_s:
+            return now
+        stats = now
+    return stats
+
+
 def one_run(args: argparse.Namespace, url: str, pid: int, clients: int) -> dict:
     """One generator process for `clients` clients; the record with the server's CPU and memory over the run."""
     before = proc_stats(pid)
@@ -121,6 +136,7 @@ def one_run(args: argparse.Namespace, url: str, pid: int, clients: int) -> dict:
                            "--cpus", args.generator_cpus], cwd=common.REPO_ROOT, capture_output=True, text=True,
                           check=False)
     after = proc_stats(pid)
+    idle = idle_stats(pid)
     if done.returncode != 0:
         raise SystemExit(f"the load generator failed:\n{done.stderr[-3000:]}")
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -131,6 +147,7 @@ def one_run(args: argparse.Namespace, url: str, pid: int, clients: int) -> dict:
                                                       for q in (50, 95, 99)},
             "server_cpu_pct": round(100 * (after["cpu_s"] - before["cpu_s"]) / span),
             "peak_rss_mb": round(after["peak_rss_mb"]), "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1),
+            "rss_growth_idle_mb": round(idle["rss_mb"] - before["rss_mb"], 1),
             "generator_cpu_pct": round(100 * record["generator_cpu_s"] / span),
             "per_kind_p50_ms": {kind: round(common.pct(values, 50), 1) for kind, values in record["latencies"].items()},
             "error_samples": record["errors"]}
@@ -158,7 +175,7 @@ class EngineAlone:
 
 
 COLUMNS = ("clients", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "server_cpu_pct", "peak_rss_mb",
-           "rss_growth_mb", "generator_cpu_pct")
+           "rss_growth_mb", "rss_growth_idle_mb", "generator_cpu_pct")
 ENGINE_COLUMNS = ("engine_rps", "engine_p50_ms", "engine_cpu_pct", "rps_vs_engine", "per_cpu_vs_engine",
                   "p50_over_engine_ms")
 

@@ -80,7 +80,7 @@ class EngineConfig:
     index: str = str(DEMO_INDEX_DIR)
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads for the model; 0 keeps torch's default (one per core)
-    text_threads: int = 0  # ONNX Runtime threads per text query; 0: search/onnx_text.py's default_text_threads
+    text_threads: int = 0  # ONNX Runtime threads per text query; 0: torch's (search/onnx_text.py)
     text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
     onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/onnx_text.py); CPU only
     cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept

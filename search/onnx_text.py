@@ -24,7 +24,6 @@ import torch
 
 from search.encoder import ClipEncoder, text_tower, trim_tokens
 from search.errors import SearchError, one_line
-from search.limits import MODEL_SLOTS
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +57,12 @@ class OnnxTextTower:
 
 
 def default_text_threads() -> int:
-    """Threads for one text query: the model's threads shared among the model slots (search/limits.py).
+    """Threads for one text query unless SEARCH_TEXT_THREADS says otherwise: torch's, one per core.
 
-    A text query is small, so under load two queries at once on one core each beat one query on two cores:
-    27.6 against 18.0 requests/s at 8 clients on 2 cores (README, Tuning); a lone query takes a few ms more.
-    Pictures keep all of torch's threads: there, two threads gave 5.4 uploads/s against 2.8."""
-    return max(1, torch.get_num_threads() // MODEL_SLOTS)
+    On 2 cores a lone query takes ~9.6 ms with 2 threads and ~15 ms with 1 (docs/performance.md), while under
+    steady concurrent text load 1 thread each answered ~50 % more queries (README, Tuning): a deployment that
+    expects that load sets SEARCH_TEXT_THREADS=1, and pictures keep their threads either way."""
+    return torch.get_num_threads()
 
 
 def enable_onnx_text(encoder: ClipEncoder, cache_dir: Path, threads: int = 0) -> bool:

@@ -15,7 +15,6 @@ import torch
 from search import onnx_text
 from search.config import EncoderSpec, EngineConfig
 from search.encoder import ClipEncoder
-from search.limits import MODEL_SLOTS
 from search.onnx_text import MODEL_FILE, OnnxTextTower, cache_key, enable_onnx_text, load_onnx_text
 from tests.conftest import tiny_model_dir
 from tests.test_encoder import TEXTS, _open_clip_full_context
@@ -158,13 +157,12 @@ def test_onnx_text_can_be_switched_off_and_cached_elsewhere(monkeypatch: pytest.
 
 
 
-def test_text_queries_get_the_threads_asked_for_or_a_share_of_the_model_slots(demo_encoder: ClipEncoder,
-                                                                              tmp_path: Path) -> None:
+def test_text_queries_get_the_threads_asked_for_or_torchs(demo_encoder: ClipEncoder, tmp_path: Path) -> None:
     def session_threads(tower: OnnxTextTower) -> int:
         return tower._session.get_session_options().intra_op_num_threads
 
     assert session_threads(load_onnx_text(fresh(demo_encoder), tmp_path, threads=3)) == 3
     default = session_threads(load_onnx_text(fresh(demo_encoder), tmp_path))
-    assert default == onnx_text.default_text_threads() == max(1, torch.get_num_threads() // MODEL_SLOTS)
+    assert default == onnx_text.default_text_threads() == torch.get_num_threads()
     with pytest.raises(ValueError, match="threads"):
         load_onnx_text(fresh(demo_encoder), tmp_path, threads=-1)
