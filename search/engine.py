@@ -76,8 +76,8 @@ class SearchEngine:
         self.retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog, keywords=bundle.keywords)
 
     def _encode_text(self, text: str) -> FeatureVector:
-        with self.limiter.slot():  # only on a cache miss: a cached text costs no model work
-            vector = self.encoder.encode_text([text])[0]
+        # only on a cache miss: a cached text costs no model work
+        vector = self.limiter.run(lambda: self.encoder.encode_text([text])[0])
         vector.flags.writeable = False  # shared between callers through the cache
         return vector
 
@@ -148,8 +148,8 @@ class SearchEngine:
         if (term.text is None) == (term.image is None):
             raise BadQueryError("each query term needs exactly one of a text or an image")
         if term.image is not None:
-            with self.limiter.slot():  # held from the decode on: the decode is what takes the memory
-                return self.encoder.encode_images([load_image(term.image, min_side=self.decode_side)])[0]
+            image, side = term.image, self.decode_side  # a slot from the decode on: the decode takes the memory
+            return self.limiter.run(lambda: self.encoder.encode_images([load_image(image, min_side=side)])[0])
         return self._text_vector(_checked_text(term.text))
 
     def _nearest(self, vector: FeatureVector, top_k: int, threshold: float, exclude_row: int | None = None

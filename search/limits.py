@@ -14,9 +14,10 @@ import json
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from search.errors import SearchError
 
@@ -48,6 +49,7 @@ def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     return glibc and bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
 
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -60,13 +62,19 @@ class BusyError(SearchError):
 
 
 class WorkLimiter:
-    """At most `slots` pieces of model work (an image decode + encode, or a text encode) at once."""
+    """At most `slots` pieces of model work (an image decode + encode, or a text encode) at once, each run on one of
+    `slots` threads of the limiter's own.
+
+    Why its own threads: the libraries under the model (oneDNN, ONNX Runtime, the allocator) keep scratch memory
+    per calling thread. Run on whichever server thread took the request (Starlette has 40), that memory grew with
+    every new thread that ever did model work; on `slots` threads it is held `slots` times at most."""
 
     def __init__(self, slots: int = MODEL_SLOTS, wait_s: float = WAIT_S) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots, self.wait_s = slots, wait_s
         self._free = threading.BoundedSemaphore(slots)
+        self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-work")
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -78,6 +86,11 @@ class WorkLimiter:
             yield
         finally:
             self._free.release()
+
+    def run(self, work: Callable[[], T]) -> T:
+        """`work()` in a slot, on one of the limiter's threads (a slot held means one of them is free)."""
+        with self.slot():
+            return self._threads.submit(work).result()
 
 
 _SHARED = WorkLimiter()
