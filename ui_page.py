@@ -152,7 +152,10 @@ element.addEventListener("keydown", (event) => {
   all[Math.max(0, Math.min(all.length - 1, at + step))].focus();
   event.preventDefault();
 });
-element.addEventListener("close", () => { tiles()[current]?.focus(); }, true);
+// "close" comes a moment after the dialog closed; a key pressed in between may already have moved the focus on.
+element.addEventListener("close", () => {
+  if (!document.activeElement?.classList.contains("tile-open")) tiles()[current]?.focus();
+}, true);
 watch("value", rendered);
 rendered();
 """
