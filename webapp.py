@@ -47,10 +47,13 @@ class Startup:
 
 
 def start_engine(config: EngineConfig) -> Startup:
-    """Load the configured index (or the demo), then move text queries to ONNX Runtime in the background."""
+    """Load the configured index (or the demo) and warm the model up, then move text queries to ONNX Runtime in
+    the background (and warm that up too)."""
     startup = _load_or_demo(config)
-    if config.onnx_text and startup.engine.encoder.device.type == "cpu":  # on a GPU, PyTorch is the fast path
-        enable_onnx_text_in_background(startup.engine.encoder, config.cache_dir, config.text_threads)
+    engine = startup.engine
+    engine.warm_up()
+    if config.onnx_text and engine.encoder.device.type == "cpu":  # on a GPU, PyTorch is the fast path
+        enable_onnx_text_in_background(engine.encoder, config.cache_dir, config.text_threads, then=engine.warm_up)
     return startup
 
 

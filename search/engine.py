@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from search.bundle import Bundle
 from search.config import EngineConfig
@@ -80,6 +81,14 @@ class SearchEngine:
         vector = self.limiter.run(lambda: self.encoder.encode_text([text])[0])
         vector.flags.writeable = False  # shared between callers through the cache
         return vector
+
+    def warm_up(self) -> None:
+        """Encode a picture and a text once on each model thread before serving: the libraries' first-call set-up
+        (oneDNN primitives, ONNX Runtime's and the allocator's buffers) then happens at start-up instead of in the
+        first visitors' queries, and the memory it keeps is taken before the server's RSS is watched."""
+        picture = Image.new("RGB", (self.encoder.input_side, self.encoder.input_side), (128, 128, 128))
+        self.limiter.on_every_thread(lambda: (self.encoder.encode_images([picture]),
+                                              self.encoder.encode_text(["a photo"])))
 
     def clear_text_cache(self) -> None:
         """Forget cached text vectors (benchmarks measure the uncached path with it)."""

@@ -92,6 +92,17 @@ class WorkLimiter:
         with self.slot():
             return self._threads.submit(work).result()
 
+    def on_every_thread(self, work: Callable[[], object]) -> None:
+        """`work()` once on each of the limiter's threads, at the same time (a barrier gives each thread one)."""
+        together = threading.Barrier(self.slots)
+
+        def one() -> None:
+            together.wait()
+            work()
+
+        for future in [self._threads.submit(one) for _ in range(self.slots)]:
+            future.result()
+
 
 _SHARED = WorkLimiter()
 

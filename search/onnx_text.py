@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,16 @@ def enable_onnx_text(encoder: ClipEncoder, cache_dir: Path, threads: int = 0) ->
     return True
 
 
-def enable_onnx_text_in_background(encoder: ClipEncoder, cache_dir: Path, threads: int = 0) -> threading.Thread:
-    """`enable_onnx_text` in a daemon thread: queries are answered by PyTorch until it is ready."""
-    thread = threading.Thread(target=enable_onnx_text, args=(encoder, cache_dir, threads), name="onnx-text",
-                              daemon=True)
+def enable_onnx_text_in_background(encoder: ClipEncoder, cache_dir: Path, threads: int = 0,
+                                   then: Callable[[], object] | None = None) -> threading.Thread:
+    """`enable_onnx_text` in a daemon thread, followed by `then()` once text queries run on ONNX Runtime; queries
+    are answered by PyTorch until then."""
+
+    def switch() -> None:
+        if enable_onnx_text(encoder, cache_dir, threads) and then is not None:
+            then()
+
+    thread = threading.Thread(target=switch, name="onnx-text", daemon=True)
     thread.start()
     return thread
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -263,3 +265,24 @@ def test_more_than_ten_excluded_terms_are_refused_before_any_is_encoded(demo_eng
     with pytest.raises(BadQueryError, match="excludes 11 terms; keep it to 10 or fewer"):
         demo_engine.search(query)
     assert calls == []
+
+
+def test_warm_up_encodes_a_picture_and_a_text_on_each_model_thread(demo_engine: SearchEngine,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder, seen = demo_engine.encoder, []
+
+    def recorded(kind: str) -> Callable[..., Any]:
+        real = getattr(encoder, kind)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            seen.append((kind, threading.current_thread().name))
+            return real(*args, **kwargs)
+        return call
+
+    for kind in ("encode_images", "encode_text"):
+        monkeypatch.setattr(encoder, kind, recorded(kind))
+    demo_engine.warm_up()
+    threads = {thread for _, thread in seen}
+    assert len(seen) == 4 and len(threads) == demo_engine.limiter.slots == 2
+    assert all(thread.startswith("model-work") for thread in threads)
+    assert sorted(kind for kind, _ in seen) == ["encode_images"] * 2 + ["encode_text"] * 2

@@ -46,3 +46,16 @@ def test_busy_when_no_slot_frees_in_time() -> None:
     limiter = WorkLimiter(slots=1, wait_s=0.1)
     with limiter.slot(), pytest.raises(BusyError, match="busy"):
         limiter.run(lambda: "never")
+
+
+def test_work_on_every_thread_runs_once_on_each_of_them() -> None:
+    limiter = WorkLimiter(slots=3, wait_s=1)
+    names: list[str] = []
+    lock = threading.Lock()
+
+    def record() -> None:
+        with lock:
+            names.append(threading.current_thread().name)
+
+    limiter.on_every_thread(record)
+    assert len(names) == 3 and len(set(names)) == 3 and all(name.startswith("model-work") for name in names)
