@@ -72,7 +72,12 @@ def read_metadata(path: Path, count: int, columns: tuple[str, ...] | None = LOAD
         with pq.ParquetFile(path, metadata=meta, read_dictionary=text) as parquet:
             table = parquet.read(columns=present)
         check_text_sizes(table, budget)
-        return pa.table({name: _decoded(table.column(name)) for name in table.column_names})
+        decoded = pa.table({name: _decoded(table.column(name)) for name in table.column_names})
+        try:
+            decoded.validate(full=True)  # parquet does not check that text is UTF-8; Python would fail on each read
+        except pa.ArrowInvalid:
+            raise BundleError(f"{METADATA_FILE} holds text that is not valid UTF-8; {REBUILD_HINT}") from None
+        return decoded
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BundleError(f"{METADATA_FILE} cannot be read as parquet ({type(exc).__name__}); {REBUILD_HINT}") \
             from None

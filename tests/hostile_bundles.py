@@ -365,6 +365,9 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
     ("encoder-dim-disagrees", r"makes 64-d vectors but index .* holds 16-d ones", False, _encoder_dim_mismatch),
     # metadata
     ("duplicate-ids", r"metadata.parquet has duplicate ids", False, lambda r, o: set_cell(r, "id", 5, "item-1")),
+    ("id-not-utf-8", r"metadata.parquet holds text that is not valid UTF-8", False,
+     lambda r, o: set_metadata(r, lambda t: t.set_column(0, "id", pa.array(
+         [f"item-{n}".encode() + (b"\xff" if n == 7 else b"") for n in range(COUNT)], pa.binary()).view(pa.string())))),
     ("null-id", r"metadata.parquet row 2 has no id", False, lambda r, o: set_cell(r, "id", 2, None)),
     ("description-not-text", r"column description holds int64, not text", False,
      lambda r, o: set_metadata(r, lambda t: t.set_column(3, "description", [list(range(COUNT))]))),
