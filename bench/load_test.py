@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generator-cpus", default="1", help="CPUs the load generator may use")
     parser.add_argument("--threads", type=int, help="SEARCH_THREADS (default: one per server CPU)")
     parser.add_argument("--text-threads", type=int,
-                        help="SEARCH_TEXT_THREADS, per text query (default: the app's, threads / model slots)")
+                        help="SEARCH_TEXT_THREADS, per text query (default: the app's, SEARCH_THREADS)")
     parser.add_argument("--slots", type=int, help="model-work limiter size (default: search/limits.py's)")
     parser.add_argument("--queue", type=int, help="gradio queue concurrency (default: app.py's)")
     parser.add_argument("--engine", action="store_true", help="also time the engine alone on the server's CPUs")
