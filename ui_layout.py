@@ -98,9 +98,10 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any]) -> None:
     c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE).failure(
         None, js=MORE_FAILED_JS, **PRIVATE)
     # change, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
-    # filters re-run on Enter or leaving the box, not on every key.
+    # filters re-run on Enter or leaving the box, not on every key. Chosen options re-run on a visitor's input only:
+    # their change event also fires when the page sets them (a deep link, the page load), which re-runs nothing.
     typed = [event for opt in opts if isinstance(opt, gr.Textbox | gr.Number) for event in (opt.submit, opt.blur)]
-    chosen = [opt.change for opt in opts if not isinstance(opt, gr.Textbox | gr.Number)]
+    chosen = [opt.input for opt in opts if not isinstance(opt, gr.Textbox | gr.Number)]
     gr.on([*(slider.change for slider in thresholds), *typed, *chosen], _with_options(ui.ui_rerun, names),
           [*thresholds, c["session"], *opts], shown, trigger_mode="always_last", **PRIVATE)
     for tab, name in ((c["text_tab"], "text"), (c["image_tab"], "image")):

@@ -75,6 +75,7 @@ class WorkLimiter:
         self.slots, self.wait_s = slots, wait_s
         self._free = threading.BoundedSemaphore(slots)
         self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-work")
+        self._every_thread = threading.Lock()
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -100,8 +101,10 @@ class WorkLimiter:
             together.wait()
             work()
 
-        for future in [self._threads.submit(one) for _ in range(self.slots)]:
-            future.result()
+        # One call at a time: two calls' barrier tasks could otherwise take one thread each and wait forever.
+        with self._every_thread:
+            for future in [self._threads.submit(one) for _ in range(self.slots)]:
+                future.result()
 
 
 _SHARED = WorkLimiter()

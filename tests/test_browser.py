@@ -109,6 +109,14 @@ def expect_error(page, text: str) -> None:
     toast.wait_for(state="detached")
 
 
+def open_options(page) -> None:
+    """Open the Options panel and wait until its controls have mounted: Gradio mounts them on opening and then sets
+    their values, so a value typed within those milliseconds was overwritten (no visitor types that fast)."""
+    page.locator("#options").get_by_text("Options").click()
+    page.locator("#text-threshold input[type=number]").wait_for()
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def tile_count(page) -> int:
     """How many results the grid shows."""
     return page.locator(TILES).count()
@@ -161,7 +169,7 @@ def test_enter_searches_and_thresholds_rerun_on_enter_and_arrow_keys(open_page) 
     print(f"\nEnter → first thumbnail painted: {painted:.0f} ms")
     assert "?q=a+red+circle" in page.url
 
-    page.locator("#options").get_by_text("Options").click()
+    open_options(page)
     box = page.locator("#text-threshold input[type=number]")
     box.fill("0.86")
     box.press("Enter")  # no need to leave the box
@@ -247,7 +255,7 @@ def test_image_tab_has_its_own_results_and_detail_mixes_picture_and_text(open_pa
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_options_panel_deep_link_load_more_and_copy_link(open_page, viewport: dict) -> None:
     page = open_page(viewport, "?q=a+circle&colour=blue&collapse=off")
-    page.locator("#options").get_by_text("Options").click()
+    open_options(page)
     colour = page.locator("#opt-colour input").first
     assert colour.input_value() == "blue" and not page.locator("#opt-collapse input").is_checked()
     assert page.locator("#opt-sort").count() == 0  # the demo has no date or popularity data to sort by

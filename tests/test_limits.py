@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,3 +60,24 @@ def test_work_on_every_thread_runs_once_on_each_of_them() -> None:
 
     limiter.on_every_thread(record)
     assert len(names) == 3 and len(set(names)) == 3 and all(name.startswith("model-work") for name in names)
+
+
+def test_calls_on_every_thread_at_the_same_time_all_finish() -> None:
+    limiter, done = WorkLimiter(slots=2, wait_s=1), []
+
+    def warm() -> None:
+        for _ in range(300):
+            limiter.on_every_thread(lambda: None)
+        done.append(True)
+
+    callers = [threading.Thread(target=warm, daemon=True) for _ in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so two calls' submissions interleave
+    try:
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=10)
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(done) == 4  # two calls' barrier tasks, one thread each, used to wait for each other for ever
