@@ -37,16 +37,15 @@ CONCURRENCY = 2
 MAX_QUEUE = 64
 
 
-def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI | None = None, **kwargs: Any) -> tuple[Any, str, Any]:
+def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI, **kwargs: Any) -> tuple[Any, str, Any]:
     """Queue for a CPU Space and serve; extra kwargs go to Blocks.launch (port, prevent_thread_lock...).
 
-    `ui` is the page's SearchUI, which the REST API shares (else one is made: for an older bundle that measures
-    the page defaults again)."""
+    `ui` is the page's SearchUI (`build_app`'s), which the REST API shares."""
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
     # The REST API (rest_api.py) is a route of gradio's own app: same port, same body limits, same handlers.
-    app_kwargs = {"middleware": [body_limits()], "routes": [rest_api.mounted(ui or SearchUI(startup), startup)]}
+    app_kwargs = {"middleware": [body_limits()], "routes": [rest_api.mounted(ui, startup)]}
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs,
                        mcp_server=True, **kwargs)  # the API endpoints are MCP tools too, at /gradio_api/mcp/

@@ -51,7 +51,7 @@ def _checked_header(handle: BinaryIO, manifest: Manifest) -> int:
     if dtype != NPY_DTYPE or fortran_order or shape != expected:
         kind = dtype.name if dtype.byteorder in "=<|" else f"{dtype.name} (big-endian)"
         order = " in Fortran order" if fortran_order else ""
-        raise BundleError(f"{EMBEDDINGS_FILE} holds {kind} {_shape(shape)}{order}, expected float32 "
+        raise BundleError(f"{EMBEDDINGS_FILE} holds {kind} {shape_text(shape)}{order}, expected float32 "
                           f"{expected}; {REBUILD_HINT}")
     offset = handle.tell()
     data_bytes = os.fstat(handle.fileno()).st_size - offset
@@ -87,7 +87,8 @@ def _npy_header(handle: Any) -> tuple[tuple, bool, np.dtype]:
     raise ValueError(f"npy format version {version[0]}.{version[1]} is not supported")
 
 
-def _shape(shape: tuple) -> str:
+def shape_text(shape: tuple) -> str:
+    """An array shape for a message; a hostile header's endless shape is not repeated."""
     return str(shape) if len(str(shape)) <= 60 else "an array of another shape"
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from search.embeddings import shape_text
 from search.errors import BundleError
 from search.manifest import (
     KEYWORD_DOCS_FILE,
@@ -215,15 +216,11 @@ def _read_array(path: Path, name: str, dtype: np.dtype, length: int) -> np.ndarr
     except (ValueError, OSError, EOFError):
         raise _corrupt(name, "it is not a plain .npy array") from None
     if mapped.dtype != dtype or mapped.shape != (length,):
-        raise _corrupt(name, f"it holds {mapped.dtype.name} {_shape(mapped.shape)}, expected {dtype.name} "
+        raise _corrupt(name, f"it holds {mapped.dtype.name} {shape_text(mapped.shape)}, expected {dtype.name} "
                              f"({length},)")
     array = np.array(mapped)  # a private copy: the mapping is closed, the file may change afterwards
     del mapped
     return array
-
-
-def _shape(shape: tuple) -> str:
-    return str(shape) if len(str(shape)) <= 60 else "an array of another shape"
 
 
 

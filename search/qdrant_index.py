@@ -96,10 +96,11 @@ class QdrantIndex:
         self._collection = collection
         self._count = count
         self._dim = dim
-        self._ef_search = (search or QdrantSearch()).hnsw_ef
+        search = search or QdrantSearch()
+        self._ef_search = search.hnsw_ef
         self._attributes = attributes  # the bundle's filter columns: text filters resolve against them
         # Embedded mode scans exactly and warns on every query given search parameters; it gets none.
-        self._params = None if is_embedded(client) else (search or QdrantSearch()).params()
+        self._params = None if is_embedded(client) else search.params()
 
     @classmethod
     def open(cls, client: QdrantClient, collection: str, contents: BundleContents,
