@@ -115,7 +115,14 @@ class KeywordIndex:
 
     def search(self, text: str, limit: int) -> tuple[Rows, npt.NDArray[np.float32]]:
         """Up to `limit` item rows that share a word with `text`, best BM25 score first (ties by row)."""
-        numbers = sorted({number for number in map(self.vocab.find, set(tokenize(text))) if number is not None})
+        return self._ranked(self._word_numbers(text), limit)
+
+    def _word_numbers(self, text: str) -> list[int | None]:
+        """The vocabulary number of each distinct word of `text` (None for a word no item uses)."""
+        return [self.vocab.find(token) for token in set(tokenize(text))]
+
+    def _ranked(self, words: list[int | None], limit: int) -> tuple[Rows, npt.NDArray[np.float32]]:
+        numbers = sorted({number for number in words if number is not None})
         if not numbers or limit <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         total = np.zeros(self.count, np.float32)
@@ -131,12 +138,12 @@ class KeywordIndex:
     def coverage(self, text: str, limit: int) -> tuple[Rows, npt.NDArray[np.float64]]:
         """`search`, each score divided by the best any item could get: the sum over the query's words of the
         word's largest weight (`top_weight` for a word no item uses); so in [0, 1]."""
-        rows, scores = self.search(text, limit)
+        words = self._word_numbers(text)
+        rows, scores = self._ranked(words, limit)
         if not len(rows):
             return rows, np.empty(0)
         best = 0.0
-        for token in set(tokenize(text)):
-            number = self.vocab.find(token)
+        for number in words:
             start, end = (0, 0) if number is None else (self.offsets[number], self.offsets[number + 1])
             best += float(self.weights[start:end].max()) if end > start else self.top_weight
         return rows, np.minimum(scores / best, 1.0)
