@@ -16,6 +16,7 @@ import gradio as gr
 import rest_api
 from search.config import EngineConfig
 from search.limits import cap_malloc_arenas
+from served_files import picture_files
 from ui_handlers import SearchUI
 from ui_layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
 from ui_page import CSS
@@ -45,7 +46,7 @@ def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI, **kwargs: Any) -> tu
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
     # The REST API (rest_api.py) is a route of gradio's own app: same port, same body limits, same handlers.
-    app_kwargs = {"middleware": [body_limits()], "routes": [rest_api.mounted(ui, startup)]}
+    app_kwargs = {"middleware": [body_limits(), picture_files(served)], "routes": [rest_api.mounted(ui, startup)]}
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs,
                        mcp_server=True, **kwargs)  # the API endpoints are MCP tools too, at /gradio_api/mcp/

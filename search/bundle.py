@@ -58,6 +58,16 @@ logger = logging.getLogger(__name__)
 
 DATA_FILES = frozenset({INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE, *KEYWORD_FILES})
 """The files a bundle's data lives in; any other listed file is a picture the UI may serve."""
+PICTURE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+                 ".gif": "image/gif"}
+"""The only files a bundle may hold besides its data, by name ending, and the type each is served as: formats every
+browser shows as a picture and none runs script in (SVG, HTML and XML can; the builder writes .jpg thumbnails)."""
+
+
+def picture_type(name: str) -> str | None:
+    """The MIME type a bundle file named `name` is served as, or None: not a picture, never served."""
+    return PICTURE_TYPES.get(os.path.splitext(name)[1].lower())
+
 
 @dataclass(frozen=True, slots=True)
 class BundleFolder:
@@ -223,6 +233,10 @@ def verify_files(root: Path, manifest: Manifest, skip: frozenset[str] = frozense
         raise BundleError(f"{MANIFEST_FILE} lists no checksum for {', '.join(sorted(unlisted))}; {REBUILD_HINT}")
     folder = BundleFolder.at(root)
     paths = folder.files(sorted(manifest.files.keys() - skip))  # every name placed before any file is read
+    not_pictures = sorted(name for name in manifest.files.keys() - DATA_FILES if picture_type(name) is None)
+    if not_pictures:
+        raise BundleError(f"bundle file {shown_name(not_pictures[0])} is neither a data file nor a JPEG, PNG, WebP "
+                          f"or GIF picture (by its name), so it is never served; {REBUILD_HINT}")
     record = VerificationRecord.open(cache_dir or default_cache_dir(), folder.inside[0])
     try:
         digests = record.digests(paths)

@@ -159,6 +159,7 @@ OUTSIDE_IMAGE = "the corpus's outside folder"
 
 IMAGE_REFUSAL = r"metadata.parquet row 0: image must be an http\(s\) URL or a bundle file listed in manifest.json"
 PAGE_REFUSAL = r"metadata.parquet row 3: page_url must be an http\(s\) URL or empty"
+NOT_A_PICTURE = r"bundle file {} is neither a data file nor a JPEG, PNG, WebP or GIF picture \(by its name\)"
 NAME_REFUSAL = r"file \d+ in manifest.json is not a relative path inside the bundle"
 NOT_UNIT = r"embeddings.npy has \d+ row\(s\) that are not finite unit vectors"
 
@@ -187,6 +188,29 @@ def _escaping_images_dir(root: Path, outside: Path) -> None:
 def _unlisted_inside(root: Path, outside: Path) -> None:
     (root / "notes.txt").write_text("not listed in the manifest, so never verified")
     set_cell(root, "image", 0, "notes.txt")
+
+
+SCRIPT_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(document.domain)">'
+              '<script>fetch("/steal?c=" + document.cookie)</script></svg>')
+SCRIPT_HTML = "<html><body><script>fetch('/steal?c=' + document.cookie)</script></body></html>"
+
+
+def _listed_script_file(name: str, content: str, as_image: bool = True) -> Mutation:
+    """A file that runs script when a browser renders it, listed (with its true checksum) and used as item 0's image."""
+    def mutate(root: Path, outside: Path) -> None:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+        if as_image:
+            set_cell(root, "image", 0, name)
+        reseal(root, {name: "0" * 64})
+
+    return mutate
+
+
+def _script_in_a_jpg(root: Path, outside: Path) -> None:
+    """HTML with script under a picture's name: loads (names decide), and is only ever served as image/jpeg."""
+    _listed_script_file("images/evil.jpg", SCRIPT_HTML)(root, outside)
+    (root / "images" / "unlisted.svg").write_text(SCRIPT_SVG)  # unlisted, beside the pictures: never served
 
 
 def _outside_manifest(root: Path, outside: Path) -> None:
@@ -302,6 +326,18 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
      _escaping_symlink),
     ("images-folder-symlink-escaping", r"bundle file images/item-\d.png is a link that leads outside the bundle",
      True, _escaping_images_dir),
+    # only pictures are ever served from a bundle: files that can run script are refused by name
+    ("listed-svg-as-image", NOT_A_PICTURE.format("images/evil.svg"), True,
+     _listed_script_file("images/evil.svg", SCRIPT_SVG)),
+    ("listed-svg-upper-case", NOT_A_PICTURE.format("images/EVIL.SVG"), True,
+     _listed_script_file("images/EVIL.SVG", SCRIPT_SVG)),
+    ("listed-html-not-an-image", NOT_A_PICTURE.format("images/evil.html"), True,
+     _listed_script_file("images/evil.html", SCRIPT_HTML, as_image=False)),
+    ("listed-xhtml-at-the-top", NOT_A_PICTURE.format("evil.xhtml"), True,
+     _listed_script_file("evil.xhtml", SCRIPT_HTML, as_image=False)),
+    ("listed-picture-without-suffix", NOT_A_PICTURE.format("images/evil"), True,
+     _listed_script_file("images/evil", SCRIPT_HTML)),
+    ("listed-jpg-holding-script", None, True, _script_in_a_jpg),
     # page links
     ("page-url-javascript", PAGE_REFUSAL, True, lambda r, o: set_cell(r, "page_url", 3, "javascript:alert(1)")),
     ("page-url-data", PAGE_REFUSAL, True,

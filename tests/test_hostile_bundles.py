@@ -124,7 +124,7 @@ def test_the_app_falls_back_to_the_demo_with_the_reason(corpus: dict[str, Case],
     case = corpus[name]
     startup = start_engine(EngineConfig(index=str(case.index), onnx_text=False))
     assert startup.is_demo and startup.engine.bundle.root == DEMO_INDEX_DIR
-    reason = (startup.notice or "").split("Reason: ", 1)[1].split("\n", 1)[0]
+    reason = html.unescape(startup.notice or "").split("Reason: ", 1)[1].split("\n", 1)[0]  # as the page shows it
     assert re.search(case.refusal or "", reason)
     assert_reveals_nothing_outside(reason, case)
 
@@ -274,6 +274,41 @@ def test_a_hub_snapshot_is_served_and_its_gallery_pictures_load_over_http(corpus
             response = httpx.get(link, timeout=10)
             assert response.status_code == 200 and response.headers["content-type"] == "image/png"
             assert hashlib.sha256(response.content).hexdigest() in pictures
+
+
+def test_a_bundle_serves_pictures_only_and_only_as_pictures(corpus: dict[str, Case]) -> None:
+    root = corpus["listed-jpg-holding-script"].index
+    startup = start_engine(EngineConfig(index=str(root), onnx_text=False))
+    assert not startup.is_demo  # names decide what loads; the bytes never decide how they are served
+    with serve(startup) as url:
+        base = f"{url.rstrip('/')}/gradio_api/file="
+        script = httpx.get(f"{base}{root}/images/evil.jpg", timeout=10)
+        assert script.status_code == 200 and script.content.startswith(b"<html>")
+        assert script.headers["content-type"] == "image/jpeg"
+        assert script.headers["x-content-type-options"] == "nosniff"
+        assert script.headers["content-security-policy"] == "sandbox"
+        picture = httpx.get(f"{base}{root}/images/item-0.png", timeout=10)
+        assert picture.headers["content-type"] == "image/png" and picture.content.startswith(b"\x89PNG")
+        for name in ("images/unlisted.svg", "images/UNLISTED.svg".lower(), "manifest.json", "metadata.parquet",
+                     "images/../manifest.json", "images"):
+            refused = httpx.get(f"{base}{root}/{name}", timeout=10)
+            assert refused.status_code in {403, 404}, name
+            assert b"<svg" not in refused.content and b"format_version" not in refused.content
+
+
+def test_a_hub_snapshot_never_serves_its_blobs_by_their_own_names(corpus: dict[str, Case], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-the-corpus"))
+    snapshot = corpus["hub-snapshot"].index
+    startup = start_engine(EngineConfig(index=str(snapshot), onnx_text=False))
+    blob = Path(os.path.realpath(snapshot / "images" / "item-0.png"))
+    assert blob.parent.name == "blobs" and not blob.suffix
+    with serve(startup) as url:
+        base = f"{url.rstrip('/')}/gradio_api/file="
+        assert httpx.get(f"{base}{blob}", timeout=10).status_code == 404  # no name, so no picture type
+        shown = httpx.get(f"{base}{snapshot}/images/item-0.png", timeout=10)
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+        assert shown.headers["x-content-type-options"] == "nosniff"
 
 
 def test_a_rebuild_never_writes_through_symlinks_planted_at_temp_names(corpus: dict[str, Case]) -> None:
