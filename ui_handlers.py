@@ -19,7 +19,17 @@ from ui_links import LinkState, parse_link
 from ui_options import available_options, clean_options, link_options, search_options
 from ui_render import results_html
 from upload_inputs import without_server_paths
-from webapp import Startup, combined_query, hits_json, mode_defaults, negatives, number, status_text, whole_number
+from webapp import (
+    Startup,
+    combined_query,
+    hits_json,
+    html_text,
+    mode_defaults,
+    negatives,
+    number,
+    status_text,
+    whole_number,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +67,9 @@ def as_gr_error(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args)
         except SearchError as exc:
-            raise gr.Error(without_server_paths(str(exc), args), print_exception=False) from exc
+            # The toast renders its message as HTML, and messages may quote a query, an id or a filter value.
+            raise gr.Error(html_text(without_server_paths(str(exc), args), attribute=False),
+                           print_exception=False) from exc
         except Exception as exc:  # a bug: gradio would show an empty message; say what kind, log the rest
             logger.exception("unexpected failure in %s", fn.__name__)
             raise gr.Error(f"the search failed on the server ({type(exc).__name__}); try again or report it",

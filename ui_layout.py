@@ -71,7 +71,7 @@ def _controls(ui: SearchUI) -> dict[str, Any]:
     with gr.Row(elem_id="examples"):
         c["examples"] = [gr.Button(text, size="sm", variant="secondary") for text in d.text_examples]
     with gr.Row(elem_id="status-row"):
-        c["status"] = gr.Markdown(elem_id="status")
+        c["status"] = gr.Markdown(elem_id="status", latex_delimiters=[])  # it quotes queries: no $$…$$ maths
         gr.HTML('<span id="copy-note" role="status"></span>', padding=False, elem_id="copy-note-box")
         c["copy"] = gr.Button("Copy link", size="sm", elem_id="copy-link", scale=0, min_width=90)
     c["results"] = gr.HTML(elem_id="results", js_on_load=RESULTS_JS, padding=False)  # "Load more" is inside it

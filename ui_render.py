@@ -7,12 +7,11 @@ as a <template>, so opening one, and moving between them with the arrow keys, co
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from urllib.parse import quote
 
 from search.types import Hit
-from webapp import credit_html, is_unsplash, safe_link, shown_score, thumbnail, with_utm
+from webapp import credit_html, html_text, is_unsplash, safe_link, shown_score, thumbnail, with_utm
 
 TILE_WIDTHS = (240, 480)  # CSS width of a tile is ~160-240 px: 1x and 2x screens
 DETAIL_WIDTH = 1080
@@ -20,11 +19,6 @@ BLURHASH_CHARS = 100  # a 9x9-component hash is 4 + 2 * 80 = 164; the data set's
 BLURHASH_ALPHABET = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~")
 # Shown when a hit carries them (the search-features branch adds metadata columns); rename here to match.
 EXTRA_FIELDS = (("location", "Location"), ("date", "Date"), ("camera", "Camera"))
-
-
-def e(text: object) -> str:
-    """Escaped for HTML text and attributes; braces too, since gradio's HTML template reads {{…}}."""
-    return html.escape(str(text), quote=True).replace("{", "&#123;").replace("}", "&#125;")
 
 
 def picture_url(hit: Hit, width: int) -> str:
@@ -57,10 +51,10 @@ def alt_text(hit: Hit) -> str:
 def credit_line(hit: Hit) -> str:
     """The short credit under a tile (linked as Unsplash asks); local files need none."""
     link = safe_link(hit.page_url)
-    name = e(hit.photographer or "unknown")
+    name = html_text(hit.photographer or "unknown")
     if link and is_unsplash(hit):
-        return (f'Photo by <a href="{e(with_utm(link))}" target="_blank" rel="noopener">{name}</a> on '
-                f'<a href="{e(with_utm("https://unsplash.com/"))}" target="_blank" rel="noopener">Unsplash</a>')
+        return (f'Photo by <a href="{html_text(with_utm(link))}" target="_blank" rel="noopener">{name}</a> on '
+                f'<a href="{html_text(with_utm("https://unsplash.com/"))}" target="_blank" rel="noopener">Unsplash</a>')
     if hit.photographer:
         return f"Photo by {name}"
     return ""
@@ -68,13 +62,13 @@ def credit_line(hit: Hit) -> str:
 
 def tile_html(index: int, hit: Hit) -> str:
     """One result: a button with the picture (opens the detail view), its description and credit below."""
-    alt = e(alt_text(hit))
+    alt = html_text(alt_text(hit))
     sources = srcset(hit)
-    extra = f' srcset="{e(sources)}" sizes="(max-width: 600px) 45vw, 220px"' if sources else ""
-    hash_attr = f' data-blurhash="{e(code)}"' if (code := blur_hash(hit)) else ""
+    extra = f' srcset="{html_text(sources)}" sizes="(max-width: 600px) 45vw, 220px"' if sources else ""
+    hash_attr = f' data-blurhash="{html_text(code)}"' if (code := blur_hash(hit)) else ""
     credit = credit_line(hit)
     return (f'<li class="tile"><button type="button" class="tile-open" data-index="{index}" '
-            f'aria-label="Details: {alt}"><img src="{e(picture_url(hit, TILE_WIDTHS[0]))}"{extra} alt="{alt}" '
+            f'aria-label="Details: {alt}"><img src="{html_text(picture_url(hit, TILE_WIDTHS[0]))}"{extra} alt="{alt}" '
             f'loading="lazy" decoding="async" width="240" height="240"{hash_attr}></button>'
             f'<p class="tile-text" title="{alt}">{alt}</p>'
             f'<p class="tile-meta"><span class="score">{shown_score(hit.score, 2)}</span>'
@@ -83,16 +77,16 @@ def tile_html(index: int, hit: Hit) -> str:
 
 def detail_html(hit: Hit, root: Path, extras: dict[str, str] | None = None) -> str:
     """The detail view of one hit: large picture, description, credit, known place/date/camera, score, links."""
-    alt = e(alt_text(hit))
+    alt = html_text(alt_text(hit))
     rows = [("Score", shown_score(hit.score, 3)), ("Id", hit.id)]
     rows += [(label, (extras or {}).get(key) or getattr(hit, key, None)) for key, label in EXTRA_FIELDS]
-    facts = "".join(f"<dt>{e(label)}</dt><dd>{e(value)}</dd>" for label, value in rows if value)
+    facts = "".join(f"<dt>{html_text(label)}</dt><dd>{html_text(value)}</dd>" for label, value in rows if value)
     page = safe_link(hit.page_url)
-    links = [f'<a href="{e(with_utm(page) if is_unsplash(hit) else page)}" target="_blank" rel="noopener">'
+    links = [f'<a href="{html_text(with_utm(page) if is_unsplash(hit) else page)}" target="_blank" rel="noopener">'
              f'{"Unsplash page" if is_unsplash(hit) else "Source page"}</a>'] if page else []
     original = safe_link(hit.image) or picture_url(hit, 0)
-    links.append(f'<a href="{e(original)}" target="_blank" rel="noopener">Open original</a>')
-    return (f'<img class="detail-img" src="{e(picture_url(hit, DETAIL_WIDTH))}" alt="{alt}">'
+    links.append(f'<a href="{html_text(original)}" target="_blank" rel="noopener">Open original</a>')
+    return (f'<img class="detail-img" src="{html_text(picture_url(hit, DETAIL_WIDTH))}" alt="{alt}">'
             f'<div class="detail-info"><h2 class="detail-title">{alt}</h2>'
             f'<p class="detail-credit">{credit_html(hit, root)}</p><dl>{facts}</dl>'
             f'<p class="detail-links">{" · ".join(links)}</p></div>')
@@ -109,8 +103,9 @@ DIALOG = ('<dialog class="detail" aria-label="Picture details"><div class="detai
 
 def query_card(hit: Hit) -> str:
     """The picture a "more like this" search started from, kept in view above its results."""
-    return (f'<div class="query-card"><img src="{e(picture_url(hit, TILE_WIDTHS[0]))}" alt="{e(alt_text(hit))}" '
-            f'width="64" height="64"><p>More like <strong>{e(alt_text(hit))}</strong> <small>({e(hit.id)})</small>'
+    alt = html_text(alt_text(hit))
+    return (f'<div class="query-card"><img src="{html_text(picture_url(hit, TILE_WIDTHS[0]))}" alt="{alt}" '
+            f'width="64" height="64"><p>More like <strong>{alt}</strong> <small>({html_text(hit.id)})</small>'
             f'</p></div>')
 
 
@@ -126,5 +121,6 @@ def results_html(hits: list[Hit], root: Path, link: str, query_hit: Hit | None =
                       for index, hit in enumerate(hits))
     grid = f'<ul class="grid" aria-label="Results">{tiles}</ul>' if hits else ""
     grid += MORE if more and hits else ""
-    page = f'<div class="results" data-link="{e(link)}" data-count="{len(hits)}">{card}{grid}{details}{DIALOG}</div>'
+    page = (f'<div class="results" data-link="{html_text(link)}" data-count="{len(hits)}">'
+            f'{card}{grid}{details}{DIALOG}</div>')
     return page.replace("{", "&#123;").replace("}", "&#125;")  # braces only come from data: credit lines too

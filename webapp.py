@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+import re
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from search.config import DEMO_INDEX_DIR, EngineConfig
 from search.engine import Query, SearchEngine, Term, load_engine
 from search.errors import BadQueryError, SearchError
+from search.limits import pin_blas_threads
 from search.onnx_text import enable_onnx_text_in_background
 from search.types import Hit
 from search.ui_hints import ui_hints
@@ -49,6 +51,7 @@ class Startup:
 def start_engine(config: EngineConfig) -> Startup:
     """Load the configured index (or the demo) and warm the model up, then move text queries to ONNX Runtime in
     the background (and warm that up too)."""
+    pin_blas_threads()
     startup = _load_or_demo(config)
     engine = startup.engine
     engine.warm_up()
@@ -79,8 +82,8 @@ def demo_notice(source: str | None, reason: str | None) -> str:
     if source is None:
         head = "**No index configured**: this is the bundled demo (300 synthetic shapes, a tiny CLIP)."
     else:
-        head = (f"**Could not load the index `{source}`**, so this is the bundled demo (300 synthetic shapes).\n\n"
-                f"Reason: {reason}")
+        head = (f"**Could not load the index {markdown_text(source)}**, so this is the bundled demo (300 synthetic "
+                f"shapes).\n\nReason: {markdown_text(reason)}")
     return (f"{head}\n\nTo search real photos, build and publish an index, then point the app at it "
             f"(`--index` or `SEARCH_INDEX`):\n\n```bash\n{BUILD_COMMAND}\n```")
 
@@ -183,23 +186,44 @@ def safe_link(url: str | None) -> str | None:
         return None
 
 
+# What can start Markdown or HTML inside a line: escapes, code, emphasis, strike-through, links and images, tags,
+# entities, maths, table cells, and autolinks (`https:` or `www.`). Line-start syntax (#, -, 1.) never applies
+# where these texts go: each is quoted inside a line of our own.
+_MARKDOWN_SYNTAX = re.compile(r"[\\`*_~\[\]!<>&$|:.{}#]")
+
+
+def html_text(text: object, *, attribute: bool = True) -> str:
+    """`text` as itself in HTML: the one escaping function for every text from outside the code (queries, ids,
+    links, bundle and data set values). In an attribute (the default) quotes and braces too: gradio's HTML
+    templates read {{…}}; as element text (`attribute=False`, e.g. an error toast) only &, < and >."""
+    if not attribute:
+        return html.escape(str(text), quote=False)
+    return html.escape(str(text), quote=True).replace("{", "&#123;").replace("}", "&#125;")
+
+
+def markdown_text(text: object) -> str:
+    """`text` as itself inside a line of Markdown: each mark of inline syntax as a numeric character reference,
+    which Markdown shows as the character and never reads as syntax; line breaks become spaces."""
+    return _MARKDOWN_SYNTAX.sub(lambda mark: f"&#{ord(mark.group())};", " ".join(str(text).split()))
+
+
 def credit_html(hit: Hit, root: Path) -> str:
     """One linked attribution: "Photo by NAME on Unsplash" for Unsplash, else the source page or the local file."""
-    name = html.escape(hit.photographer or "an unknown photographer")
-    label = html.escape(hit.description or hit.id)
+    name = html_text(hit.photographer or "an unknown photographer")
+    label = html_text(hit.description or hit.id)
     page_url = safe_link(hit.page_url)
     if page_url and is_unsplash(hit):
-        page, home = html.escape(with_utm(page_url)), html.escape(with_utm("https://unsplash.com/"))
+        page, home = html_text(with_utm(page_url)), html_text(with_utm("https://unsplash.com/"))
         return (f'{label} — Photo by <a href="{page}" target="_blank" rel="noopener">{name}</a> on '
                 f'<a href="{home}" target="_blank" rel="noopener">Unsplash</a>')
     if page_url:
-        page = html.escape(page_url)
+        page = html_text(page_url)
         return f'{label} — Photo by {name}, <a href="{page}" target="_blank" rel="noopener">source page</a>'
     if "://" in hit.image:  # a remote picture without a usable page: credit the name, link nothing
         return f"{label} — Photo by {name}"
     path = Path(hit.image)
     shown = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)  # never a server path
-    return f"{label} — local file <code>{html.escape(str(shown))}</code>"
+    return f"{label} — local file <code>{html_text(shown)}</code>"
 
 
 def status_text(hits: list[Hit], seconds: float, threshold: float, best: float | None, what: str,  # noqa: PLR0917
@@ -207,7 +231,7 @@ def status_text(hits: list[Hit], seconds: float, threshold: float, best: float |
     """The line above the gallery: count and time, or a hint when nothing passed the threshold; `best` is the
     closest score among the items the filters keep (with `filtered` and None: they keep none, so no threshold
     would help)."""
-    took = f"{seconds * 1000:.0f} ms"
+    took, what = f"{seconds * 1000:.0f} ms", markdown_text(what)  # `what` quotes the query or an item id
     if hits:
         return f"{len(hits)} result{'s' if len(hits) != 1 else ''} for {what} in {took} (threshold {threshold:.2f})"
     if best is None and filtered:

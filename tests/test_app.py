@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import subprocess
@@ -416,8 +417,9 @@ def test_unreachable_hub_index_falls_back_to_the_demo_with_the_reason() -> None:
     startup = start_engine(EngineConfig(index="nobody/missing-index@main"))
     assert startup.is_demo and len(startup.engine.bundle.catalog) == 300
     assert startup.notice is not None
-    assert "Could not load the index `nobody/missing-index@main`" in startup.notice
-    assert "cannot download index bundle nobody/missing-index@main" in startup.notice
+    shown = html.unescape(startup.notice)  # the names and the reason are escaped for Markdown
+    assert "Could not load the index nobody/missing-index@main**" in shown
+    assert "cannot download index bundle nobody/missing-index@main" in shown
     assert BUILD_COMMAND in startup.notice
     assert startup.engine.search_text("a red circle", 1)[0].description.startswith("a red circle")
 

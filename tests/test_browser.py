@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from PIL import Image
@@ -345,3 +346,18 @@ def test_a_failed_load_more_gives_its_button_back(open_page) -> None:
     page.unroute("**/gradio_api/queue/join*")
     button.click()  # and it works again
     status_after(page, r"24 results for “a circle”")
+
+
+def test_markup_from_a_link_is_shown_as_text_never_rendered(browser, app_url: str) -> None:
+    query = "red **b** [l](//x.invalid) <form><input type=password>$$x$$"  # the status line quotes 60 characters
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app_url.rstrip("/") + "/?" + urlencode({"q": query}))
+        status = page.locator("#status")
+        status.filter(has_text="<form><input type=password>").wait_for()  # quoted as typed, whatever was found
+        assert "**b** [l](//x.invalid)" in status.inner_text() and "$$x$$" in status.inner_text()
+        assert status.locator("form, input, a, strong, .katex").count() == 0
+    finally:
+        context.close()

@@ -3,6 +3,7 @@ is refused, and nothing unpickles data from a bundle (or a build's checkpoint sh
 
 from __future__ import annotations
 
+import html
 import json
 import pickle
 import random
@@ -97,7 +98,7 @@ def test_the_app_and_the_cli_refuse_a_tampered_bundle_with_the_reason(demo_copy:
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     flip_byte(demo_copy / "images" / "shape-123.jpg")
     startup = start_engine(EngineConfig(index=str(demo_copy)))
-    assert startup.is_demo and "images/shape-123.jpg is corrupt (sha256 differs" in (startup.notice or "")
+    assert startup.is_demo and "images/shape-123.jpg is corrupt (sha256 differs" in html.unescape(startup.notice or "")
     assert cli.main(["a red circle", "--index", str(demo_copy)]) == 1
     assert "images/shape-123.jpg is corrupt" in capsys.readouterr().err
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
+import gradio as gr
 import pytest
 
+from search.errors import UnknownItemError
 from search.types import Hit
+from ui_handlers import as_gr_error
 from ui_links import LinkState, parse_link
 from ui_render import blur_hash, detail_html, picture_url, results_html, srcset, tile_html
+from webapp import markdown_text, status_text
 
 UNSPLASH = Hit("abc", 0.3127, "https://images.unsplash.com/photo-1?ixid=x&w=1080", "https://unsplash.com/photos/abc",
                "a foggy forest", "Jane Doe")
@@ -77,3 +83,26 @@ def test_the_detail_view_shows_place_date_and_camera_when_known() -> None:
     assert "Location" not in plain and "Camera" not in plain
     known = detail_html(UNSPLASH, Path("/b"), {"location": "Oslo <Norway>", "date": "2021-05-01", "camera": "X100"})
     assert "<dt>Location</dt><dd>Oslo &lt;Norway&gt;</dd>" in known and "<dd>X100</dd>" in known
+
+
+def test_markdown_text_is_shown_as_itself() -> None:
+    hostile = "<form action=//x>**b** [l](javascript:alert(1)) `c` $$x$$ \\ &amp; # h\n- item www.example.com"
+    escaped = markdown_text(hostile)
+    assert not set(re.sub(r"&#\d+;", "", escaped)) & set("<>*[]`$\\_!|~&:.") and "\n" not in escaped
+    assert html.unescape(escaped) == " ".join(hostile.split())  # what the page shows: the text, on one line
+
+
+def test_the_status_line_quotes_a_query_as_text() -> None:
+    status = status_text([], 0.01, 0.2, None, "“<img src=x onerror=alert(1)> **now**”")
+    assert "<img" not in status and "**" not in status
+    assert "“<img src=x onerror=alert(1)> **now**”" in html.unescape(status)
+
+
+def test_a_failure_reaches_the_toast_escaped_and_the_api_readable() -> None:
+    @as_gr_error
+    def handler(item: str) -> None:
+        raise UnknownItemError(f"no item with id {item!r} in this index")
+
+    with pytest.raises(gr.Error) as failure:
+        handler("<img src=x onerror=alert(1)>")
+    assert failure.value.message == "no item with id '&lt;img src=x onerror=alert(1)&gt;' in this index"
