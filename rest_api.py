@@ -38,6 +38,12 @@ Options = dict[str, str] | None
 PREFIX = "/api"
 IMAGE_ROUTE = "/search/image"  # the one route with a body: upload_inputs.UPLOAD_BODY names it for its size limit
 DEFAULT_K = 12
+LIGHT_DEPTH = 100
+"""A search reaching at most this many hits deep (offset + k) without folding costs a few milliseconds at most."""
+HEAVY_SLOTS = 1
+"""Heavy searches at once: each is bounded (search/retrieval.py, at most ~0.1 s of one core on 40 000 items), and
+one at a time leaves the other core to everyone else."""
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client that left
 # One status per kind of failure; anything else a SearchError says is a bad parameter value (400).
 STATUS = ((UnknownItemError, 404), (BadImageError, 422), (BusyError, 503), (SearchError, 400))
 
@@ -97,10 +103,12 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
                   responses=ERRORS,
                   description="Search a photo collection by text, by example image or by a collection item.")
 
-    # Sync routes: FastAPI runs them in its thread pool, so model work never blocks the event loop.
+    lanes = Lanes()
+
     @api.get("/search", response_model=list[Hit], summary="Items matching a text description")
-    def search(q: Annotated[str, Query(description="what the picture shows")], params: Params) -> Any:
-        return answer(handlers.search_text, q, params)
+    async def search(request: Request, q: Annotated[str, Query(description="what the picture shows")],
+                     params: Params) -> Any:
+        return await lanes.answer(request, handlers.search_text, q, params)
 
     # Every upload needs a model slot, so more upload threads than slots would only wait, holding worker threads
     # that cached text queries and "more like this" need (64 clients: those waited ~0.9 s behind the uploads).
@@ -113,15 +121,51 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
         return await to_thread.run_sync(answer, handlers.search_image, file.file, params, limiter=uploads)
 
     @api.get("/similar/{id}", response_model=list[Hit], summary="Items like a collection item")
-    def similar(id: Annotated[str, PathParam(description="an item id from a hit")], params: Params) -> Any:
-        return answer(handlers.similar, id, params)
+    async def similar(request: Request, id: Annotated[str, PathParam(description="an item id from a hit")],
+                      params: Params) -> Any:
+        return await lanes.answer(request, handlers.similar, id, params)
 
     @api.get("/health", summary="Whether the index is loaded, which one, and with which model")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: no worker thread to wait for, however busy
         return health_record(startup)
 
     add_error_handlers(api)
     return api
+
+
+def is_heavy(params: SearchParams) -> bool:
+    """Whether a search may cost more than a plain one: it reaches past LIGHT_DEPTH hits, or folds duplicates.
+
+    Only a routing decision: values that do not parse count as heavy, and the handler refuses them."""
+    options = params.options or {}
+    offset = (options.get("offset") or "0").strip()
+    deep = not (offset.isdigit() and len(offset) < 10) or not params.k + int(offset) <= LIGHT_DEPTH
+    return deep or (options.get("collapse_radius") or "").strip().lower() not in {"", "off"}
+
+
+class Lanes:
+    """Where a REST search runs. A light one at once, on the server's worker threads. A heavy one (is_heavy) in
+    a lane of HEAVY_SLOTS: it waits for the lane on the event loop, holding no thread, so a burst of heavy
+    requests never leaves light ones (or /health) without a thread; and it is dropped, unanswered, when its
+    client has gone by the time its turn comes."""
+
+    def __init__(self, heavy_slots: int = HEAVY_SLOTS) -> None:
+        self.heavy = CapacityLimiter(heavy_slots)
+
+    async def answer(self, request: Request, handler: Callable[..., list[dict]], source: Any,
+                     params: SearchParams) -> Response:
+        """`answer(handler, source, params)` on a worker thread, in the lane its cost calls for."""
+        if not is_heavy(params):
+            return await to_thread.run_sync(answer, handler, source, params)
+        async with self.heavy:
+            if await client_gone(request):
+                return error(CLIENT_GONE, "the client went away before its search ran")
+            return await to_thread.run_sync(answer, handler, source, params)
+
+
+async def client_gone(request: Request) -> bool:
+    """Whether the client has closed the connection (a GET's empty body may come first: look past it)."""
+    return await request.is_disconnected() or await request.is_disconnected()
 
 
 def health_record(startup: Startup) -> dict[str, Any]:

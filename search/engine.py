@@ -20,7 +20,7 @@ from search.filters import SearchOptions
 from search.hub import fetch_bundle
 from search.images import load_image
 from search.limits import WorkLimiter, shared_limiter
-from search.retrieval import Retriever
+from search.retrieval import MAX_COLLAPSED_DEPTH, Retriever
 from search.types import FeatureVector, Hit
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,9 @@ def _check_limits(top_k: Any, threshold: Any, options: Any = None) -> None:
         raise BadQueryError(f"threshold must be a cosine similarity from -1 to 1, got {threshold!r}")
     if options is not None and not isinstance(options, SearchOptions):
         raise BadQueryError("options must be a SearchOptions; build it with SearchOptions.from_params")
+    if options is not None and options.collapse_radius is not None and options.offset + top_k > MAX_COLLAPSED_DEPTH:
+        raise BadQueryError(f"with near-duplicates folded (collapse_radius), pages reach {MAX_COLLAPSED_DEPTH} hits "
+                            f"deep, not offset {options.offset} + top_k {top_k}; turn folding off to page further")
 
 
 def _keyword_text(query: Query) -> str | None:

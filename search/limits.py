@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from threadpoolctl import threadpool_limits
+
 from search.errors import SearchError
 
 MODEL_SLOTS = 2
@@ -47,6 +49,13 @@ def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     except (AttributeError, ValueError, OSError):  # no confstr (Windows), no such name, or not glibc
         glibc = False
     return glibc and bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
+
+
+def pin_blas_threads(threads: int = 1) -> None:
+    """One BLAS thread per caller: ranking's matrix products run on the limiter's threads, which already spread
+    work over the cores; OpenBLAS's own threads on top oversubscribed them (four heavy requests at once took
+    several times four one's time)."""
+    threadpool_limits(threads, user_api="blas")
 
 
 T = TypeVar("T")

@@ -39,29 +39,53 @@ def cut_count(scores: Scores, cutoff: str) -> int:
 
 
 Folded = tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]
+COLLAPSE_BLOCK = 256
+"""Candidates compared with the kept hits in one matrix product: one BLAS call per block instead of one per row."""
 
 
 def collapse(rows: Rows, embeddings: FeatureVector, radius: float) -> Folded:
     """Positions of the hits kept (best first) and, per kept hit, how many later hits were folded into it.
 
     A hit within cosine distance `radius` of an already kept hit is folded into the most similar such hit;
-    greedy in rank order, so the outcome for the first n hits never depends on later ones.
+    greedy in rank order, so the outcome for the first n hits never depends on later ones. Blocks of candidates
+    meet the kept hits in one matrix product each; only candidates no earlier block folds are walked one by one.
     """
     vectors = np.asarray(embeddings[rows], np.float32)
-    kept = np.empty_like(vectors)  # vectors of the hits kept so far, in rank order
+    kept = np.empty((len(rows), vectors.shape[1]), np.float32)  # vectors of the hits kept so far, in rank order
     positions: list[int] = []
     counts = np.zeros(len(rows), np.int64)
-    for position, vector in enumerate(vectors):
-        # Against the kept hits only (a page's worth), not all pairs: n x page products, not n x n.
-        if positions:
-            similarity = kept[:len(positions)] @ vector
-            nearest = int(np.argmax(similarity))
-            if similarity[nearest] >= 1.0 - radius:
-                counts[nearest] += 1
-                continue
-        kept[len(positions)] = vector
-        positions.append(position)
+    floor = 1.0 - radius
+    for start in range(0, len(vectors), COLLAPSE_BLOCK):
+        block = vectors[start:start + COLLAPSE_BLOCK]
+        earlier = len(positions)
+        prior = block @ kept[:earlier].T  # against the hits kept before this block
+        fresh = _kept_in_block(block, prior, floor)
+        folded = np.setdiff1d(np.arange(len(block)), fresh)
+        if len(folded):
+            # The most similar hit kept before each folded one: earlier blocks first, so ties go to the better rank.
+            inner = block[folded] @ block[fresh].T
+            later = np.where(fresh[None, :] < folded[:, None], inner, -np.inf)
+            np.add.at(counts, np.argmax(np.hstack([prior[folded], later]), axis=1), 1)
+        kept[earlier:earlier + len(fresh)] = block[fresh]
+        positions.extend((start + fresh).tolist())
     return np.asarray(positions, np.intp), counts[:len(positions)]
+
+
+def _kept_in_block(block: FeatureVector, prior: npt.NDArray[np.float32], floor: float) -> npt.NDArray[np.intp]:
+    """Offsets in one block of the hits it keeps.
+
+    Only candidates that no hit kept before the block is near are walked one by one; each is kept unless a hit
+    this block kept before it is within the radius."""
+    open_ = np.flatnonzero(prior.max(axis=1, initial=-np.inf) < floor)
+    among = block[open_] @ block[open_].T
+    fresh: list[int] = []
+    near_fresh = np.zeros(len(open_), bool)  # within the radius of a hit this block already kept
+    for place, offset in enumerate(open_.tolist()):
+        if near_fresh[place]:
+            continue
+        fresh.append(offset)
+        near_fresh |= among[place] >= floor
+    return np.asarray(fresh, np.intp)
 
 
 def sort_order(rows: Rows, attributes: Attributes, sort: str) -> npt.NDArray[np.intp]:

@@ -42,6 +42,11 @@ OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room fo
 FIRST_WINDOW = 16
 SORT_POOL = 100
 """Sorting by date or popularity reorders the best this-many candidates above the threshold."""
+MAX_COLLAPSED_DEPTH = 1000
+"""Pages with near-duplicates folded reach this many hits deep (offset + top_k): folding compares each candidate
+with every hit kept, so its cost grows with depth times window (search.engine checks it)."""
+COLLAPSE_MAX_WINDOW = 8 * MAX_COLLAPSED_DEPTH
+"""Folding looks at most this many candidates deep: a radius that folds nearly everything ends a page short."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ class Retriever:
         window = first_window(need, max(folding, GAP_SPAN if options.cutoff == "gap" else 0))
         if options.sort != "relevance":
             window = SORT_POOL
+        largest = max(window, COLLAPSE_MAX_WINDOW)
         while True:
             rows, scores = self.candidates(vector, window, allowed, exclude_row)
             complete = len(rows) < window or (len(scores) > 0 and scores[-1] < threshold)
@@ -115,7 +121,8 @@ class Retriever:
                 kept, duplicates = collapse(rows, self.embeddings, options.collapse_radius)
                 rows, scores = rows[kept], scores[kept]
             # A cut-off that cut is final (later candidates score lower still); a sort reorders one fixed pool.
-            if complete or keep < above or options.sort != "relevance" or len(rows) >= need:
+            # Past the largest window a page stays short rather than cost more.
+            if complete or keep < above or options.sort != "relevance" or len(rows) >= need or window >= largest:
                 break
             window *= 2  # collapse folded too many to fill the page: look twice as deep
         order = sort_order(rows, self.catalog.attributes, options.sort)[options.offset:need]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 
 import httpx
 import pytest
+import uvicorn
 from gradio_client import Client, handle_file
 
+from rest_api import SearchParams, is_heavy, rest_app
 from search.config import DEMO_INDEX_DIR
 from search.limits import shared_limiter
 
@@ -148,3 +151,67 @@ def test_one_limiter_for_rest_and_gradio_and_the_loop_stays_free(rest: httpx.Cli
     assert isinstance(refused, httpx.Response) and refused.status_code == 503
     assert refused.json()["error"].startswith("the server is busy") and refused.json()["error"] in busy
     assert rest.get("/api/search", params={"q": "a never cached query about limits", "k": 3}).status_code == 200
+
+
+# --- heavy requests: one lane, no thread held while waiting, dropped when their client has gone ---
+
+class GatedHandlers:
+    """Handlers whose "more like" search for an id starting with `slow` blocks until released; calls are recorded."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def similar(self, id: str, top_k: float, threshold: float, options: dict | None = None) -> list[dict]:
+        self.calls.append(id)
+        if id.startswith("slow"):
+            assert self.release.wait(30)
+        return []
+
+    search_text = search_image = similar
+
+
+@contextmanager
+def served(app: object) -> Iterator[str]:
+    """`app` under uvicorn on a free loopback port, in a thread."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_heavy_request_whose_client_left_while_it_waited_never_runs(demo_startup) -> None:
+    handlers = GatedHandlers()
+    with served(rest_app(handlers, demo_startup)) as url, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(httpx.get, f"{url}/similar/slow-first", params={"k": 1000}, timeout=30)
+        while handlers.calls != ["slow-first"]:
+            time.sleep(0.01)
+        with pytest.raises(httpx.ReadTimeout):  # it waits for the heavy lane, and its client gives up
+            httpx.get(f"{url}/similar/slow-second", params={"k": 5, "collapse_radius": "0.1"}, timeout=0.5)
+        # Meanwhile light requests and the health check are answered at once.
+        for path, params in (("/similar/quick", {"k": 12}), ("/health", {})):
+            start = time.perf_counter()
+            assert httpx.get(f"{url}{path}", params=params, timeout=5).status_code == 200
+            assert time.perf_counter() - start < 1.0
+        handlers.release.set()
+        assert first.result().status_code == 200
+        time.sleep(0.5)  # the lane is free: the abandoned request had its turn
+        assert handlers.calls == ["slow-first", "quick"]
+
+
+@pytest.mark.parametrize(("params", "heavy"), [
+    ({"k": 12}, False), ({"k": 100}, False), ({"k": 101}, True), ({"k": 90, "offset": "10"}, False),
+    ({"k": 90, "offset": "11"}, True), ({"k": 5, "offset": "x"}, True), ({"k": 5, "offset": "9" * 50}, True),
+    ({"k": 5, "collapse_radius": "off"}, False), ({"k": 5, "collapse_radius": " "}, False),
+    ({"k": 5, "collapse_radius": "0"}, True), ({"k": float("inf")}, True), ({"k": float("nan")}, True),
+])
+def test_what_counts_as_heavy(params: dict, heavy: bool) -> None:
+    k = params.pop("k")
+    assert is_heavy(SearchParams(k, 0.0, params or None)) is heavy
