@@ -6,7 +6,10 @@ from __future__ import annotations
 import ast
 import json
 import math
+import pickle
 import socket
+import sqlite3
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +41,7 @@ from search.qdrant_index import (
 from search.qdrant_load import LoadOptions, load_collection, main
 from search.qdrant_payload import payload_filter
 from search.retrieval import Retriever
-from tests.conftest import DEMO_INDEX_DIR, metadata_table, unit_vectors
+from tests.conftest import metadata_table, unit_vectors
 
 
 def loaded(root: Path, name: str = "items", options: LoadOptions | None = None,
@@ -74,21 +77,16 @@ def test_answers_are_exact_search_with_the_index_score_rules(make_bundle: Callab
     assert len(index.query(unit_vectors(1, 16)[0], 0)[0]) == 0
 
 
-def test_app_and_cli_serve_the_demo_from_qdrant_with_the_same_hits(tmp_path: Path, demo_engine,
+def test_app_and_cli_serve_the_demo_from_qdrant_with_the_same_hits(demo_engine,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    folder = tmp_path / "qdrant"
-    assert main([str(DEMO_INDEX_DIR), "--qdrant", f"local:{folder}", "--collection", "demo"]) == 0
-    assert "loaded 300 items" in capsys.readouterr().out
-    config = EngineConfig(qdrant_url=f"local:{folder}", qdrant_collection="demo", onnx_text=False)
-    engine = load_engine(config)
+    config = EngineConfig(qdrant_url=":memory:", qdrant_collection="demo", onnx_text=False)
+    engine = load_engine(config)  # embedded mode, filled from the bundle's own vectors
     assert isinstance(engine.bundle.index, QdrantIndex)
     for got, want in [(engine.search_text("a red circle", 8), demo_engine.search_text("a red circle", 8)),
                       (engine.similar("shape-010", 5, 0.5), demo_engine.similar("shape-010", 5, 0.5))]:
         assert [hit.id for hit in got] == [hit.id for hit in want]
         assert all(abs(a.score - b.score) <= 1.01e-6 for a, b in zip(got, want, strict=True))
-    engine.bundle.index._client.close()  # embedded mode locks its folder: one client at a time
-    assert cli.main(["a red circle", "--top-k", "3", "--json", "--qdrant", f"local:{folder}",
-                     "--collection", "demo"]) == 0
+    assert cli.main(["a red circle", "--top-k", "3", "--json", "--qdrant", ":memory:", "--collection", "demo"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [hit["id"] for hit in hits] == [hit.id for hit in demo_engine.search_text("a red circle", 3)]
 
@@ -212,11 +210,9 @@ def test_int8_option_and_an_existing_collection(make_bundle: Callable[..., Path]
     assert load_collection(client, "items", contents, LoadOptions(recreate=True)) == 40
     assert created[1]["quantization_config"] is None
     QdrantIndex.open(client, "items", contents)  # the recreated collection is complete
-    folder = f"local:{tmp_path / 'q'}"
-    assert main([str(root), "--qdrant", folder, "--collection", "c"]) == 0
-    assert main([str(root), "--qdrant", folder, "--collection", "c"]) == 1
-    assert capsys.readouterr().err.strip() == "error: Qdrant collection c exists already; pass --recreate to " \
-                                              "replace it"
+    assert main([str(root), "--qdrant", ":memory:", "--collection", "c"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --qdrant :memory: keeps nothing once this command ends; give " \
+        "a Qdrant server URL (the app and `python -m search` load a bundle into :memory: themselves)"
 
 
 def _closed_port() -> int:
@@ -245,8 +241,8 @@ def test_configuration_from_the_environment_and_flags(monkeypatch: pytest.Monkey
     assert (config.qdrant_url, config.qdrant_collection, config.qdrant_api_key) == \
         ("http://qdrant.example:6333", "photos", "secret-key")
     assert "secret-key" not in repr(config)
-    args = cli.build_parser().parse_args(["q", "--qdrant", "local:/x", "--collection", "c"])
-    assert (args.qdrant, args.collection) == ("local:/x", "c")
+    args = cli.build_parser().parse_args(["q", "--qdrant", ":memory:", "--collection", "c"])
+    assert (args.qdrant, args.collection) == (":memory:", "c")
     assert EngineConfig().qdrant_url is None  # the default stays the in-process hnswlib index
 
 
@@ -290,16 +286,54 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert min(recalls["hnswlib"], recalls["qdrant-edge f32"], recalls["qdrant-edge int8+rescore"]) >= 0.9
 
 
-def test_a_refused_collection_releases_an_embedded_folder(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
-    root = make_bundle(count=30, dim=16)
-    url = f"local:{tmp_path / 'q'}"
-    assert main([str(root), "--qdrant", url, "--collection", "items"]) == 0
-    with pytest.raises(QdrantIndexError, match="no Qdrant collection typo"):
-        load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="typo"))
-    bundle = load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="items"))  # not locked
-    assert len(bundle.index) == 30 and len(bundle.catalog) == 30
-    with pytest.raises(QdrantIndexError, match="already accessed by another instance"):  # embedded: one at a time
-        load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="items"))
+class _WritesAMarker:
+    """Pickled, it is a call of exec that writes `marker` when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def crafted_folder(root: Path, folder: Path, marker: Path) -> Path:
+    """qdrant-client's folder storage of the bundle at `root`, as `local:DIR` used to read it, plus a point whose
+    pickle writes `marker` when read."""
+    client = QdrantClient(path=str(folder))
+    load_collection(client, "items", BundleContents.load(root))
+    client.close()
+    with sqlite3.connect(folder / "collection" / "items" / "storage.sqlite") as storage:
+        storage.execute("INSERT INTO points VALUES (?, ?)", ("evil", pickle.dumps(_WritesAMarker(marker))))
+    storage.close()
+    return folder
+
+
+def test_a_pickled_storage_folder_is_never_read(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    root, marker = make_bundle(count=30, dim=16), tmp_path / "marker"
+    folder = crafted_folder(root, tmp_path / "q", marker)
+    # qdrant-client itself runs the pickle on opening the folder: the refusal below is what keeps it unread.
+    opened = subprocess.run([sys.executable, "-c", f"from qdrant_client import QdrantClient\n"
+                             f"QdrantClient(path={str(folder)!r})"], capture_output=True, text=True, check=False)
+    assert marker.read_text() == "ran", opened.stderr
+    marker.unlink()
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    for url in (f"local:{folder}", "local:", f"local:{tmp_path / 'none'}"):
+        with pytest.raises(QdrantIndexError, match=r"is refused: qdrant-client's local storage keeps points as "
+                                                   r"pickles.*use --qdrant :memory:") as refused:
+            load_qdrant_bundle(root, EngineConfig(index=str(root), qdrant_url=url, qdrant_collection="items"))
+        assert "\n" not in str(refused.value)
+    result = subprocess.run([sys.executable, "-m", "search", "red", "--index", str(root), "--qdrant",
+                             f"local:{folder}", "--collection", "items"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, check=False, timeout=120)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "is refused" in result.stderr
+    assert not marker.exists() and not (tmp_path / "none").exists()
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before  # not even locked
+
+
+def test_the_loader_writes_no_folder_storage(make_bundle: Callable[..., Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(make_bundle(count=10, dim=16)), "--qdrant", f"local:{tmp_path / 'q'}", "--collection", "c"]) == 1
+    assert "is refused" in capsys.readouterr().err and not (tmp_path / "q").exists()
 
 
 FILTERED_COUNT = 1500
