@@ -80,7 +80,8 @@ def connect(url: str, api_key: str | None = None) -> QdrantClient:
     as soon as a client opens the folder, so a crafted folder runs code (and opening one writes into it). An
     allow-listing unpickler would mean replacing `pickle` inside qdrant-client's private persistence module, which a
     client update could bypass without notice; `:memory:` is filled from the bundle's own checked vectors instead,
-    the same data embedded mode would have read back, at the same cost of a full load on every start.
+    the same data embedded mode would have read back. Embedded mode loads everything on every start either way:
+    5000 512-d points took 0.85 s filled from vectors, 0.36 s read back from a folder (one run, 2-core EPYC).
     """
     if url == MEMORY:
         return QdrantClient(location=MEMORY)
