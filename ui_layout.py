@@ -25,8 +25,8 @@ PRIVATE = {"api_visibility": "private", "show_progress": "minimal", "concurrency
 def build_app(startup: Startup, ui: SearchUI | None = None) -> gr.Blocks:
     """The Blocks UI and API over one engine (through `ui`, made here when not given)."""
     ui = ui or SearchUI(startup)
-    # Uploads and fetched URLs are deleted 30 minutes after they arrive (checked every 5), so repeated uploads
-    # cannot fill the disk; examples stay (gradio keeps them).
+    # Uploads and fetched URLs are deleted 30 minutes after they arrive (checked every 5), which frees their room
+    # in the cache's size budget (upload_inputs.UPLOAD_SPACE_BYTES); examples stay (gradio keeps them).
     with gr.Blocks(title="Semantic image search", analytics_enabled=False, delete_cache=UPLOAD_LIFETIME_S) as demo:
         gr.Markdown("# Semantic image search", elem_id="title")
         if startup.notice is not None:

@@ -1,7 +1,7 @@
 """How the app receives pictures and request bodies: size and time limits on every body (413/408, partial
-uploads deleted), an uploaded file's header checked before gradio opens it, error messages without server
-paths, and a URL given instead of a file fetched through the build's own download boundary (search/fetch.py),
-not gradio's.
+uploads deleted), a size budget for all the bytes gradio's upload cache holds at once (507), an uploaded file's
+header checked before gradio opens it, error messages without server paths, and a URL given instead of a file
+fetched through the build's own download boundary (search/fetch.py), not gradio's.
 
 Gradio downloads a URL that a caller puts in a file input (`{"path": "https://…"}`, or `handle_file(url)` in
 gradio_client) with no size or time limit, outside the request-body limits. Here the same ImageFetcher as the
@@ -12,14 +12,17 @@ the upload limit, one deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from gradio_client.utils import is_http_url_like
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
@@ -27,7 +30,8 @@ from starlette.middleware import Middleware
 from search.errors import BadImageError, FetchError
 from search.fetch import FetchConfig, ImageFetcher
 from search.images import check_image
-from search.limits import BodyLimits, BodyRefusedError, BodyRule
+from search.limits import STORED_PER_REQUEST, BodyLimits, BodyRefusedError, BodyRule
+from search.storage import DiskBudget, StorageFullError
 
 MAX_FILE_SIZE = "10mb"  # gradio's per-file upload limit
 MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
@@ -39,6 +43,13 @@ UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
                        ("/upload", "/process_recording", "/component_server", "/api/search/image"))
 JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
 URL_FETCH_TIMEOUT_S = 15.0
+# Gradio keeps each upload (and each fetched URL) for 30 minutes (ui_layout.UPLOAD_LIFETIME_S), so without a size
+# bound the disk it holds is bandwidth × 30 min (a loopback client stored 334 MiB/s). This bounds the bytes held in
+# its cache folder (uploads, fetched URLs, example copies), whatever their age: room for 50 uploads at the
+# 10 MiB limit, several times what visitors upload (a few pictures of a few MiB each); once it is full, uploads
+# are refused (507) until deletions free space.
+UPLOAD_SPACE_BYTES = 512 * 1024 * 1024
+STORED_PATHS = ("/upload",)  # the routes that keep a body in gradio's cache (the other UPLOAD_BODY routes do not)
 
 
 def fetch_url_inputs_within_limits(component: gr.components.Component, max_bytes: int) -> gr.components.Component:
@@ -53,7 +64,10 @@ def fetch_url_inputs_within_limits(component: gr.components.Component, max_bytes
             data = await asyncio.to_thread(fetcher.fetch_url, url_or_file_path)
         except FetchError as exc:
             raise gr.Error(f"cannot fetch the image URL: {exc}", print_exception=False) from exc
-        path = _save_download(Path(component.GRADIO_CACHE), url_or_file_path, data)
+        try:
+            path = await asyncio.to_thread(_save_download, Path(component.GRADIO_CACHE), url_or_file_path, data)
+        except StorageFullError as full:
+            raise gr.Error(str(full), print_exception=False) from None
         component.temp_files.add(path)
         return path
 
@@ -62,8 +76,22 @@ def fetch_url_inputs_within_limits(component: gr.components.Component, max_bytes
     return component
 
 
+@functools.cache
+def upload_space(folder: Path, max_bytes: int) -> DiskBudget:
+    """The one budget for `folder`, shared by the upload route's middleware and URL downloads."""
+    return DiskBudget(folder, max_bytes)
+
+
+def gradio_cache_space() -> DiskBudget:
+    """The budget of gradio's upload cache (GRADIO_TEMP_DIR, as gradio reads it when the app is made)."""
+    return upload_space(Path(get_upload_folder()), UPLOAD_SPACE_BYTES)
+
+
 def _save_download(cache: Path, url: str, data: bytes) -> str:
     """The bytes in a new folder of gradio's cache, under a name taken from nothing the caller chose."""
+    space = upload_space(cache, UPLOAD_SPACE_BYTES)
+    space.measure_if_stale()
+    space.charge(len(data) + STORED_PER_REQUEST)  # StorageFullError before anything is written
     cache.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=hashlib.sha256(url.encode()).hexdigest()[:16], dir=cache))
     path = folder / "download"
@@ -116,5 +144,7 @@ class _RefusedBodyError(BodyRefusedError, MultiPartException):
 
 
 def body_limits() -> Middleware:
-    """The request-body limits, as Starlette middleware for gradio's FastAPI app."""
-    return Middleware(BodyLimits, rules=(UPLOAD_BODY,), default=JSON_BODY, refused=_RefusedBodyError)
+    """The request-body limits, as Starlette middleware for gradio's FastAPI app; call it once gradio's cache
+    folder is settled (GRADIO_TEMP_DIR)."""
+    stored = replace(UPLOAD_BODY, path_suffixes=STORED_PATHS, space=gradio_cache_space())
+    return Middleware(BodyLimits, rules=(stored, UPLOAD_BODY), default=JSON_BODY, refused=_RefusedBodyError)

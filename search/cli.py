@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=0.0,
                         help="lowest cosine similarity to keep, -1..1 (default 0.0)")
     add_option_arguments(parser)
-    parser.add_argument("--device", help="cpu, cuda or auto (default: $SEARCH_DEVICE, else cpu)")
-    parser.add_argument("--qdrant", metavar="URL", help="serve vectors from a Qdrant server (http://host:6333) or "
-                        "local:DIR, loaded by `python -m search.qdrant_load` (default: $SEARCH_QDRANT_URL)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: $SEARCH_DEVICE, else cpu)")
+    parser.add_argument("--qdrant", metavar="URL", help="serve vectors from a Qdrant server (http://host:6333) "
+                        "loaded by `python -m search.qdrant_load`, or from :memory: (qdrant-client's embedded mode, "
+                        "loaded from the bundle) (default: $SEARCH_QDRANT_URL)")
     parser.add_argument("--collection", metavar="NAME",
                         help="the Qdrant collection (default: $SEARCH_QDRANT_COLLECTION)")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON array")

@@ -85,7 +85,8 @@ class EngineConfig:
     onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/onnx_text.py); CPU only
     cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept
     # Serve vectors from a Qdrant collection loaded from the bundle (search/qdrant_index.py) instead of its hnswlib
-    # graph: a server URL, or `local:DIR` for qdrant-client's embedded mode. The bundle still supplies the catalog.
+    # graph: a server URL, or `:memory:` for qdrant-client's embedded mode (loaded from the bundle). The bundle still
+    # supplies the catalog.
     qdrant_url: str | None = None
     qdrant_collection: str | None = None
     qdrant_api_key: str | None = field(default=None, repr=False)  # a secret: kept out of logs and reprs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,10 +39,23 @@ class _UnsafeWeightsError(Exception):
         self.name = Path(path).name
 
 
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+"""The devices a model runs on. torch accepts more names (meta, xla, ...) that cannot run it, and says so only in
+a traceback from deep inside the first encode."""
+
+
 def resolve_device(device: str) -> str:
-    """'auto' becomes 'cuda' when a GPU is present, else 'cpu'; other names pass through."""
+    """'auto' becomes 'cuda' when a GPU is present, else 'cpu'; EncoderLoadError for any other name than cpu,
+    cuda, cuda:N or mps, or for a GPU this machine lacks."""
+    if not DEVICE.fullmatch(device):
+        raise EncoderLoadError(f"device {device[:40]!r} cannot run the model; use auto, cpu, cuda, cuda:N or mps")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and int(device.partition(":")[2] or 0) >= torch.cuda.device_count():
+        raise EncoderLoadError(f"device {device} is not on this machine ({torch.cuda.device_count()} CUDA GPUs); "
+                               "use auto or cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise EncoderLoadError("device mps is not available on this machine; use auto or cpu")
     return device
 
 
@@ -70,12 +84,13 @@ class ClipEncoder:
     @classmethod
     def load(cls, spec: EncoderSpec, device: str = "cpu", threads: int = 0) -> ClipEncoder:
         """Load a model by open_clip name + pretrained tag or file, `hf-hub:ID` or `local-dir:DIR`."""
+        device = resolve_device(device)
         configure_threads(threads)
         _only_safetensors()
         _WEIGHTS_LOADED.count = 0
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.model, pretrained=spec.pretrained, device=resolve_device(device))
+                spec.model, pretrained=spec.pretrained, device=device)
             tokenizer = open_clip.get_tokenizer(spec.model)
         except (ImportError, httpx2.HTTPError) as exc:  # a tokenizer fallback or a download that broke off
             raise EncoderLoadError(_load_failure_message(spec, exc)) from exc

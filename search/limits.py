@@ -3,7 +3,7 @@
 `WorkLimiter` bounds how many image decodes and model encodes run at the same time in the process, whatever
 route asked for them (UI, Gradio API, later REST and MCP), which is what bounds a burst's memory. `BodyLimits`
 is a plain ASGI middleware (no web framework imported) that refuses request bodies over a size or a time limit
-before any route parses them.
+before any route parses them, and those that would take a folder's `DiskBudget` past its size while they stream.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from threadpoolctl import threadpool_limits
 
 from search.errors import SearchError
+from search.storage import DiskBudget, StorageFullError
 
 MODEL_SLOTS = 2
 """Model work at once: torch already spreads one encode over both cores of a 2-vCPU Space, so more slots only
@@ -140,6 +141,7 @@ class BodyRule:
     max_bytes: int
     deadline_s: float
     path_suffixes: tuple[str, ...] = ()  # empty: the default rule for every other path
+    space: DiskBudget | None = None  # where the routes store the body: charged per request and per byte received
 
 
 @dataclass(slots=True)
@@ -181,6 +183,12 @@ class BodyLimits:
             await _respond(send, 413, _too_large(rule))  # refused unread
             return
         body = _Body(rule, asyncio.get_running_loop().time() + rule.deadline_s)
+        if rule.space is not None:
+            try:  # refused unread where even the declared body cannot be stored
+                await _charge(rule.space, STORED_PER_REQUEST, also_fits=declared or 0)
+            except StorageFullError as full:
+                await _respond(send, 507, str(full))
+                return
         try:
             await self.app(scope, self._receiver(body, receive), self._sender(body, send))
         except BodyRefusedError:
@@ -203,9 +211,15 @@ class BodyLimits:
                                               f"{body.rule.deadline_s:.0f} s; send it again") from None
             if message["type"] == "http.disconnect":
                 raise self._refuse(body, None, "the client went away before sending the whole body")
-            body.received += len(message.get("body", b""))
+            size = len(message.get("body", b""))
+            body.received += size
             if body.received > body.rule.max_bytes:
                 raise self._refuse(body, 413, _too_large(body.rule))
+            if body.rule.space is not None:
+                try:
+                    await _charge(body.rule.space, size)
+                except StorageFullError as full:
+                    raise self._refuse(body, 507, str(full)) from None
             body.complete = not message.get("more_body", False)
             return message
 
@@ -225,6 +239,20 @@ class BodyLimits:
             await send(message)
 
         return guarded
+
+
+STORED_PER_REQUEST = 8192
+"""Charged to a rule's DiskBudget for each request before its bytes: the disk blocks of the file and the folder that
+gradio makes for it, which a tiny upload would otherwise leave uncounted until the next measure."""
+
+
+async def _charge(space: DiskBudget, size: int, also_fits: int = 0) -> None:
+    """Charge `size` bytes to `space` (measuring it first off the event loop when stale), checking that `also_fits`
+    more would still fit."""
+    if space.stale():
+        await asyncio.to_thread(space.measure_if_stale)
+    space.check(size + also_fits)
+    space.charge(size)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -31,7 +31,10 @@ from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
 
+MEMORY = ":memory:"
+"""--qdrant for qdrant-client's embedded mode, in memory: the app loads the bundle into it on start."""
 LOCAL_PREFIX = "local:"
+"""--qdrant for embedded mode's folder storage, which is refused (see `connect`)."""
 FINGERPRINT_KEY = "bundle_embeddings_sha256"
 """Collection metadata key holding the sha256 of the bundle's embeddings.npy the collection was loaded from."""
 FORMAT_KEY = "payload_format"
@@ -66,21 +69,28 @@ class QdrantSearch:
 
 def is_embedded(client: QdrantClient) -> bool:
     """Whether `client` runs qdrant-client's embedded mode (exact search; HNSW and quantisation settings unused)."""
-    options = client.init_options
-    return options.get("location") == ":memory:" or options.get("path") is not None
+    return client.init_options.get("location") == MEMORY
 
 
 def connect(url: str, api_key: str | None = None) -> QdrantClient:
-    """A client for a server (`http(s)://host:port`) or qdrant-client's embedded mode (`local:DIR`, `:memory:`).
+    """A client for a server (`http(s)://host:port`) or qdrant-client's embedded mode in memory (`:memory:`).
 
-    Embedded mode is a brute-force scan in Python, for tests and small collections; a server runs HNSW.
+    Embedded mode is a brute-force scan in Python, for tests and small collections; a server runs HNSW. Its folder
+    form (`local:DIR`) is refused, unopened: qdrant-client keeps each point there as a pickle and unpickles them all
+    as soon as a client opens the folder, so a crafted folder runs code (and opening one writes into it). An
+    allow-listing unpickler would mean replacing `pickle` inside qdrant-client's private persistence module, which a
+    client update could bypass without notice; `:memory:` is filled from the bundle's own checked vectors instead,
+    the same data embedded mode would have read back. Embedded mode loads everything on every start either way:
+    5000 512-d points took 0.85 s filled from vectors, 0.36 s read back from a folder (one run, 2-core EPYC).
     """
-    if url == ":memory:":
-        return QdrantClient(location=":memory:")
+    if url == MEMORY:
+        return QdrantClient(location=MEMORY)
     if url.startswith(LOCAL_PREFIX):
-        return QdrantClient(path=str(Path(url.removeprefix(LOCAL_PREFIX)).expanduser()))
+        raise QdrantIndexError(f"--qdrant {url[:200]!r} is refused: qdrant-client's local storage keeps points as "
+                               f"pickles, which can run code when read; use --qdrant {MEMORY} (embedded mode, "
+                               "loaded from the bundle) or a Qdrant server URL")
     if not url.startswith(("http://", "https://")):
-        raise QdrantIndexError(f"--qdrant {url[:200]!r} is not a server URL (http(s)://host:6333) or local:DIR")
+        raise QdrantIndexError(f"--qdrant {url[:200]!r} is not a server URL (http(s)://host:6333) or {MEMORY}")
     # No version probe at construction: the collection checks in `QdrantIndex.open` are the first request.
     return QdrantClient(url=url, api_key=api_key, timeout=REQUEST_TIMEOUT_S, check_compatibility=False)
 
@@ -204,9 +214,13 @@ def load_qdrant_bundle(root: Path, config: EngineConfig) -> Bundle:
     url, api_key = config.qdrant_url, config.qdrant_api_key
     client = call_qdrant(config.qdrant_collection, lambda: connect(url, api_key))
     try:
+        if is_embedded(client):  # empty: filled from the bundle's checked vectors, then opened like any collection
+            from search.qdrant_load import load_collection  # (qdrant_load builds on this module)
+
+            load_collection(client, config.qdrant_collection, contents)
         index = QdrantIndex.open(client, config.qdrant_collection, contents)
     except QdrantIndexError:
-        client.close()  # embedded mode holds a lock on its folder until closed
+        client.close()
         raise
     keywords = read_keywords(contents.files, contents.manifest.count)  # fusion works as over hnswlib
     return Bundle(contents.folder.root, contents.manifest, contents.embeddings, index, contents.catalog,

@@ -21,7 +21,15 @@ from search.errors import SearchError
 from search.hub import fetch_bundle
 from search.manifest import EMBEDDINGS_FILE, METADATA_FILE
 from search.metadata import METADATA_COLUMNS, read_metadata
-from search.qdrant_index import FINGERPRINT_KEY, FORMAT_KEY, QdrantIndexError, call_qdrant, connect, is_embedded
+from search.qdrant_index import (
+    FINGERPRINT_KEY,
+    FORMAT_KEY,
+    MEMORY,
+    QdrantIndexError,
+    call_qdrant,
+    connect,
+    is_embedded,
+)
 from search.qdrant_payload import PAYLOAD_FORMAT, filter_columns, indexed_fields, payload_rows
 
 logger = logging.getLogger(__name__)
@@ -72,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.qdrant_load", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="bundle folder or Hub repo owner/name[@rev]")
     parser.add_argument("--qdrant", required=True, metavar="URL",
-                        help="server URL (http://host:6333; key in $QDRANT_API_KEY) or local:DIR (embedded mode)")
+                        help="server URL (http://host:6333; key in $QDRANT_API_KEY)")
     parser.add_argument("--collection", required=True, metavar="NAME", help="collection to create")
     parser.add_argument("--int8", action="store_true", help="int8 scalar quantisation with rescoring")
     parser.add_argument("--recreate", action="store_true", help="replace the collection if it exists")
@@ -88,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         contents = BundleContents.load(fetch_bundle(args.bundle))
         client = call_qdrant(args.collection, lambda: connect(args.qdrant, os.environ.get("QDRANT_API_KEY") or None))
         try:
+            if is_embedded(client):
+                raise QdrantIndexError(f"--qdrant {MEMORY} keeps nothing once this command ends; give a Qdrant server "
+                                       f"URL (the app and `python -m search` load a bundle into {MEMORY} themselves)")
             count = load_collection(client, args.collection, contents,
                                     LoadOptions(args.int8, args.recreate, max(1, args.batch_size)))
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,20 @@ def test_filter_collapse_and_page_flags(capsys: pytest.CaptureFixture[str]) -> N
     assert len(lines) == 5 and any("near-duplicates)" in line for line in lines)
     assert main([*argv, "--keywords", "off"]) == 0  # the demo has no keyword index: the same hits either way
     assert json.loads(capsys.readouterr().out) == blue
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--device", "meta"], "device 'meta' cannot run the model"),
+    (["--qdrant", "local:", "--collection", "demo"], "--qdrant 'local:' is refused"),
+])
+def test_an_unusable_device_or_storage_exits_with_one_line_and_writes_nothing(tmp_path: Path, flags: list[str],
+                                                                               fragment: str) -> None:
+    # A subprocess in an empty folder: `--qdrant local:` used to lock and write that folder (.lock, meta.json).
+    result = subprocess.run([sys.executable, "-m", "search", "red", "--index", str(DEMO_INDEX_DIR), *flags],
+                            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    _assert_one_line_error(result.returncode, result.stderr, fragment)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bad_environment_setting_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch,

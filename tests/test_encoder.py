@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from search.config import EncoderSpec
-from search.encoder import ClipEncoder
+from search.encoder import ClipEncoder, resolve_device
 from search.errors import EncoderLoadError
 from tests.conftest import DEMO_MODEL_DIR
 
@@ -167,3 +167,20 @@ def test_a_model_folder_without_weights_is_refused_not_randomly_initialised(tmp_
         ClipEncoder.load(EncoderSpec(f"local-dir:{folder}", None))
     assert "\n" not in str(info.value)
     assert ClipEncoder.load(EncoderSpec(f"local-dir:{DEMO_MODEL_DIR}", None)).dim > 0  # with weights: loads
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("meta", "device 'meta' cannot run the model; use auto, cpu, cuda, cuda:N or mps"),
+    ("xla", "device 'xla' cannot run the model"),
+    ("cpu:0 ", "device 'cpu:0 ' cannot run the model"),
+    (f"cuda:{torch.cuda.device_count()}", "is not on this machine"),
+])
+def test_a_device_that_cannot_run_the_model_is_refused_before_loading(device: str, message: str) -> None:
+    with pytest.raises(EncoderLoadError, match=message) as refused:
+        ClipEncoder.load(EncoderSpec(f"local-dir:{DEMO_MODEL_DIR}"), device)
+    assert "\n" not in str(refused.value)
+
+
+def test_resolve_device_keeps_what_runs() -> None:
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

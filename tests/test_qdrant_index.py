@@ -38,7 +38,7 @@ from search.qdrant_index import (
 from search.qdrant_load import LoadOptions, load_collection, main
 from search.qdrant_payload import payload_filter
 from search.retrieval import Retriever
-from tests.conftest import DEMO_INDEX_DIR, metadata_table, unit_vectors
+from tests.conftest import metadata_table, unit_vectors
 
 
 def loaded(root: Path, name: str = "items", options: LoadOptions | None = None,
@@ -74,21 +74,16 @@ def test_answers_are_exact_search_with_the_index_score_rules(make_bundle: Callab
     assert len(index.query(unit_vectors(1, 16)[0], 0)[0]) == 0
 
 
-def test_app_and_cli_serve_the_demo_from_qdrant_with_the_same_hits(tmp_path: Path, demo_engine,
+def test_app_and_cli_serve_the_demo_from_qdrant_with_the_same_hits(demo_engine,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    folder = tmp_path / "qdrant"
-    assert main([str(DEMO_INDEX_DIR), "--qdrant", f"local:{folder}", "--collection", "demo"]) == 0
-    assert "loaded 300 items" in capsys.readouterr().out
-    config = EngineConfig(qdrant_url=f"local:{folder}", qdrant_collection="demo", onnx_text=False)
-    engine = load_engine(config)
+    config = EngineConfig(qdrant_url=":memory:", qdrant_collection="demo", onnx_text=False)
+    engine = load_engine(config)  # embedded mode, filled from the bundle's own vectors
     assert isinstance(engine.bundle.index, QdrantIndex)
     for got, want in [(engine.search_text("a red circle", 8), demo_engine.search_text("a red circle", 8)),
                       (engine.similar("shape-010", 5, 0.5), demo_engine.similar("shape-010", 5, 0.5))]:
         assert [hit.id for hit in got] == [hit.id for hit in want]
         assert all(abs(a.score - b.score) <= 1.01e-6 for a, b in zip(got, want, strict=True))
-    engine.bundle.index._client.close()  # embedded mode locks its folder: one client at a time
-    assert cli.main(["a red circle", "--top-k", "3", "--json", "--qdrant", f"local:{folder}",
-                     "--collection", "demo"]) == 0
+    assert cli.main(["a red circle", "--top-k", "3", "--json", "--qdrant", ":memory:", "--collection", "demo"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [hit["id"] for hit in hits] == [hit.id for hit in demo_engine.search_text("a red circle", 3)]
 
@@ -212,11 +207,9 @@ def test_int8_option_and_an_existing_collection(make_bundle: Callable[..., Path]
     assert load_collection(client, "items", contents, LoadOptions(recreate=True)) == 40
     assert created[1]["quantization_config"] is None
     QdrantIndex.open(client, "items", contents)  # the recreated collection is complete
-    folder = f"local:{tmp_path / 'q'}"
-    assert main([str(root), "--qdrant", folder, "--collection", "c"]) == 0
-    assert main([str(root), "--qdrant", folder, "--collection", "c"]) == 1
-    assert capsys.readouterr().err.strip() == "error: Qdrant collection c exists already; pass --recreate to " \
-                                              "replace it"
+    assert main([str(root), "--qdrant", ":memory:", "--collection", "c"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --qdrant :memory: keeps nothing once this command ends; give " \
+        "a Qdrant server URL (the app and `python -m search` load a bundle into :memory: themselves)"
 
 
 def _closed_port() -> int:
@@ -245,8 +238,8 @@ def test_configuration_from_the_environment_and_flags(monkeypatch: pytest.Monkey
     assert (config.qdrant_url, config.qdrant_collection, config.qdrant_api_key) == \
         ("http://qdrant.example:6333", "photos", "secret-key")
     assert "secret-key" not in repr(config)
-    args = cli.build_parser().parse_args(["q", "--qdrant", "local:/x", "--collection", "c"])
-    assert (args.qdrant, args.collection) == ("local:/x", "c")
+    args = cli.build_parser().parse_args(["q", "--qdrant", ":memory:", "--collection", "c"])
+    assert (args.qdrant, args.collection) == (":memory:", "c")
     assert EngineConfig().qdrant_url is None  # the default stays the in-process hnswlib index
 
 
@@ -288,18 +281,6 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
                             "qdrant-embedded"}
     assert recalls["qdrant-embedded"] == 1.0  # an exact scan through QdrantIndex
     assert min(recalls["hnswlib"], recalls["qdrant-edge f32"], recalls["qdrant-edge int8+rescore"]) >= 0.9
-
-
-def test_a_refused_collection_releases_an_embedded_folder(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
-    root = make_bundle(count=30, dim=16)
-    url = f"local:{tmp_path / 'q'}"
-    assert main([str(root), "--qdrant", url, "--collection", "items"]) == 0
-    with pytest.raises(QdrantIndexError, match="no Qdrant collection typo"):
-        load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="typo"))
-    bundle = load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="items"))  # not locked
-    assert len(bundle.index) == 30 and len(bundle.catalog) == 30
-    with pytest.raises(QdrantIndexError, match="already accessed by another instance"):  # embedded: one at a time
-        load_qdrant_bundle(root, EngineConfig(qdrant_url=url, qdrant_collection="items"))
 
 
 FILTERED_COUNT = 1500
