@@ -24,12 +24,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
+from public_errors import without_server_paths
 from search.errors import BadImageError, SearchError, UnknownItemError
 from search.hub import snapshot_label
 from search.limits import BusyError
 from search.types import Hit  # the response schema in the docs: every route answers hits_json
 from ui_api import API_OPTIONS
-from upload_inputs import without_server_paths
 from webapp import Startup
 
 logger = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from public_errors import shown_error
 from search.engine import MAX_NEGATIVES, MAX_QUERY_CHARS, Query, SearchEngine
 from search.errors import BadQueryError, SearchError, UnknownItemError
 from search.filters import MAX_OFFSET, SearchOptions
@@ -18,12 +19,10 @@ from search.types import Hit
 from ui_links import LinkState, parse_link
 from ui_options import available_options, clean_options, link_options, search_options
 from ui_render import results_html
-from upload_inputs import without_server_paths
 from webapp import (
     Startup,
     combined_query,
     hits_json,
-    html_text,
     mode_defaults,
     negatives,
     number,
@@ -67,13 +66,11 @@ def as_gr_error(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args)
         except SearchError as exc:
-            # The toast renders its message as HTML, and messages may quote a query, an id or a filter value.
-            raise gr.Error(html_text(without_server_paths(str(exc), args), attribute=False),
-                           print_exception=False) from exc
+            raise shown_error(str(exc), args) from exc
         except Exception as exc:  # a bug: gradio would show an empty message; say what kind, log the rest
             logger.exception("unexpected failure in %s", fn.__name__)
-            raise gr.Error(f"the search failed on the server ({type(exc).__name__}); try again or report it",
-                           print_exception=False) from exc
+            raise shown_error(f"the search failed on the server ({type(exc).__name__}); try again or report it") \
+                from exc
 
     return wrapped
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import os
-import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from gradio_client.utils import is_http_url_like
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 
+from public_errors import shown_error
 from search.errors import BadImageError, FetchError
 from search.fetch import FetchConfig, ImageFetcher
 from search.images import check_image
@@ -63,11 +62,11 @@ def fetch_url_inputs_within_limits(component: gr.components.Component, max_bytes
         try:
             data = await asyncio.to_thread(fetcher.fetch_url, url_or_file_path)
         except FetchError as exc:
-            raise gr.Error(f"cannot fetch the image URL: {exc}", print_exception=False) from exc
+            raise shown_error(f"cannot fetch the image URL: {exc}") from exc
         try:
             path = await asyncio.to_thread(_save_download, Path(component.GRADIO_CACHE), url_or_file_path, data)
         except StorageFullError as full:
-            raise gr.Error(str(full), print_exception=False) from None
+            raise shown_error(str(full)) from None
         component.temp_files.add(path)
         return path
 
@@ -100,19 +99,6 @@ def _save_download(cache: Path, url: str, data: bytes) -> str:
     return str(path)
 
 
-# An absolute path's folders: a slash not inside a word, a number or a URL, then names each ending in a slash.
-_FOLDERS = re.compile(r"(?<![\w.:/~-])/(?:[^\s/:]+/)+")
-
-
-def without_server_paths(message: str, paths: tuple[Any, ...] = ()) -> str:
-    """`message` naming files as the caller knows them: each of `paths` by its name, any other absolute
-    path without its folders (an upload's temporary path says where the server keeps its files)."""
-    for path in paths:
-        if isinstance(path, str) and os.path.isabs(path):
-            message = message.replace(path, Path(path).name)
-    return _FOLDERS.sub("", message)
-
-
 def explain_unreadable_uploads(image: gr.Image) -> gr.Image:
     """Make `image` check an upload's header with our loader before gradio opens it, and explain any refusal
     in one line that names the file as the visitor knows it."""
@@ -130,10 +116,10 @@ def explain_unreadable_uploads(image: gr.Image) -> gr.Image:
             check_image(path)
             return preprocess(payload)
         except BadImageError as bad:
-            raise gr.Error(without_server_paths(str(bad).replace(str(path), name)), print_exception=False) from bad
+            raise shown_error(str(bad).replace(str(path), name)) from bad
         except Exception as exc:  # whatever gradio's own reading raises on a hostile file
-            raise gr.Error(f"{name}: cannot be read as a picture; use a JPEG, PNG, GIF, WebP, BMP or TIFF image",
-                           print_exception=False) from exc
+            raise shown_error(f"{name}: cannot be read as a picture; use a JPEG, PNG, GIF, WebP, BMP or TIFF "
+                              "image") from exc
 
     image.preprocess = checked  # type: ignore[method-assign]
     return image

@@ -3,7 +3,8 @@
     python bench/request_cost.py --n 40000          # synthetic 512-d bundle (bench/bundles.py), random ViT-B-32
 
 What it measures: `SearchEngine.similar` (validation, retrieval, ranking, hits), or for a "text" case
-`search_vector` with the item's vector as the text's and keyword fusion on, in process, one request at a time, CPU seconds of the whole process (`time.process_time`, every thread) and wall seconds. No HTTP and no model
+`search_vector` with the item's vector as the text's and keyword fusion on, in process, one request at a time:
+CPU seconds of the whole process (`time.process_time`, every thread) and wall seconds. No HTTP and no model
 work: a stored vector is the query, so the figures are the ranking's own. A refused request (BadQueryError) is
 reported as such, with its cost. Run it on two commits to compare them; the machine line says which CPU.
 """

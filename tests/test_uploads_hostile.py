@@ -20,6 +20,7 @@ import app
 import upload_inputs
 from app import SearchUI
 from bench.upload_burst import call_ui, image_tab_event, measure, upload
+from public_errors import without_server_paths
 from search import images
 from search.bundle import Bundle
 from search.engine import SearchEngine
@@ -29,7 +30,7 @@ from search.limits import BodyRule, BusyError, WorkLimiter
 from tests.app_server import assert_serving, serve
 from tests.conftest import DEMO_INDEX_DIR
 from tests.odd_images import RED, WHITE, exif_rotated_jpeg, flat_png, huge_declared_png, marked_picture
-from upload_inputs import explain_unreadable_uploads, without_server_paths
+from upload_inputs import explain_unreadable_uploads
 
 pytestmark = [pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
               pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]  # headers we refuse
