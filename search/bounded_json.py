@@ -47,10 +47,11 @@ def _check_cost(raw: bytes, name: str, depth: int, values: int) -> None:
     strings = (raw.count(b'"') - raw.count(b'\\"')) // 2
     bare = b"" if strings > values else _STRING.sub(b"", raw)  # structure only: a string's content opens nothing
     found = 1 + sum(bare.count(mark) for mark in (b",", b":", b"[", b"{"))  # each value but the first follows one
+    closers = bare.count(b"]") + bare.count(b"}")
+    if max(strings, found, closers) > values:
+        raise BundleError(f"{name} holds more than {values} values, more than its format needs; {REBUILD_HINT}")
     brackets = bare.translate(None, _NOT_BRACKETS)
     del bare
-    if max(strings, found, len(brackets) // 2) > values:
-        raise BundleError(f"{name} holds more than {values} values, more than its format needs; {REBUILD_HINT}")
     steps = np.where(np.isin(np.frombuffer(brackets, np.uint8), _OPENERS), np.int32(1), np.int32(-1))
     if len(steps) and int(np.cumsum(steps).max()) > depth:
         raise BundleError(f"{name} is nested too deeply (more than {depth} levels) for its format; {REBUILD_HINT}")
