@@ -41,8 +41,18 @@ RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 180.0)}
 MAX_COUNT = 2.0 ** 53  # views, downloads, sizes: float64 holds every integer below this exactly
 
 
-def _refuse(name: str, row: int, what: str) -> BundleError:
-    return BundleError(f"{METADATA_FILE} column {name} row {row}: {what}; {REBUILD_HINT}")
+class MetadataError(BundleError):
+    """A metadata value that breaks an item rule. `rule` says which without naming the file or the row (what a
+    build records for a source row that breaks it); `row` is the first such row, None for a whole column."""
+
+    def __init__(self, message: str, rule: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.row = row
+
+
+def _refuse(name: str, row: int, what: str) -> MetadataError:
+    return MetadataError(f"{METADATA_FILE} column {name} row {row}: {what}; {REBUILD_HINT}", f"{name}: {what}", row)
 
 
 def _first_bad(ok: pa.ChunkedArray | pa.Array) -> int | None:
@@ -56,7 +66,8 @@ def _check_type(name: str, column: pa.ChunkedArray, kind: str) -> None:
     fits = {INT: pa.types.is_integer(dtype), FLOAT: pa.types.is_floating(dtype) or pa.types.is_integer(dtype),
             BOOL: pa.types.is_boolean(dtype)}.get(kind, pa.types.is_string(dtype) or pa.types.is_large_string(dtype))
     if not (fits or pa.types.is_null(dtype)):
-        raise BundleError(f"{METADATA_FILE} column {name} holds {dtype}, not {kind} values; {REBUILD_HINT}")
+        rule = f"{name} holds {dtype}, not {kind} values"
+        raise MetadataError(f"{METADATA_FILE} column {rule}; {REBUILD_HINT}", rule)
 
 
 def _as_numbers(name: str, column: pa.ChunkedArray, kind: str) -> npt.NDArray[np.float64]:
@@ -70,8 +81,8 @@ def _as_numbers(name: str, column: pa.ChunkedArray, kind: str) -> npt.NDArray[np
         try:
             column = pc.strptime(column, DATE_FORMAT, unit="s", error_is_null=False)
         except pa.ArrowInvalid:
-            raise BundleError(f"{METADATA_FILE} column {name} holds a date that does not exist; {REBUILD_HINT}") \
-                from None
+            rule = f"{name} holds a date that does not exist"
+            raise MetadataError(f"{METADATA_FILE} column {rule}; {REBUILD_HINT}", rule) from None
         column = column.cast(pa.int64())
     values = np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
     low, high = RANGES.get(name, (0.0, MAX_COUNT)) if kind != DATE else (-MAX_COUNT, MAX_COUNT)

@@ -91,11 +91,36 @@ def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manif
     store = ShardStore(work / "shards", encoder.dim)
     skip = store.done_ids(include_failed=not config.retry_failed) | (base.ids if base else set())
     items = itertools.islice(_outside_bundle(iter_items(config.source), config), config.limit)
-    counts = (embed or embed_items)(_Pipeline(encoder, ImageFetcher(config.fetch), store, config), items, skip)
-    logger.info("embedded %d items this run, %d failed", counts.ok, counts.failed)
+    pipeline = _Pipeline(encoder, ImageFetcher(config.fetch), store, config)
+    counts = (embed or embed_items)(pipeline, _refusing(items, pipeline, skip), skip)
+    logger.info("embedded %d items this run, %d failed, %d rows refused by the bundle's rules", counts.ok,
+                counts.failed, pipeline.refused)
     info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
     manifest = finalize_bundle(config.out, store.collect(), info, base)
     return replace(manifest, ui=record_ui_hints(config.out, encoder))  # examples and thresholds for the app
+
+
+def _refusing(items: Iterable[Item], pipeline: _Pipeline, skip: set[str]) -> Iterator[Item]:
+    """The items that can be bundle rows; one whose row breaks a bundle rule is recorded as failed, unfetched.
+
+    Here, before either runner (threads or Ray) sees it: both commit `pipeline.rows` as shards."""
+    for item in items:
+        if item.problem is None:
+            yield item
+        elif item.id not in skip:
+            logger.debug("refused %s: %s", item.id, item.problem)
+            pipeline.rows.append(failure_row(_storable(item), item.problem))
+            pipeline.refused += 1
+
+
+def _storable(item: Item) -> Item:
+    """A refused item as a shard can hold it: its metadata blank but its image, its text encodable (a file name
+    that is not UTF-8 has surrogates), so that no value of a broken row breaks the shard's columns."""
+    def text(value: Any) -> str | None:
+        return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else None
+
+    return replace(item, id=text(item.id) or "", metadata={**dict.fromkeys(item.metadata),
+                                                           "image": text(item.metadata.get("image"))})
 
 
 def _outside_bundle(items: Iterable[Item], config: BuildConfig) -> Iterable[Item]:
@@ -233,6 +258,7 @@ class _Pipeline:
     rows: list[dict[str, Any]] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
     batch: list[tuple[Item, Any]] = field(default_factory=list)
+    refused: int = 0  # rows recorded as failed before fetching: they break a bundle rule
     transform: SplitTransform = field(init=False)
     preparer: Preparer = field(init=False)
 

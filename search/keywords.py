@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from search.bounded_json import parse_json
 from search.embeddings import shape_text
 from search.errors import BundleError
 from search.manifest import (
@@ -43,6 +44,8 @@ MAX_TOKEN_CHARS = 40  # longer "words" are ids, hashes or URLs: no one types the
 MAX_DOC_TOKENS = 512  # tokens kept per item; the metadata's cell limits allow ~3 x 2000 characters
 MAX_VOCAB = 5_000_000
 MAX_VOCAB_BYTES = 256 << 20
+VOCAB_DEPTH = 2  # keywords.json: an object holding the vocab list of words
+VOCAB_FIELDS = 16  # values besides the words: format, count, k1, b and their keys
 _WORD = re.compile(r"\w+")
 # Short, common English words that say nothing about a picture; keeping them makes every item match "a photo of".
 STOPWORDS = frozenset({
@@ -188,16 +191,13 @@ def _corrupt(name: str, what: str) -> BundleError:
 
 
 def _read_vocab(path: Path, count: int) -> StringIndex:
-    # json.loads, not pyarrow.json: Arrow's JSON reader crashed the process on a file holding `null` (pyarrow 26,
+    # Not pyarrow.json: Arrow's JSON reader crashed the process on a file holding `null` (pyarrow 26,
     # apache/arrow#47409) and took 2.7 GB on a file of many small objects; this file is someone else's data.
     with path.open("rb") as handle:
         raw = handle.read(MAX_VOCAB_BYTES + 1)
     if len(raw) > MAX_VOCAB_BYTES:
         raise _corrupt(KEYWORD_VOCAB_FILE, f"it is larger than {MAX_VOCAB_BYTES >> 20} MiB")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _corrupt(KEYWORD_VOCAB_FILE, "it is not valid JSON") from None
+    data = parse_json(raw, KEYWORD_VOCAB_FILE, VOCAB_DEPTH, MAX_VOCAB + VOCAB_FIELDS)
     if not isinstance(data, dict) or data.get("format") != KEYWORDS_FORMAT:
         raise _corrupt(KEYWORD_VOCAB_FILE, f"it is not a format {KEYWORDS_FORMAT} object")
     if type(data.get("count")) is not int or data["count"] != count:

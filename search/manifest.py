@@ -7,7 +7,6 @@ bundle-relative file names only, and never echo strings from the file that could
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +30,10 @@ REBUILD_HINT = "rebuild it with build_index.py or download it again"
 
 MAX_MANIFEST_BYTES = 64 << 20
 """64 MiB: a listed file costs ~120 bytes, so this holds ~550 k thumbnails; parsing it takes well under 1 GB."""
+MANIFEST_DEPTH = 3  # the top object, then encoder/hnsw/source/files/ui, then ui.examples
+MANIFEST_VALUES = 2 * (MAX_MANIFEST_BYTES // 64)
+"""Values a manifest may hold before it is parsed: a listed file takes over 64 bytes (a name, a 64-digit sha256,
+quotes) and two values (its name and digest); the other fields are a few dozen."""
 MAX_COUNT = 50_000_000  # items; 50 M x 512-d float32 is already 100 GB of embeddings
 MAX_DIM = 8192  # the widest open_clip models embed to 1280
 MAX_HNSW_M = 512
@@ -127,19 +130,9 @@ class Manifest:
 
 def parse_manifest(text: bytes) -> Manifest:
     """Parse the bytes of a `manifest.json` (already capped in size by the caller)."""
-    try:
-        data = json.loads(text.decode("utf-8"))
-    except RecursionError:
-        raise BundleError(f"{MANIFEST_FILE} is nested too deeply to be a manifest; {REBUILD_HINT}") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints of over 4300 digits
-        raise BundleError(f"{MANIFEST_FILE} is not valid JSON ({_json_problem(exc)}); {REBUILD_HINT}") from None
-    return Manifest.from_json(data)
+    from search.bounded_json import parse_json  # it imports this module's REBUILD_HINT
 
-
-def _json_problem(exc: Exception) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg}: line {exc.lineno} column {exc.colno}"
-    return type(exc).__name__
+    return Manifest.from_json(parse_json(text, MANIFEST_FILE, MANIFEST_DEPTH, MANIFEST_VALUES))
 
 
 def malformed(what: str) -> BundleError:

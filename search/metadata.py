@@ -10,7 +10,7 @@ collection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from search.attributes import ATTRIBUTE_KINDS, Attributes
+from search.attributes import ATTRIBUTE_KINDS, Attributes, MetadataError
 from search.errors import BundleError, UnknownItemError
 from search.manifest import MANIFEST_FILE, METADATA_FILE, REBUILD_HINT
 from search.string_index import StringIndex
@@ -39,6 +39,8 @@ CELL_LIMITS = {"id": MAX_TEXT, "image": MAX_URL_CELL, "page_url": MAX_URL_CELL, 
                "photographer": MAX_TEXT}
 # http(s), a host part, then no whitespace or control characters; lowercase scheme as Gradio's own URL test wants.
 WEB_URL = r"^https?://[^\x00-\x20\x7f/?#\\]+(?:[/?#][^\x00-\x20\x7f]*)?$"
+IMAGE_RULE = f"image must be an http(s) URL or a bundle file listed in {MANIFEST_FILE}"
+PAGE_RULE = "page_url must be an http(s) URL or empty"
 BYTES_PER_ROW = 4 << 10
 """Declared (uncompressed) and decoded metadata per item allowed, plus METADATA_SLACK: the cell limits allow
 ~10 KB of ASCII in one row, real rows take a few hundred bytes, so rows averaging more are not item metadata."""
@@ -135,8 +137,9 @@ def _check_cells(name: str, chars: pa.Array, limit: int) -> None:
     longest = pc.max(chars).as_py()
     if longest is not None and longest > limit:
         row = pc.index(chars, longest).as_py()
-        raise BundleError(f"{METADATA_FILE} column {name} row {row} holds {longest} characters, more than the "
-                          f"{limit} allowed; {REBUILD_HINT}")
+        raise MetadataError(f"{METADATA_FILE} column {name} row {row} holds {longest} characters, more than the "
+                            f"{limit} allowed; {REBUILD_HINT}",
+                            f"{name} holds {longest} characters, more than the {limit} allowed", row)
 
 
 def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -152,11 +155,7 @@ class ItemCatalog:
     """
 
     def __init__(self, table: pa.Table, files: Mapping[str, Path]) -> None:
-        _check_columns(table)
-        check_text_sizes(table)
-        self._ids = _ids(table.column("id"))
-        _check_images(table.column("image"), files)
-        _check_page_urls(table.column("page_url"))
+        self._ids, self.attributes = check_rows(table, files)
         self._files = {name: str(path) for name, path in files.items()}
         self._columns = {name: table.column(name).combine_chunks() for name in ("image", "page_url",
                                                                                 "description", "photographer")}
@@ -164,7 +163,6 @@ class ItemCatalog:
         repeated = self._rows.repeated()
         if repeated is not None:
             raise BundleError(f"{METADATA_FILE} has duplicate ids (row {repeated}); {REBUILD_HINT}")
-        self.attributes = Attributes(table)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -191,15 +189,54 @@ class ItemCatalog:
                    **hit_details(self.attributes.row(row)))
 
 
+def check_rows(table: pa.Table, files: Collection[str]) -> tuple[pa.Array, Attributes]:
+    """The ids (as text) and attributes of item rows that keep every item rule: columns, cell sizes, ids, image
+    and page links, optional attributes; MetadataError for the first row that breaks one (`files`: the bundle
+    files an image may name). A bundle load checks its rows with it, and a build its source rows."""
+    _check_columns(table)
+    check_text_sizes(table)
+    ids = _ids(table.column("id"))
+    _check_images(table.column("image"), files)
+    _check_page_urls(table.column("page_url"))
+    return ids, Attributes(table)
+
+
+def row_problems(rows: Sequence[Mapping[str, Any]], files: Collection[str] = ()) -> list[str | None]:
+    """Per row (an item's id and metadata), the rule of `check_rows` it breaks, or None: checked together, then
+    again without each row found, so a clean batch costs one check."""
+    problems: list[str | None] = [None] * len(rows)
+    left = list(range(len(rows)))
+    while left and (found := _first_problem([rows[number] for number in left], files)) is not None:
+        row, rule = found
+        if row is None and len(left) > 1:  # no row named (a rule of a whole column): the rows one by one
+            for number in left:
+                problems[number] = (_first_problem([rows[number]], files) or (None, None))[1]
+            break
+        problems[left.pop(row or 0)] = rule
+    return problems
+
+
+def _first_problem(rows: list[Mapping[str, Any]], files: Collection[str]) -> tuple[int | None, str] | None:
+    try:
+        check_rows(pa.Table.from_pylist(rows), files)
+    except MetadataError as exc:
+        return exc.row, exc.rule
+    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate, or one column's values of mixed types
+        return None, "it holds a value that is not text or a number of its column's kind"
+    return None
+
+
 def _check_columns(table: pa.Table) -> None:
     missing = [name for name in METADATA_COLUMNS if name not in table.column_names]
     if missing:
-        raise BundleError(f"{METADATA_FILE} lacks column(s) {', '.join(missing)}; {REBUILD_HINT}")
+        rule = f"lacks column(s) {', '.join(missing)}"
+        raise MetadataError(f"{METADATA_FILE} {rule}; {REBUILD_HINT}", rule)
     for name in METADATA_COLUMNS:
         kind = table.schema.field(name).type
         text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
         if not (text or (name == "id" and pa.types.is_integer(kind))):
-            raise BundleError(f"{METADATA_FILE} column {name} holds {kind}, not text; {REBUILD_HINT}")
+            rule = f"column {name} holds {kind}, not text"
+            raise MetadataError(f"{METADATA_FILE} {rule}; {REBUILD_HINT}", rule)
 
 
 def _first_false(mask: pa.ChunkedArray) -> int | None:
@@ -210,7 +247,7 @@ def _first_false(mask: pa.ChunkedArray) -> int | None:
 def _ids(column: pa.ChunkedArray) -> pa.Array:
     row = _first_false(pc.is_valid(column))
     if row is not None:
-        raise BundleError(f"{METADATA_FILE} row {row} has no id; {REBUILD_HINT}")
+        raise MetadataError(f"{METADATA_FILE} row {row} has no id; {REBUILD_HINT}", "it has no id", row)
     return column.cast(pa.string()).combine_chunks()  # integer ids become their decimal text, as before
 
 
@@ -220,18 +257,31 @@ def _is_web_url(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.and_(pc.match_substring_regex(text, WEB_URL), pc.less_equal(pc.utf8_length(text), MAX_URL))
 
 
-def _check_images(column: pa.ChunkedArray, files: Mapping[str, Path]) -> None:
+def is_web_url(text: str) -> bool:
+    """Whether one text keeps the bundle's rule for an image URL or page link (`_is_web_url`)."""
+    return bool(_is_web_url(pa.chunked_array([[text]], pa.large_string()))[0].as_py())
+
+
+def canonical_url(value: Any) -> str | None:
+    """Text with an http(s) scheme in lowercase, as the URL rule wants (a scheme is case-insensitive: RFC 3986
+    3.1, so `HTTP://x` is `http://x`); other text as it is; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    scheme, colon, rest = value.partition(":")
+    return scheme.lower() + colon + rest if colon and scheme.lower() in ("http", "https") else value
+
+
+def _check_images(column: pa.ChunkedArray, files: Collection[str]) -> None:
     listed = pc.is_in(column.cast(pa.large_string()), value_set=pa.array(list(files), pa.large_string()))
     row = _first_false(pc.or_kleene(_is_web_url(column), listed))
     if row is not None:
-        raise BundleError(f"{METADATA_FILE} row {row}: image must be an http(s) URL or a bundle file listed in "
-                          f"{MANIFEST_FILE}; {REBUILD_HINT}")
+        raise MetadataError(f"{METADATA_FILE} row {row}: {IMAGE_RULE}; {REBUILD_HINT}", IMAGE_RULE, row)
 
 
 def _check_page_urls(column: pa.ChunkedArray) -> None:
     row = _first_false(pc.or_kleene(pc.is_null(column), _is_web_url(column)))
     if row is not None:
-        raise BundleError(f"{METADATA_FILE} row {row}: page_url must be an http(s) URL or empty; {REBUILD_HINT}")
+        raise MetadataError(f"{METADATA_FILE} row {row}: {PAGE_RULE}; {REBUILD_HINT}", PAGE_RULE, row)
 
 
 def hit_details(values: Mapping[str, Any]) -> dict[str, Any]:

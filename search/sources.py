@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import pyarrow as pa
+
 from search.attributes import MAX_COUNT
 from search.errors import SearchError, one_line
-from search.metadata import MAX_TEXT, MAX_URL
+from search.metadata import MAX_TEXT, MAX_URL, canonical_url, is_web_url, row_problems
 from search.thumbnails import thumbnail_path
 
 logger = logging.getLogger(__name__)
@@ -24,6 +27,8 @@ UNSPLASH_LITE_ROWS = 25_000  # about; the data set card lists no split sizes to 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 KEYWORD_CONFIDENCE = 50.0
 """Keep an AI-given keyword at this confidence (0-100) or above; a person's suggestion always."""
+CHECK_BATCH = 256  # rows read and checked together
+NOT_UTF8 = "its text is not valid UTF-8"
 RESIZABLE_HOSTS = frozenset({"images.unsplash.com", "plus.unsplash.com"})  # imgix CDNs that honour ?w=
 
 
@@ -36,13 +41,15 @@ class Item:
     """One picture to embed: a unique id, where its bytes are (URL or file path) and its metadata row.
 
     `thumbnail`: the bundle-relative path where the build saves a small copy (local files only; the
-    metadata's `image` names the same path, so the bundle never points outside itself).
+    metadata's `image` names the same path, so the bundle never points outside itself). `problem`: the bundle
+    rule the row breaks (search/metadata.py `check_rows`); the build records it as a failure, unfetched.
     """
 
     id: str
     location: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
     thumbnail: str | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +77,38 @@ class SourceConfig:
 
 
 def iter_items(config: SourceConfig) -> Iterator[Item]:
-    """Items of the configured source, in a stable order; rows without an id or image are skipped."""
+    """Items of the configured source, in a stable order, each checked with the bundle's own rules (`problem`);
+    rows without an id or image are skipped."""
+    items = _source_items(config)
+    while True:  # in batches: one check per batch while its rows are clean
+        batch: list[Item] = []
+        try:
+            for item in itertools.islice(items, CHECK_BATCH):
+                batch.append(item)
+        finally:  # a stream that breaks still hands over the rows it gave
+            yield from _checked(batch)
+        if len(batch) < CHECK_BATCH:
+            return
+
+
+def _source_items(config: SourceConfig) -> Iterator[Item]:
     if config.images_dir is not None:
         yield from folder_items(config.images_dir)
         return
-    for row in _stream_rows(config):
+    for row, problem in _stream_rows(config):
         item = unsplash_item(row)
         if item is None:
             logger.warning("skipping a row without a usable photo id or image_url (missing or too long)")
             continue
-        yield item
+        yield item if problem is None else replace(item, problem=problem)
+
+
+def _checked(items: list[Item]) -> list[Item]:
+    """The items, each with the first bundle rule its row breaks as its `problem` (search/metadata.py)."""
+    rows = [{"id": item.id, **item.metadata} for item in items]
+    problems = row_problems(rows, {item.thumbnail for item in items if item.thumbnail is not None})
+    return [item if item.problem or not problem else replace(item, problem=problem)
+            for item, problem in zip(items, problems, strict=True)]
 
 
 def count_items(config: SourceConfig) -> int | None:
@@ -97,7 +126,9 @@ def count_items(config: SourceConfig) -> int | None:
     return UNSPLASH_LITE_ROWS if config.dataset == DEFAULT_DATASET else None
 
 
-def _stream_rows(config: SourceConfig) -> Iterator[dict[str, Any]]:
+def _stream_rows(config: SourceConfig) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """The source's rows, each with None or why it cannot be an item (its text is not UTF-8: then it comes
+    decoded with replacement characters, to be recorded as a failure under a stable id)."""
     # Imported here: `datasets` is slow to import and only URL sources need it.
     import datasets
 
@@ -107,11 +138,51 @@ def _stream_rows(config: SourceConfig) -> Iterator[dict[str, Any]]:
             stream = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
         else:
             stream = datasets.load_dataset(config.dataset, split="train", streaming=True, revision=config.revision)
-        yield from stream
+        # Arrow batches, not Python rows: a row whose text is not UTF-8 would stop the whole stream.
+        for batch in stream.with_format("arrow").iter(batch_size=CHECK_BATCH):
+            yield from _python_rows(batch)
     except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
         detail = one_line(exc, 300)
         raise SourceError(f"cannot stream {config.name}: {detail}; check the name, --revision, the files "
                           "and the network (HF_TOKEN for a gated data set)") from exc
+
+
+def _python_rows(batch: pa.Table) -> Iterator[tuple[dict[str, Any], str | None]]:
+    try:
+        rows = batch.to_pylist()
+    except UnicodeDecodeError:  # find the rows at fault
+        for number in range(batch.num_rows):
+            row = batch.slice(number, 1)
+            try:
+                yield row.to_pylist()[0], None
+            except UnicodeDecodeError:
+                yield _replaced(row.cast(_as_binary(row.schema)).to_pylist()[0]), NOT_UTF8
+        return
+    for row in rows:
+        yield row, None
+
+
+def _as_binary(schema: pa.Schema) -> pa.Schema:
+    """`schema` with every text field, nested ones too, as bytes."""
+    def kind(value: pa.DataType) -> pa.DataType:
+        if pa.types.is_string(value) or pa.types.is_large_string(value):
+            return pa.large_binary()
+        if pa.types.is_struct(value):
+            return pa.struct([part.with_type(kind(part.type)) for part in value])
+        if pa.types.is_list(value) or pa.types.is_large_list(value):
+            return pa.list_(kind(value.value_type))
+        return value
+
+    return pa.schema([part.with_type(kind(part.type)) for part in schema])
+
+
+def _replaced(value: Any) -> Any:
+    """Bytes (nested in dicts and lists too) as text, with U+FFFD for what is not UTF-8."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {key: _replaced(part) for key, part in value.items()}
+    return [_replaced(part) for part in value] if isinstance(value, list) else value
 
 
 def _expand_files(pattern: str) -> list[str]:
@@ -128,7 +199,7 @@ def unsplash_item(row: Mapping[str, Any]) -> Item | None:
     photo = row.get("photo") or {}
     people = row.get("photographer") or {}
     ai = row.get("ai") or {}
-    photo_id, image_url = photo.get("id"), photo.get("image_url")
+    photo_id, image_url = photo.get("id"), canonical_url(photo.get("image_url"))
     # Within the limits a bundle is loaded with (search/metadata.py), or the bundle built would be refused.
     if not photo_id or not image_url or len(str(photo_id)) > MAX_TEXT or len(str(image_url)) > MAX_URL:
         return None
@@ -174,7 +245,7 @@ def submitted_date(value: Any) -> str | None:
             return None
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") if 1 <= moment.year <= 9999 else None
+    return moment.isoformat(timespec="seconds")  # four-digit years: strftime writes the year 5 as "5"
 
 
 def confident_keywords(keywords: Any) -> str | None:
@@ -217,10 +288,10 @@ def _flag(value: Any) -> bool | None:
 
 
 def _http_url(value: Any) -> str | None:
-    """An http(s) URL as is; anything else (javascript:, file:, a bare word) is dropped, not published as a link."""
-    if not isinstance(value, str) or len(value) > MAX_URL:
-        return None
-    return value if urlsplit(value).scheme.lower() in {"http", "https"} else None
+    """A page link the bundle keeps (search/metadata.py `is_web_url`); anything else (javascript:, file:, a bare
+    word, a space or no host) is dropped: the item keeps no link rather than a broken one."""
+    url = canonical_url(value)
+    return url if url is not None and is_web_url(url) else None
 
 
 def folder_items(root: Path) -> Iterator[Item]:

@@ -236,6 +236,27 @@ def _huge_manifest(root: Path, outside: Path) -> None:
         handle.truncate((64 << 20) + 1)  # sparse: costs no disk, but is over the cap
 
 
+def _manifest_text(text: str) -> Mutation:
+    """manifest.json replaced by `text` (a manifest's fields, spelled as JSON that `json.dumps` would not write)."""
+    def mutate(root: Path, outside: Path) -> None:
+        (root / "manifest.json").write_text(text.replace("FIELDS", json.dumps(manifest_of(root))[1:-1]))
+
+    return mutate
+
+
+def _vocab_bytes(data: bytes) -> Mutation:
+    """keywords.json replaced by `data`, resealed."""
+    def mutate(root: Path, outside: Path) -> None:
+        (root / "keywords.json").write_bytes(data)
+        reseal(root)
+
+    return mutate
+
+
+def _vocab_of(items: str) -> bytes:
+    return ('{"format": 1, "count": 8, "k1": 1.5, "b": 0.75, "vocab": [' + items + "]}").encode()
+
+
 def _rows(value: float, rows: slice) -> Callable[[np.ndarray], np.ndarray]:
     def change(array: np.ndarray) -> np.ndarray:
         array[rows] = value if np.isnan(value) or np.isinf(value) else array[rows] * value
@@ -364,6 +385,30 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
      lambda r, o: (r / "manifest.json").write_text("[1, 2]")),
     ("manifest-int-of-5000-digits", r"manifest.json is not valid JSON", False,
      lambda r, o: (r / "manifest.json").write_text('{"format_version": 1, "dim": 1' + "0" * 5000 + "}")),
+    # JSON sized before it is parsed (search/bounded_json.py): Python objects cost ~30x the bytes of `{}`
+    ("manifest-extra-nested-objects", r"manifest.json is nested too deeply \(more than 3 levels\)", False,
+     lambda r, o: edit_manifest(r, extra=[{"a": {}}] * 1000)),
+    ("manifest-2m-empty-objects", r"manifest.json holds more than 2097152 values, more than its format needs", False,
+     _manifest_text("{FIELDS, \"extra\": [" + "{}," * 2_100_000 + "{}]}")),
+    ("manifest-2m-short-strings", r"manifest.json holds more than 2097152 values", False,
+     _manifest_text("{FIELDS, \"extra\": [" + '"",' * 2_100_000 + '""]}')),
+    ("manifest-duplicate-key", r"manifest.json is not valid JSON \(an object repeats a key\)", False,
+     _manifest_text('{FIELDS, "count": 9}')),
+    ("manifest-byte-order-mark", r"manifest.json is not valid JSON \(Unexpected UTF-8 BOM", False,
+     _manifest_text("\ufeff{FIELDS}")),
+    ("manifest-null", r"manifest.json is malformed: the top level is not a JSON object", False,
+     lambda r, o: (r / "manifest.json").write_text("null")),
+    ("manifest-huge-number", r"dim must be a whole number, not a fraction", False,
+     lambda r, o: (r / "manifest.json").write_text(json.dumps(manifest_of(r)).replace('"dim": 64', '"dim": 1e999'))),
+    ("manifest-extra-long-string", None, False, lambda r, o: edit_manifest(r, extra="x" * (8 << 20))),
+    ("keywords-empty-objects", r"keywords.json is nested too deeply \(more than 2 levels\)", False,
+     _vocab_bytes(_vocab_of(",".join(["{}"] * 100_000)))),
+    ("keywords-5m-values", r"keywords.json holds more than 5000016 values", False,
+     _vocab_bytes(_vocab_of(",".join(["0"] * 5_000_100)))),
+    ("keywords-duplicate-key", r"keywords.json is not valid JSON \(an object repeats a key\)", False,
+     _vocab_bytes(b'{"format": 1, "count": 8, "k1": 1.5, "b": 0.75, "vocab": ["test"], "vocab": ["test"]}')),
+    ("keywords-null", r"keywords.json is not a keyword index: it is not a format 1 object", False,
+     _vocab_bytes(b"null")),
     ("ef-search-negative", r"hnsw.ef_search must be from 1 to", False, lambda r, o: edit_hnsw(r, ef_search=-1)),
     ("ef-search-boolean", r"hnsw.ef_search must be a whole number, not a boolean", False,
      lambda r, o: edit_hnsw(r, ef_search=True)),

@@ -25,10 +25,11 @@ from search.colour import PALETTE
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
 from search.errors import BundleError, EncoderLoadError
 from search.fetch import FetchConfig
+from search.metadata import IMAGE_RULE
 from search.sources import SourceConfig
 from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
 from tests.loopback import LoopbackServer
-from tests.test_sources import jpeg_bytes, write_unsplash_parquet
+from tests.test_sources import jpeg_bytes, write_not_utf8, write_unsplash_parquet
 
 # fault mode -> does the item end up in the bundle?
 FAULTS = {"404": False, "500": False, "slow": False, "corrupt": False, "html": False, "too-large": False,
@@ -123,6 +124,29 @@ def test_url_build_keeps_good_rows_and_lists_failures(server: LoopbackServer, tm
     hit = Bundle.load(tmp_path / "out").catalog.hit(0, 1.0)
     assert hit.colour in PALETTE and hit.camera == "Canon" and hit.date == "2020-01-01T00:00:00Z"
     assert server.hits["/ok/dup.jpg"] == 0
+
+
+def test_rows_the_bundle_would_refuse_are_failures_and_the_build_goes_on(server: LoopbackServer,
+                                                                       tmp_path: Path) -> None:
+    for number in range(6):
+        server.add(f"r{number}.jpg", jpeg_bytes((number * 40, 120, 200 - number * 30)))
+    urls = [(f"r{number}", server.url(f"r{number}.jpg")) for number in range(6)]
+    urls[1] = ("r1", urls[1][1].replace("http://", "HTTP://"))  # a scheme is case-blind: kept, as http://
+    urls[2] = ("r2", urls[2][1].replace("r2.jpg", "r 2.jpg"))
+    urls[3] = ("r3", "https:///r3.jpg")
+    rows = write_unsplash_parquet(tmp_path / "rows.parquet", urls, row_group_size=4)
+    write_not_utf8(rows, row=4)
+    config = url_config(tmp_path / "out", rows)
+    for run in (config, config, replace(config, retry_failed=True)):  # then resumed, then the failures retried
+        manifest = build_bundle(run)
+        failures = {row["id"]: row["reason"] for row in pq.read_table(tmp_path / "out" / "failures.parquet")
+                    .to_pylist()}
+        assert failures == {"r2": IMAGE_RULE, "r3": IMAGE_RULE, "r4": "its text is not valid UTF-8"}
+        bundle = Bundle.load(tmp_path / "out")
+        assert manifest.count == len(bundle.catalog) == 3 and manifest.info.failures == 3
+        assert {bundle.catalog.item_id(row) for row in range(3)} == {"r0", "r1", "r5"}
+    assert Bundle.load(tmp_path / "out").catalog.hit(bundle.catalog.row_of("r1"), 1.0).image.startswith("http://")
+    assert server.hits == {"/ok/r0.jpg": 1, "/ok/r1.jpg": 1, "/ok/r5.jpg": 1}  # refused rows are never fetched
 
 
 def test_rerunning_with_a_higher_limit_resumes_without_refetching(server: LoopbackServer, tmp_path: Path) -> None:
@@ -447,4 +471,5 @@ def test_data_set_rows_cannot_name_local_files(server: LoopbackServer, tmp_path:
     manifest = build_bundle(url_config(tmp_path / "out", write_unsplash_parquet(tmp_path / "rows.parquet", urls)))
     failures = {row["id"]: row["reason"] for row in pq.read_table(tmp_path / "out" / "failures.parquet").to_pylist()}
     assert manifest.count == 1 and set(failures) == {"local", "proc", "zero", "file-url"}
-    assert all(reason == "refused: only http(s) URLs are fetched" for reason in failures.values())
+    # Refused at the source by the bundle's image rule, before the fetcher (which refuses them too: test_fetch.py).
+    assert all(reason == IMAGE_RULE for reason in failures.values())

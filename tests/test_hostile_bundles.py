@@ -159,7 +159,7 @@ def test_a_dictionary_bomb_is_refused_without_being_decoded(tmp_path: Path) -> N
     write_dictionary_bomb(tmp_path / "metadata.parquet")
     assert (tmp_path / "metadata.parquet").stat().st_size < 64 << 10
     peak, outcome = peak_arrow_bytes_reading(tmp_path / "metadata.parquet", BOMB_ROWS)
-    assert outcome.startswith("BundleError: metadata.parquet column description row 0 holds 262144 characters")
+    assert outcome.startswith("MetadataError: metadata.parquet column description row 0 holds 262144 characters")
     assert peak < 8 << 20, f"{peak >> 20} MiB allocated"  # decoded it would be 512 MiB (2.2 GB RSS for the CLI)
 
 
@@ -343,3 +343,20 @@ def test_a_rebuild_reads_every_metadata_column_within_the_same_limits(tmp_path: 
     with pytest.raises(BundleError, match=f"metadata.parquet column '?{column}'? (row 0 holds 262144 characters|is "
                                           "nested)"):
         rebuild_index(str(root), tmp_path / "rebuilt", HnswParams(m=12, ef_construction=40, ef_search=20))
+
+
+# --- JSON sized before it is parsed: peak memory of a fresh process loading the file (bench/hostile_json.py) ---
+
+@pytest.mark.parametrize("name", ["keywords 32 MiB of {}", "manifest 63 MiB extra [{a:{}}]",
+                                  "manifest 63 MiB extra [{}]"])
+def test_a_bundle_json_file_costs_a_small_multiple_of_its_size_before_it_is_refused(tmp_path: Path,
+                                                                                    name: str) -> None:
+    from bench.hostile_json import CASES, measure, write_case
+
+    kind, make = CASES[name]
+    path = write_case(tmp_path / "case", kind, make())
+    size = path.stat().st_size >> 20
+    result = measure(REPO_ROOT, kind, path)
+    assert str(result["outcome"]).startswith("BundleError: ")  # before: 26-28 x its size, and the manifests loaded
+    # The file, the scan's copy of its structure and the pieces that copy is joined from: 3 x its size.
+    assert int(result["peak"]) - int(result["before"]) < 3.5 * size + 16, result

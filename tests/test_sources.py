@@ -161,9 +161,10 @@ def test_hub_data_set_is_streamed_with_the_pinned_revision(monkeypatch: pytest.M
 
     calls = []
 
-    def fake_load_dataset(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def fake_load_dataset(*args: Any, **kwargs: Any) -> datasets.IterableDataset:
         calls.append((args, kwargs))
-        return [unsplash_row("p1", "https://images.unsplash.com/p1", 1)]
+        return datasets.Dataset.from_list([unsplash_row("p1", "https://images.unsplash.com/p1", 1)]
+                                          ).to_iterable_dataset()
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     items = list(iter_items(SourceConfig(revision="21e2b62")))
@@ -230,3 +231,43 @@ def test_rows_are_kept_within_the_limits_a_bundle_loads_with() -> None:
     assert unsplash_item(unsplash_row("i" * 2001, "https://images.unsplash.com/photo-1", 1)) is None
     long_page = unsplash_row("abc", "https://images.unsplash.com/photo-1", 1, photo={"url": "https://u/" + "q" * 3000})
     assert unsplash_item(long_page).metadata["page_url"] is None
+
+
+def test_a_date_before_the_year_1000_keeps_four_digits() -> None:
+    item = unsplash_item(unsplash_row("abc", "https://x/y.jpg", 1, photo={"submitted_at": "0005-01-02 03:04:05"}))
+    assert item is not None and item.metadata["date"] == "0005-01-02T03:04:05"  # the bundle's date rule
+
+
+@pytest.mark.parametrize(("page", "kept"), [("HTTPS://unsplash.com/p/4", "https://unsplash.com/p/4"),
+                                            ("https://unsplash.com/p 4", None), ("https:///x", None)])
+def test_a_page_link_is_kept_only_as_the_bundle_rule_allows(page: str, kept: str | None) -> None:
+    item = unsplash_item(unsplash_row("abc", "HTTP://images.example/a.jpg", 1, photo={"url": page}))
+    assert item is not None and item.metadata["page_url"] == kept
+    assert item.location == item.metadata["image"] == "http://images.example/a.jpg"  # a scheme is case-blind
+
+
+def test_rows_that_break_a_bundle_rule_carry_it_as_their_problem(tmp_path: Path) -> None:
+    urls = [(f"r{number}", f"https://images.example/{number}.jpg") for number in range(6)]
+    urls[2] = ("r2", "https://images.example/p 2.jpg")
+    urls[3] = ("r3", "https:///x.jpg")
+    write_unsplash_parquet(tmp_path / "rows.parquet", urls, row_group_size=4)
+    write_not_utf8(tmp_path / "rows.parquet", row=4)
+    items = list(iter_items(SourceConfig(data_files=str(tmp_path / "rows.parquet"))))
+    assert [item.id for item in items] == [f"r{number}" for number in range(6)]
+    assert {item.id: item.problem for item in items if item.problem} == {
+        "r2": "image must be an http(s) URL or a bundle file listed in manifest.json",
+        "r3": "image must be an http(s) URL or a bundle file listed in manifest.json",
+        "r4": "its text is not valid UTF-8"}
+    assert "\ufffd" in items[4].metadata["description"]
+
+
+def write_not_utf8(path: Path, row: int) -> None:
+    """Rewrite a parquet file of the Unsplash schema so that row `row`'s photo description is not UTF-8."""
+    table = pq.read_table(path)
+    photo = table.column("photo").combine_chunks()
+    texts = [None if text is None else text.encode() for text in photo.field("description").to_pylist()]
+    texts[row] = b"caf\xe9 \xff"
+    fields = [pa.array(texts, pa.binary()).view(pa.string()) if part.name == "description" else photo.field(number)
+              for number, part in enumerate(photo.type)]
+    table = table.set_column(0, "photo", pa.StructArray.from_arrays(fields, fields=list(photo.type)))
+    pq.write_table(table, path, row_group_size=4)
