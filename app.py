@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> EngineConfig:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--index", default=config.index, help="bundle folder or Hub dataset repo owner/name[@rev]")
     parser.add_argument("--device", default=config.device, help="cpu, cuda or auto")
-    parser.add_argument("--qdrant", default=config.qdrant_url, metavar="URL", help="Qdrant server URL, or :memory: (filled from the bundle)")
+    parser.add_argument("--qdrant", default=config.qdrant_url, metavar="URL",
+                        help="Qdrant server URL, or :memory: (filled from the bundle)")
     parser.add_argument("--collection", default=config.qdrant_collection, metavar="NAME", help="Qdrant collection")
     args = parser.parse_args(argv)
     return replace(config, index=args.index, device=args.device, qdrant_url=args.qdrant,
