@@ -57,13 +57,18 @@ def as_gr_error(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args)
         except SearchError as exc:
-            raise gr.Error(without_server_paths(str(exc), args), print_exception=False) from exc
+            raise public_error(exc, args) from exc
         except Exception as exc:  # a bug: gradio would show an empty message; say what kind, log the rest
             logger.exception("unexpected failure in %s", fn.__name__)
             raise gr.Error(f"the search failed on the server ({type(exc).__name__}); try again or report it",
                            print_exception=False) from exc
 
     return wrapped
+
+
+def public_error(exc: SearchError, args: tuple[Any, ...]) -> gr.Error:
+    """`exc` as the one-line gr.Error the browser and the client see, naming none of the server's paths."""
+    return gr.Error(without_server_paths(str(exc), args), print_exception=False)
 
 
 @dataclass(frozen=True, slots=True)

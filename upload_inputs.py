@@ -1,31 +1,20 @@
 """How the app receives pictures and request bodies: size and time limits on every body (413/408, partial
 uploads deleted), an uploaded file's header checked before gradio opens it, error messages without server
-paths, and a URL given instead of a file fetched through the build's own download boundary (search/fetch.py),
-not gradio's.
-
-Gradio downloads a URL that a caller puts in a file input (`{"path": "https://…"}`, or `handle_file(url)` in
-gradio_client) with no size or time limit, outside the request-body limits. Here the same ImageFetcher as the
-builder does it: public http(s) addresses only, every redirect hop checked, the body capped while streaming at
-the upload limit, one deadline.
+paths. A URL given instead of a file is fetched by url_fetches.py, not here and not by gradio.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio_client.utils import is_http_url_like
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 
-from search.errors import BadImageError, FetchError
-from search.fetch import FetchConfig, ImageFetcher
+from search.errors import BadImageError
 from search.images import check_image
 from search.limits import BodyLimits, BodyRefusedError, BodyRule
 
@@ -38,38 +27,6 @@ BODY_DEADLINE_S = 30.0
 UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
                        ("/upload", "/process_recording", "/component_server", "/api/search/image"))
 JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
-URL_FETCH_TIMEOUT_S = 15.0
-
-
-def fetch_url_inputs_within_limits(component: gr.components.Component, max_bytes: int) -> gr.components.Component:
-    """Make `component` fetch a URL input through ImageFetcher (public hosts, `max_bytes`, a deadline)."""
-    fetcher = ImageFetcher(FetchConfig(width=None, timeout_s=URL_FETCH_TIMEOUT_S, retries=0, max_bytes=max_bytes))
-    move = component.async_move_resource_to_block_cache
-
-    async def bounded(url_or_file_path: str | Path | None) -> str | None:
-        if not (isinstance(url_or_file_path, str) and is_http_url_like(url_or_file_path)):
-            return await move(url_or_file_path)
-        try:
-            data = await asyncio.to_thread(fetcher.fetch_url, url_or_file_path)
-        except FetchError as exc:
-            raise gr.Error(f"cannot fetch the image URL: {exc}", print_exception=False) from exc
-        path = _save_download(Path(component.GRADIO_CACHE), url_or_file_path, data)
-        component.temp_files.add(path)
-        return path
-
-    # An instance override, as for preprocess below: gradio calls it for every file input of this component.
-    component.async_move_resource_to_block_cache = bounded  # type: ignore[method-assign]
-    return component
-
-
-def _save_download(cache: Path, url: str, data: bytes) -> str:
-    """The bytes in a new folder of gradio's cache, under a name taken from nothing the caller chose."""
-    cache.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=hashlib.sha256(url.encode()).hexdigest()[:16], dir=cache))
-    path = folder / "download"
-    with path.open("xb") as handle:  # a new file in a new folder: nothing to follow or overwrite
-        handle.write(data)
-    return str(path)
 
 
 # An absolute path's folders: a slash not inside a word, a number or a URL, then names each ending in a slash.
