@@ -18,7 +18,7 @@ from search.filters import MAX_OFFSET, MAX_RADIUS, SUGGESTED_RADIUS
 from ui_handlers import SearchUI, as_gr_error
 from url_fetches import ImageSearchEvents, url_inputs_for_the_handler
 
-CONCURRENCY_ID = "search"  # one group: the queue's limit holds for all events together, not per event
+CONCURRENCY_ID = "search"  # one group: the queue's limit holds for its events together (image searches: their own)
 ANY = "; empty: any"
 API_OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ("orientation", "", "landscape, portrait or square" + ANY),
