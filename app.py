@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 # 8 would be faster, but gradio's own handling of an Image upload decodes it outside the model limiter
 # (search/limits.py): at 8, eight worst-case uploads at once grew the RSS by 1.3 GB
 # (tests/test_uploads_hostile.py allows 1 GB), so the queue still bounds that memory.
+# Image searches are the exception: they may wait on a URL's host, so they run in a group of their own, their
+# fetches bounded in total and per client and their search work on as many threads as the model has slots
+# (url_fetches.py).
 CONCURRENCY = 2
 # Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~50-70 calls/s (the
 # measurements above), 64 waiting is one or two seconds of work, so a caller is told quickly, not timed out.

@@ -16,9 +16,9 @@ import gradio as gr
 from search.colour import PALETTE
 from search.filters import MAX_OFFSET, MAX_RADIUS, SUGGESTED_RADIUS
 from ui_handlers import SearchUI, as_gr_error
-from upload_inputs import MAX_FILE_BYTES, fetch_url_inputs_within_limits
+from url_fetches import ImageSearchEvents, url_inputs_for_the_handler
 
-CONCURRENCY_ID = "search"  # one group: the queue's limit holds for all events together, not per event
+CONCURRENCY_ID = "search"  # one group: the queue's limit holds for its events together (image searches: their own)
 ANY = "; empty: any"
 API_OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ("orientation", "", "landscape, portrait or square" + ANY),
@@ -68,17 +68,20 @@ def endpoint(method: Callable[..., list[dict]]) -> Callable[..., list[dict]]:
     return call
 
 
-def add_api(ui: SearchUI) -> None:
+def add_api(ui: SearchUI, images: ImageSearchEvents) -> None:
     """API-only endpoints (no trigger in the page) on hidden inputs, each with one JSON output; also MCP tools."""
     with gr.Column(visible=False):
         text, item_id = gr.Textbox(label="query"), gr.Textbox(label="id")
-        # Our loader, not gr.Image, judges odd files; a URL instead of a file is fetched within the upload limits.
-        image = fetch_url_inputs_within_limits(gr.File(label="image", type="filepath"), MAX_FILE_BYTES)
+        # Our loader, not gr.Image, judges odd files; a URL instead of a file is fetched by the handler (`images`).
+        image = url_inputs_for_the_handler(gr.File(label="image", type="filepath"))
         top_k = gr.Number(label="top_k", value=10)
         threshold = gr.Number(label="threshold", value=0.0)
         options = [_component(name, default) for name, default, _ in API_OPTIONS]
         result = gr.JSON(label="hits")
     for name, source in (("search_text", text), ("search_image", image), ("similar", item_id)):
         handler = as_gr_error(endpoint(getattr(ui, name)))
+        concurrency = {"concurrency_id": CONCURRENCY_ID}
+        if source is image:
+            handler, concurrency = images.fetching_first(handler, image), images.CONCURRENCY
         gr.on([], handler, [source, top_k, threshold, *options], result, api_name=name,
-              api_description=(handler.__doc__ or "").split("\n")[0], concurrency_id=CONCURRENCY_ID)
+              api_description=(handler.__doc__ or "").split("\n")[0], **concurrency)

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import gradio as gr
+from anyio import CapacityLimiter
 
 from search.colour import PALETTE
 from search.engine import SearchEngine
@@ -15,16 +16,20 @@ from ui_handlers import SearchUI, Session, as_gr_error
 from ui_options import FILTER_COLUMNS, available_sorts, control_value
 from ui_page import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, MORE_FAILED_JS, RESULTS_JS
 from ui_render import picture_url
-from upload_inputs import MAX_FILE_BYTES, explain_unreadable_uploads, fetch_url_inputs_within_limits
+from upload_inputs import explain_unreadable_uploads
+from url_fetches import ImageSearchEvents, UrlFetches, url_inputs_for_the_handler
 from webapp import Startup, notice_summary, score_hint
 
 UPLOAD_LIFETIME_S = (300, 1800)  # gradio's delete_cache: (how often to look, how old a file may get) in seconds
 PRIVATE = {"api_visibility": "private", "show_progress": "minimal", "concurrency_id": CONCURRENCY_ID}
 
 
-def build_app(startup: Startup, ui: SearchUI | None = None) -> gr.Blocks:
-    """The Blocks UI and API over one engine (through `ui`, made here when not given)."""
+def build_app(startup: Startup, ui: SearchUI | None = None, fetches: UrlFetches | None = None) -> gr.Blocks:
+    """The Blocks UI and API over one engine (through `ui`, made here when not given); image URLs are fetched by
+    `fetches` (default bounds when not given)."""
     ui = ui or SearchUI(startup)
+    # One count of fetches for the page and the API; image searches at once as many as the model has slots.
+    images = ImageSearchEvents(fetches or UrlFetches(), CapacityLimiter(ui.engine.limiter.slots))
     # Uploads and fetched URLs are deleted 30 minutes after they arrive (checked every 5), which frees their room
     # in the cache's size budget (upload_inputs.UPLOAD_SPACE_BYTES); examples stay (gradio keeps them).
     with gr.Blocks(title="Semantic image search", analytics_enabled=False, delete_cache=UPLOAD_LIFETIME_S) as demo:
@@ -33,8 +38,8 @@ def build_app(startup: Startup, ui: SearchUI | None = None) -> gr.Blocks:
             with gr.Accordion(notice_summary(startup), open=False, elem_id="notice"):
                 gr.Markdown(startup.notice)
         page = _controls(ui)
-        _wire(ui, demo, page)
-        add_api(ui)
+        _wire(ui, demo, page, images)
+        add_api(ui, images)
     return demo
 
 
@@ -47,9 +52,10 @@ def _controls(ui: SearchUI) -> dict[str, Any]:
                                     placeholder=next(iter(d.text_examples), "a dog on a beach"), min_width=120)
             c["text_button"] = gr.Button("Search", variant="primary", elem_id="text-search", scale=0, min_width=80)
         with gr.Tab("Image", id="image", elem_id="tab-image") as c["image_tab"]:
-            c["image"] = explain_unreadable_uploads(fetch_url_inputs_within_limits(gr.Image(
+            # Outermost, the URL pass-through: a URL is the handler's to fetch, not a file to check.
+            c["image"] = url_inputs_for_the_handler(explain_unreadable_uploads(gr.Image(
                 type="filepath", image_mode=None, label="Example picture", elem_id="image",
-                sources=["upload", "webcam", "clipboard"], height=200), MAX_FILE_BYTES))
+                sources=["upload", "webcam", "clipboard"], height=200)))
             with gr.Row(elem_id="mix-row"):
                 c["mix_text"] = gr.Textbox(label="And this text (optional)", max_lines=1, elem_id="mix-text",
                                            min_width=120)
@@ -79,16 +85,18 @@ def _controls(ui: SearchUI) -> dict[str, Any]:
     return c
 
 
-def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any]) -> None:
-    """The page's events; all private (not in the API or MCP), one concurrency group with the API."""
+def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any], images: ImageSearchEvents) -> None:
+    """The page's events; all private (not in the API or MCP); the image search in the image group (`images`),
+    the rest in one concurrency group with the API."""
     shown = [c["results"], c["status"], c["session"]]
     names, opts = list(c["options"]), list(c["options"].values())  # every search reads the options panel
     thresholds = [c["top_k"], c["text_threshold"], c["image_threshold"]]
     text_in = [c["query"], c["exclude"], c["top_k"], c["text_threshold"], c["session"], *opts]
     gr.on([c["text_button"].click, c["query"].submit], _with_options(ui.ui_text, names), text_in, shown, **PRIVATE)
-    gr.on([c["image_button"].click, c["image"].upload, c["mix_text"].submit], _with_options(ui.ui_image, names),
+    gr.on([c["image_button"].click, c["image"].upload, c["mix_text"].submit],
+          images.fetching_first(_with_options(ui.ui_image, names), c["image"]),
           [c["image"], c["mix_text"], c["weight"], c["exclude"], c["top_k"], c["image_threshold"], c["session"],
-           *opts], shown, **PRIVATE)
+           *opts], shown, **(PRIVATE | images.CONCURRENCY))
     for button in c["examples"]:
         button.click(_with_options(_example(ui), names), [button, *text_in[1:]], [c["query"], *shown], **PRIVATE)
     picked_in = [c["top_k"], c["image_threshold"], c["session"], *opts]

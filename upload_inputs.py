@@ -1,17 +1,11 @@
 """How the app receives pictures and request bodies: size and time limits on every body (413/408, partial
 uploads deleted), a size budget for all the bytes gradio's upload cache holds at once (507), an uploaded file's
-header checked before gradio opens it, error messages without server paths, and a URL given instead of a file
-fetched through the build's own download boundary (search/fetch.py), not gradio's.
-
-Gradio downloads a URL that a caller puts in a file input (`{"path": "https://…"}`, or `handle_file(url)` in
-gradio_client) with no size or time limit, outside the request-body limits. Here the same ImageFetcher as the
-builder does it: public http(s) addresses only, every redirect hop checked, the body capped while streaming at
-the upload limit, one deadline.
+header checked before gradio opens it, and where a picture fetched from a URL is saved. A URL given instead of a
+file is fetched by url_fetches.py, not by gradio.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import tempfile
@@ -21,16 +15,14 @@ from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
-from gradio_client.utils import is_http_url_like
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 
 from public_errors import shown_error
-from search.errors import BadImageError, FetchError
-from search.fetch import FetchConfig, ImageFetcher
+from search.errors import BadImageError
 from search.images import check_image
 from search.limits import STORED_PER_REQUEST, BodyLimits, BodyRefusedError, BodyRule
-from search.storage import DiskBudget, StorageFullError
+from search.storage import DiskBudget
 
 MAX_FILE_SIZE = "10mb"  # gradio's per-file upload limit
 MAX_FILE_BYTES = 10 * 1024 * 1024  # what gradio reads MAX_FILE_SIZE as
@@ -41,7 +33,6 @@ BODY_DEADLINE_S = 30.0
 UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
                        ("/upload", "/process_recording", "/component_server", "/api/search/image"))
 JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
-URL_FETCH_TIMEOUT_S = 15.0
 # Gradio keeps each upload (and each fetched URL) for 30 minutes (ui_layout.UPLOAD_LIFETIME_S), so without a size
 # bound the disk it holds is bandwidth × 30 min (a loopback client stored 334 MiB/s). This bounds the bytes held in
 # its cache folder (uploads, fetched URLs, example copies), whatever their age: room for 50 uploads at the
@@ -49,30 +40,6 @@ URL_FETCH_TIMEOUT_S = 15.0
 # are refused (507) until deletions free space.
 UPLOAD_SPACE_BYTES = 512 * 1024 * 1024
 STORED_PATHS = ("/upload",)  # the routes that keep a body in gradio's cache (the other UPLOAD_BODY routes do not)
-
-
-def fetch_url_inputs_within_limits(component: gr.components.Component, max_bytes: int) -> gr.components.Component:
-    """Make `component` fetch a URL input through ImageFetcher (public hosts, `max_bytes`, a deadline)."""
-    fetcher = ImageFetcher(FetchConfig(width=None, timeout_s=URL_FETCH_TIMEOUT_S, retries=0, max_bytes=max_bytes))
-    move = component.async_move_resource_to_block_cache
-
-    async def bounded(url_or_file_path: str | Path | None) -> str | None:
-        if not (isinstance(url_or_file_path, str) and is_http_url_like(url_or_file_path)):
-            return await move(url_or_file_path)
-        try:
-            data = await asyncio.to_thread(fetcher.fetch_url, url_or_file_path)
-        except FetchError as exc:
-            raise shown_error(f"cannot fetch the image URL: {exc}") from exc
-        try:
-            path = await asyncio.to_thread(_save_download, Path(component.GRADIO_CACHE), url_or_file_path, data)
-        except StorageFullError as full:
-            raise shown_error(str(full)) from None
-        component.temp_files.add(path)
-        return path
-
-    # An instance override, as for preprocess below: gradio calls it for every file input of this component.
-    component.async_move_resource_to_block_cache = bounded  # type: ignore[method-assign]
-    return component
 
 
 @functools.cache
@@ -86,8 +53,9 @@ def gradio_cache_space() -> DiskBudget:
     return upload_space(Path(get_upload_folder()), UPLOAD_SPACE_BYTES)
 
 
-def _save_download(cache: Path, url: str, data: bytes) -> str:
-    """The bytes in a new folder of gradio's cache, under a name taken from nothing the caller chose."""
+def save_download(cache: Path, url: str, data: bytes) -> str:
+    """The bytes in a new folder of gradio's cache, under a name taken from nothing the caller chose, within the
+    cache's size budget (StorageFullError, before anything is written)."""
     space = upload_space(cache, UPLOAD_SPACE_BYTES)
     space.measure_if_stale()
     space.charge(len(data) + STORED_PER_REQUEST)  # StorageFullError before anything is written

@@ -8,6 +8,9 @@
         server.url("hop", fault="redirect")      # HTTP 302 to that location
 
 Fault modes (the first path segment): see FAULTS. Request counts per path are in `server.hits`.
+
+    with SilentServer() as silent:              # accepts every connection and never answers
+        silent.url("x.jpg")
 """
 
 from __future__ import annotations
@@ -107,6 +110,47 @@ class LoopbackServer:
         with self._lock:
             self.hits[path] += 1
             return self.hits[path]
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 (or `host`) that accepts connections, never reads or answers, and holds each open
+    until it closes: the peer a fetch must give up on. `accepted` counts the connections so far."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._listener = socket.create_server((host, 0), backlog=128)
+        self._listener.settimeout(0.05)  # the accept loop looks at `_stopped` this often
+        self._stopped = threading.Event()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        return len(self._held)
+
+    def url(self, name: str) -> str:
+        """An http URL on this server (any path: none is ever answered)."""
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}/{name}"
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self._held.append(connection)
 
 
 def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:

@@ -91,8 +91,8 @@ def test_a_chunked_upload_is_refused_once_it_passes_the_budget(budget_app: tuple
 
 def test_a_url_download_past_the_budget_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(upload_inputs, "UPLOAD_SPACE_BYTES", 3 * PIECE)
-    kept = Path(upload_inputs._save_download(tmp_path, "https://example.com/a.png", noise(1)))
+    kept = Path(upload_inputs.save_download(tmp_path, "https://example.com/a.png", noise(1)))
     assert kept.read_bytes() == noise(1)
     with pytest.raises(StorageFullError):
-        upload_inputs._save_download(tmp_path, "https://example.com/b.png", noise(2) * 2)
+        upload_inputs.save_download(tmp_path, "https://example.com/b.png", noise(2) * 2)
     assert files_under(tmp_path) == {kept}
