@@ -1,7 +1,7 @@
 """Gradio app: search a photo collection by text or by example image, with a JSON API for gradio_client and MCP.
 
-The entry point: the page lives in ui_layout.py (layout and wiring), ui_handlers.py (what events call),
-ui_render.py (the results HTML) and ui_page.py (its CSS and JavaScript).
+The entry point: the page lives in search/web/layout.py (layout and wiring), search/web/handlers.py (what events call),
+search/web/render.py (the results HTML) and search/web/page_assets.py (its CSS and JavaScript).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import Any
 
 import gradio as gr
 
-import rest_api
 from search.config import EngineConfig
-from search.limits import cap_malloc_arenas
-from served_files import picture_files
-from ui_handlers import SearchUI
-from ui_layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
-from ui_page import CSS
-from upload_inputs import MAX_FILE_SIZE, body_limits
-from webapp import Startup, start_engine
+from search.web import rest
+from search.web.handlers import SearchUI
+from search.web.layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
+from search.web.page_assets import CSS
+from search.web.process_settings import cap_malloc_arenas
+from search.web.served_files import picture_files
+from search.web.startup import Startup, start_engine
+from search.web.uploads import MAX_FILE_SIZE, body_limits
 
 __all__ = ["CONCURRENCY_ID", "UPLOAD_LIFETIME_S", "SearchUI", "build_app", "launch", "main", "parse_args"]
 
@@ -30,11 +30,11 @@ logger = logging.getLogger(__name__)
 # Gradio events at once. Measured with bench/load_test.py --route gradio --mix mixed --clients 8,32 --queue N (demo
 # bundle, server on one core): 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1 (README, Tuning).
 # 8 would be faster, but gradio's own handling of an Image upload decodes it outside the model limiter
-# (search/limits.py): at 8, eight worst-case uploads at once grew the RSS by 1.3 GB
+# (search/model/limits.py): at 8, eight worst-case uploads at once grew the RSS by 1.3 GB
 # (tests/test_uploads_hostile.py allows 1 GB), so the queue still bounds that memory.
 # Image searches are the exception: they may wait on a URL's host, so they run in a group of their own, their
 # fetches bounded in total and per client and their search work on as many threads as the model has slots
-# (url_fetches.py).
+# (search/web/url_fetches.py).
 CONCURRENCY = 2
 # Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~50-70 calls/s (the
 # measurements above), 64 waiting is one or two seconds of work, so a caller is told quickly, not timed out.
@@ -48,8 +48,8 @@ def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI, **kwargs: Any) -> tu
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
-    # The REST API (rest_api.py) is a route of gradio's own app: same port, same body limits, same handlers.
-    app_kwargs = {"middleware": [body_limits(), picture_files(served)], "routes": [rest_api.mounted(ui, startup)]}
+    # The REST API (search/web/rest.py) is a route of gradio's own app: same port, same body limits, same handlers.
+    app_kwargs = {"middleware": [body_limits(), picture_files(served)], "routes": [rest.mounted(ui, startup)]}
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs,
                        mcp_server=True, **kwargs)  # the API endpoints are MCP tools too, at /gradio_api/mcp/

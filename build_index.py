@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from search.build.fetch import FetchConfig
+from search.build.sources import DEFAULT_DATASET, SourceConfig
 from search.config import DEFAULT_MODEL, EncoderSpec, HnswParams
 from search.errors import SearchError
-from search.fetch import FetchConfig
-from search.sources import DEFAULT_DATASET, SourceConfig
 
 LOCAL_RAY = "local"  # --ray without an address
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
@@ -116,7 +116,7 @@ def encoder_spec(args: argparse.Namespace) -> EncoderSpec | None:
 
 def build_config(args: argparse.Namespace):  # -> BuildConfig; imported lazily so --help stays fast
     """The BuildConfig the arguments describe."""
-    from search.build import BuildConfig
+    from search.build.pipeline import BuildConfig
 
     source = SourceConfig(args.dataset, args.revision, args.data_files, args.images_dir)
     fetch = FetchConfig(args.image_width or None, args.timeout, args.retries, DEFAULTS_FETCH.backoff_s,
@@ -133,21 +133,21 @@ def run(args: argparse.Namespace) -> None:
             raise SearchError("--rebuild-index needs --from DIR|OWNER/NAME[@REV] (the bundle to re-index)")
         if args.ray:
             raise SearchError("--rebuild-index embeds nothing, so it runs without Ray: leave out --ray")
-        from search.finalize import rebuild_index
+        from search.build.finalize import rebuild_index
 
         manifest = rebuild_index(args.base, args.out, HnswParams(args.hnsw_m, args.ef_construction, args.ef_search))
     elif args.ray:
-        from search.ray_build import RayOptions, build_bundle_on_ray
+        from search.build.ray_build import RayOptions, build_bundle_on_ray
 
         address = None if args.ray == LOCAL_RAY else args.ray
         manifest = build_bundle_on_ray(build_config(args), RayOptions(address, args.ray_window))
     else:
-        from search.build import build_bundle
+        from search.build.pipeline import build_bundle
 
         manifest = build_bundle(build_config(args))
     print(f"bundle {args.out}: {manifest.count} items, {manifest.info.failures} failures")
     if args.push_to:
-        from search.publish import push_bundle
+        from search.build.publish import push_bundle
 
         sha = push_bundle(args.out, args.push_to, private=args.private)
         print(f"pushed to {args.push_to}; pin it as {args.push_to}@{sha}")

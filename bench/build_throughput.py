@@ -3,7 +3,7 @@
     python bench/build_throughput.py                    # 512 images, loopback server, parquet source
     python bench/build_throughput.py --n 64 --model-n 16 --variants none
 
-The pipeline run is `search.build.build_bundle` over a parquet file in the Unsplash Lite schema whose
+The pipeline run is `search.build.pipeline.build_bundle` over a parquet file in the Unsplash Lite schema whose
 URLs point at a loopback HTTP server on this machine (384x256 JPEGs, the size Unsplash sends for
 ?w=384): streaming, fetch, safe decode, resize + crop (thread pool), to tensor + encode, shards. Its
 rate is taken over `embed_items` (model loading and the final hnswlib build are reported apart). The model-only
@@ -56,10 +56,10 @@ def photo_jpeg(seed: int, size: tuple[int, int] = (384, 256)) -> bytes:
 
 def run_pipeline(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     """One real build over the loopback server; returns timings of its phases."""
-    from search import build
+    from search.build.fetch import FetchConfig
+    from search.build.pipeline import pipeline as build
+    from search.build.sources import SourceConfig
     from search.config import EncoderSpec
-    from search.fetch import FetchConfig
-    from search.sources import SourceConfig
 
     phases: dict[str, float] = {}
     embed = build.embed_items

@@ -34,10 +34,11 @@ MODEL_REPO, BUNDLE_REPO = "bench/vit-b-32", "bench/unsplash-index"
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
-import app, webapp
+import app
+from search.web.startup import start_engine
 from search.config import EngineConfig
-from search.hub import fetch_bundle
-from search.bundle import read_manifest
+from search.bundle.hub import fetch_bundle
+from search.bundle.store import read_manifest
 t1 = time.perf_counter()
 folder = fetch_bundle(sys.argv[1])
 t2 = time.perf_counter()
@@ -49,7 +50,7 @@ if model.startswith("hf-hub:"):
 t3 = time.perf_counter()
 import huggingface_hub.constants
 huggingface_hub.constants.HF_HUB_OFFLINE = True  # everything is cached now: time the load alone, asking no one
-startup = webapp.start_engine(EngineConfig(index=sys.argv[1], onnx_text=False))
+startup = start_engine(EngineConfig(index=sys.argv[1], onnx_text=False))
 assert not startup.is_demo, startup.notice
 t4 = time.perf_counter()
 app.build_app(startup)
@@ -100,7 +101,7 @@ def write_index(folder: Path, n: int) -> None:
     """An n-item bundle of CLIP-like vectors with Unsplash-like rows, naming the hf-hub ViT-B-32."""
     import pyarrow as pa
 
-    from search.bundle import BundleInfo, write_bundle
+    from search.bundle.store import BundleInfo, write_bundle
     from search.config import EncoderSpec
 
     ids = [f"photo-{row:07d}" for row in range(n)]

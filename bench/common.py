@@ -161,7 +161,7 @@ def random_vit_b32(threads: int = 0) -> Any:
     import torch
 
     from search.config import EncoderSpec
-    from search.encoder import ClipEncoder, configure_threads
+    from search.model.encoder import ClipEncoder, configure_threads
 
     configure_threads(threads)
     torch.manual_seed(0)
@@ -173,13 +173,13 @@ SYNTHETIC_COUNTRIES = 50  # country k holds a share proportional to 1/(k+1): Zip
 
 
 def synthetic_attributes(n: int, seed: int = 7) -> dict[str, Any]:
-    """Unsplash-like optional columns (search/attributes.py) for `n` items, deterministic.
+    """Unsplash-like optional columns (search/bundle/attributes.py) for `n` items, deterministic.
 
     Shares a filter keeps: landscape ~60 %, portrait ~30 %, square ~10 %; colour "blue" ~10 %, "red" ~1 %;
     featured ~5 %; country-000 ~22 %, country-009 ~2.2 %; each of 997 photographers ~0.1 %; downloads
     log-normal, so `min_downloads` at a quantile keeps any share.
     """
-    from search.colour import PALETTE
+    from search.bundle.colour import PALETTE
 
     rng = np.random.default_rng(seed)
     shape = rng.choice(3, n, p=[0.6, 0.3, 0.1])
@@ -222,7 +222,7 @@ def synthetic_metadata(n: int) -> Any:
 
 def write_synthetic_bundle(root: Path, n: int, dim: int = 512, pretrained: str | None = None) -> Path:
     """A bundle of `n` CLIP-like vectors with Unsplash-like metadata for ViT-B-32 (random-init by default)."""
-    from search.bundle import BundleInfo, write_bundle
+    from search.bundle.store import BundleInfo, write_bundle
     from search.config import EncoderSpec
 
     metadata = synthetic_metadata(n)

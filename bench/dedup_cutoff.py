@@ -24,10 +24,10 @@ from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common
-from search import ranking
-from search.bundle import Bundle
-from search.encoder import ClipEncoder
-from search.engine import SearchEngine
+from search.bundle.store import Bundle
+from search.model.encoder import ClipEncoder
+from search.query import ranking
+from search.query.engine import SearchEngine
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 
 SAMPLES = 60

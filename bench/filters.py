@@ -23,11 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common
+from search.bundle.hnsw_index import VectorIndex
+from search.bundle.metadata import ItemCatalog
 from search.config import HnswParams
-from search.filters import Filters, SearchOptions
-from search.index import VectorIndex
-from search.metadata import ItemCatalog
-from search.retrieval import EXACT_MAX_ROWS, Retriever
+from search.query.options import Filters, SearchOptions
+from search.query.retrieval import EXACT_MAX_ROWS, Retriever
 
 CACHE = Path("~/.cache/clip-search-bench").expanduser()
 SHARES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001)

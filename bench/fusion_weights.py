@@ -18,8 +18,8 @@ from bench.relevance import bundle_rankers, compare
 
 def main(argv: list[str] | None = None) -> int:
     """Build a gallery per seed, print one line per seed and query kind, then the JSON line."""
-    from search.bundle import Bundle
-    from search.encoder import ClipEncoder
+    from search.bundle.store import Bundle
+    from search.model.encoder import ClipEncoder
     from tests.conftest import DEMO_SPEC
     from tests.place_gallery import TUNING_SEED, write_place_gallery
 

@@ -3,7 +3,7 @@
     python bench/hash_threads.py                 # the cached 1 000 000-item bundle (bench/bundles.py)
     python bench/hash_threads.py --n 25000
 
-Alternating pairs of runs with no verification record, as on a first start; `search/verified.py` hashes
+Alternating pairs of runs with no verification record, as on a first start; `search/bundle/verified.py` hashes
 files of at least PARALLEL_MIN_BYTES in worker threads (hashlib releases the GIL while it hashes).
 """
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000, help="bundle size")
     parser.add_argument("--pairs", type=int, default=2)
     args = parser.parse_args(argv)
-    from search import verified
+    from search.bundle.store import verified
 
     bundle = cached_bundle(args.n)
     files = {path.name: path for path in sorted(bundle.iterdir()) if path.is_file() and path.suffix != ".json"}

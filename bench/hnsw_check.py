@@ -5,7 +5,7 @@
 
 Each step runs in a fresh child process that reports its wall time and its peak RSS above the RSS it had
 before the step (after imports and, where the step needs them, after loading embeddings.npy as the bundle
-does). Steps: `check` (search/hnsw_check.py on the file), `check+vectors` (also compares every stored vector
+does). Steps: `check` (search/bundle/hnsw_check.py on the file), `check+vectors` (also compares every stored vector
 with embeddings.npy), `load` (VectorIndex.load as a bundle calls it: the check, 1 024 sampled vectors compared,
 hnswlib's load_index: what start-up pays),
 `rebuild` (VectorIndex.build from embeddings.npy, option b). Sizes up to --rebuild-max get a real graph (its
@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
 from bench import common
+from search.bundle.hnsw_check import HEADER, check_hnsw_file
+from search.bundle.hnsw_index import VectorIndex
 from search.config import HnswParams
-from search.hnsw_check import HEADER, check_hnsw_file
-from search.index import VectorIndex
 
 PARAMS = HnswParams(32, 200, 128)  # the defaults
 STEPS = ("check", "check+vectors", "load", "rebuild")

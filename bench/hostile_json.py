@@ -4,10 +4,10 @@ side in the same run, with the code of an earlier revision.
     python bench/hostile_json.py --before 2e58be3     # `git archive`s that revision's search/ into a temp folder
 
 Each load is a fresh process: it imports the loader, reads /proc/self/status (VmRSS), loads one file the way a
-bundle load does (`search.bundle.read_manifest` for manifest.json, `search.keywords.read_keywords` for
-keywords.json: the same entry points in both revisions), then reports its peak RSS (VmHWM, what
-`getrusage(RUSAGE_SELF).ru_maxrss` reports) and the outcome. "growth" is peak minus the RSS before the load:
-what loading that file cost. The files are written once into a temp folder (~450 MB of disk).
+bundle load does (`search.bundle.store.read_manifest` for manifest.json, `search.bundle.keywords.read_keywords` for
+keywords.json: the same functions in both revisions, at the paths each revision has), then reports its peak RSS
+(VmHWM, what `getrusage(RUSAGE_SELF).ru_maxrss` reports) and the outcome. "growth" is peak minus the RSS before
+the load: what loading that file cost. The files are written once into a temp folder (~450 MB of disk).
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ from pathlib import Path
 def status(key):
     return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1]) >> 10
 kind, path = sys.argv[1], Path(sys.argv[2])
-from search.bundle import read_manifest
-from search.keywords import read_keywords
+try:  # this checkout's layout, else an earlier revision's (the same functions, before the modules moved)
+    from search.bundle.store import read_manifest
+    from search.bundle.keywords import read_keywords
+except ModuleNotFoundError:
+    from search.bundle import read_manifest
+    from search.keywords import read_keywords
 before = status("VmRSS:")
 try:
     if kind == "manifest":

@@ -1,4 +1,4 @@
-"""Keyword index engines side by side: bm25s (as search/keywords.py stores and queries it) vs tantivy.
+"""Keyword index engines side by side: bm25s (as search/bundle/keywords.py stores and queries it) vs tantivy.
 
     python bench/keywords.py            # 25 k synthetic item texts, 200 queries
     python bench/keywords.py --n 1000000
@@ -61,10 +61,10 @@ def folder_bytes(folder: Path) -> int:
 
 
 def bench_bm25s(table: pa.Table, texts: list[str], folder: Path) -> dict[str, float]:
-    """search/keywords.py: build with bm25s, save as .npy + JSON, load with checks, query with numpy."""
+    """search/bundle/keywords.py: build with bm25s, save as .npy + JSON, load with checks, query with numpy."""
     import bm25s  # noqa: F401  imported before the clock starts, as tantivy is
 
-    from search.keywords import KEYWORD_FILES, KeywordIndex, read_keywords
+    from search.bundle.keywords import KEYWORD_FILES, KeywordIndex, read_keywords
 
     start = time.perf_counter()
     index = KeywordIndex.build(table)
@@ -109,7 +109,7 @@ def bench_tantivy(table: pa.Table, texts: list[str], folder: Path) -> dict[str, 
 
 def fusion_ms(index: object, texts: list[str], n: int) -> float:
     """p50 of HybridRanker.rerank over a 100-row ANN answer (random unit vectors as the embeddings)."""
-    from search.keywords import HybridRanker
+    from search.query.fusion import HybridRanker
 
     embeddings = common.clip_like_vectors(n, 512)
     ranker = HybridRanker(index, embeddings)

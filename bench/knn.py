@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
 from bench import common
+from search.bundle.hnsw_index import VectorIndex
 from search.config import HnswParams
-from search.index import VectorIndex
 
 DEFAULT = HnswParams()
 GRIDS = {

@@ -24,7 +24,7 @@ def apply_bench_env() -> None:
     if os.environ.get("BENCH_CPUS"):
         os.sched_setaffinity(0, {int(cpu) for cpu in os.environ["BENCH_CPUS"].split(",")})
     if os.environ.get("BENCH_SLOTS"):  # replaced before any engine takes the process-wide limiter
-        from search import limits
+        from search.model import limits
 
         limits._SHARED = limits.WorkLimiter(int(os.environ["BENCH_SLOTS"]))
 
@@ -78,8 +78,8 @@ def main() -> int:
     apply_bench_env()
     from bench.load_gen import MIXES, REPEATED, query_images
     from search.config import EngineConfig
-    from search.limits import shared_limiter
-    from webapp import start_engine
+    from search.model.limits import shared_limiter
+    from search.web.startup import start_engine
 
     engine = start_engine(EngineConfig.from_env()).engine
     while engine.encoder.onnx_text is None:  # as the server: text queries on ONNX Runtime

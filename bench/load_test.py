@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="SEARCH_THREADS (default: one per server CPU)")
     parser.add_argument("--text-threads", type=int,
                         help="SEARCH_TEXT_THREADS, per text query (default: the app's, SEARCH_THREADS)")
-    parser.add_argument("--slots", type=int, help="model-work limiter size (default: search/limits.py's)")
+    parser.add_argument("--slots", type=int, help="model-work limiter size (default: search/model/limits.py's)")
     parser.add_argument("--queue", type=int, help="gradio queue concurrency (default: app.py's)")
     parser.add_argument("--engine", action="store_true", help="also time the engine alone on the server's CPUs")
     parser.add_argument("--work", type=Path, default=Path("/tmp/clip-search-load"), help="bundle and ONNX cache")

@@ -3,8 +3,9 @@
     python bench/memory.py                       # 25 000 and 1 000 000 items (bundles cached: bench/bundles.py)
     python bench/memory.py --n 25000 --no-cold   # quicker
 
-Each run is a fresh process doing what app.py does at start-up (imports gradio, `webapp.start_engine`: checksums,
-embeddings, metadata, hnswlib graph, the ViT-B-32 the bundle names, read from a local weights file), then one
+Each run is a fresh process doing what app.py does at start-up (imports gradio,
+`search.web.startup.start_engine`: checksums, embeddings, metadata, hnswlib graph, the ViT-B-32 the bundle names,
+read from a local weights file), then one
 text query and one "more like this". The ONNX text tower is left off (`onnx_text=False`): it adds ~250 MB and a
 background export, the same for any bundle size. Every part of the load is timed and its memory read from
 /proc/self/status around it: RssAnon (the process's own heap: graph, Python objects, model) apart from RssFile
@@ -48,22 +49,23 @@ def timed(owner, attr, label):
         return result
     setattr(owner, attr, wrapper)
 t0 = time.perf_counter()
-import app, webapp
-import search.bundle, search.engine, search.index, search.metadata
+import app
+from search.web.startup import start_engine
+import search.bundle.store, search.query.engine, search.bundle.hnsw_index, search.bundle.metadata
 from search.config import EngineConfig
 t1 = time.perf_counter()
 after_import = status()
-timed(search.engine.Bundle, "load", "bundle, all parts")
-timed(search.bundle, "verify_files", "  sha256 of the files")
-timed(search.bundle, "read_embeddings", "  embeddings.npy (checked, mapped)")
-timed(search.bundle, "load_catalog", "  catalog (read, built, freed pages returned)")
-timed(search.metadata, "read_metadata", "    metadata.parquet -> Arrow")
-timed(search.metadata, "ItemCatalog", "    ItemCatalog (item columns)")
-timed(search.bundle, "read_keywords", "  keyword index")
-timed(search.index, "check_hnsw_file", "  index.hnsw structural check")
-timed(search.index.VectorIndex, "load", "  index.hnsw check + hnswlib load")
-timed(search.engine.ClipEncoder, "load", "model (ViT-B-32 weights)")
-startup = webapp.start_engine(EngineConfig(index=sys.argv[1], onnx_text=False))
+timed(search.query.engine.Bundle, "load", "bundle, all parts")
+timed(search.bundle.store, "verify_files", "  sha256 of the files")
+timed(search.bundle.store, "read_embeddings", "  embeddings.npy (checked, mapped)")
+timed(search.bundle.store, "load_catalog", "  catalog (read, built, freed pages returned)")
+timed(search.bundle.metadata, "read_metadata", "    metadata.parquet -> Arrow")
+timed(search.bundle.metadata, "ItemCatalog", "    ItemCatalog (item columns)")
+timed(search.bundle.store, "read_keywords", "  keyword index")
+timed(search.bundle.hnsw_index, "check_hnsw_file", "  index.hnsw structural check")
+timed(search.bundle.hnsw_index.VectorIndex, "load", "  index.hnsw check + hnswlib load")
+timed(search.query.engine.ClipEncoder, "load", "model (ViT-B-32 weights)")
+startup = start_engine(EngineConfig(index=sys.argv[1], onnx_text=False))
 assert not startup.is_demo, startup.notice
 hits = startup.engine.search_text("a foggy forest at dawn", 10, -1.0)
 assert len(hits) == 10

@@ -254,17 +254,17 @@ def exact_top(engine: Any, query: str) -> list[int]:
 
 def our_engine(bundle: Path, encoder: Any) -> Any:
     """The app's engine over this bundle: ONNX text tower, no query cache."""
-    from search.bundle import Bundle
-    from search.engine import SearchEngine
+    from search.bundle.store import Bundle
+    from search.query.engine import SearchEngine
 
     return SearchEngine(encoder, Bundle.load(bundle, cache_dir=CACHE / "peers" / "search-cache"), text_cache_size=0)
 
 
 def our_encoder(bundle: Path) -> Any:
     """The bundle's ViT-B-32 (the cached random weights) with its text tower on ONNX Runtime."""
-    from search.bundle import read_manifest
-    from search.encoder import ClipEncoder
-    from search.onnx_text import load_onnx_text
+    from search.bundle.store import read_manifest
+    from search.model.encoder import ClipEncoder
+    from search.model.onnx_text import load_onnx_text
 
     encoder = ClipEncoder.load(read_manifest(bundle).info.encoder.resolved(bundle))
     encoder.onnx_text = load_onnx_text(encoder, CACHE / "peers" / "search-cache")

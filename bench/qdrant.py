@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
 from bench import common
+from search.bundle.hnsw_index import VectorIndex
 from search.config import HnswParams
-from search.index import VectorIndex
 
 K = 10
 PARAMS = HnswParams()
@@ -113,7 +113,7 @@ def build_embedded(data: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray]
     """`QdrantIndex` over qdrant-client's embedded mode, loaded as the loader does, and the load seconds."""
     from qdrant_client import QdrantClient, models
 
-    from search.qdrant_index import QdrantIndex
+    from search.query.qdrant_index import QdrantIndex
 
     client = QdrantClient(location=":memory:")
     start = time.perf_counter()

@@ -94,7 +94,7 @@ def dataset_set(args: argparse.Namespace) -> tuple[list[Image.Image], list[list[
 
 def as_image(value: Any) -> Image.Image:
     """A PIL image from a `datasets` Image, a {"bytes", "path"} struct or a local path."""
-    from search.images import load_image
+    from search.model.images import load_image
 
     if isinstance(value, Image.Image):
         return value.convert("RGB")
@@ -120,8 +120,8 @@ def recalls(image_vectors: np.ndarray, text_vectors: np.ndarray, owner: np.ndarr
 def conversions_main(args: argparse.Namespace) -> int:
     """Judge text search on a bundle with real searches: CLIP alone vs hybrid; print the table and JSON line."""
     from bench.relevance import bundle_rankers, compare, read_conversions
-    from search.bundle import Bundle
-    from search.encoder import ClipEncoder
+    from search.bundle.store import Bundle
+    from search.model.encoder import ClipEncoder
 
     if args.index is None:
         raise SystemExit("--conversions needs --index BUNDLE (a built Unsplash Lite bundle)")
@@ -146,7 +146,7 @@ def conversions_main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Encode the set, print the table and the JSON line."""
     from search.config import EncoderSpec
-    from search.encoder import ClipEncoder
+    from search.model.encoder import ClipEncoder
 
     args = parse_args(argv)
     if args.conversions is not None:

@@ -74,10 +74,10 @@ def measure(args: argparse.Namespace, root: Path) -> tuple[dict, list[list], str
     """All timings of one run: (final JSON, table rows)."""
     import torch
 
-    from search.bundle import Bundle
-    from search.encoder import ClipEncoder
-    from search.engine import SearchEngine
-    from search.onnx_text import MODEL_FILE, OnnxTextTower, cache_key, load_onnx_text
+    from search.bundle.store import Bundle
+    from search.model.encoder import ClipEncoder
+    from search.model.onnx_text import MODEL_FILE, OnnxTextTower, cache_key, load_onnx_text
+    from search.query.engine import SearchEngine
 
     encoder = common.random_vit_b32(args.threads)
     threads = torch.get_num_threads()

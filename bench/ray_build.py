@@ -40,10 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace, rows: Path, out: Path):  # -> BuildConfig
     """The build both runs share (only `out` differs)."""
-    from search.build import BuildConfig
+    from search.build.fetch import FetchConfig
+    from search.build.pipeline import BuildConfig
+    from search.build.sources import SourceConfig
     from search.config import REPO_ROOT, EncoderSpec
-    from search.fetch import FetchConfig
-    from search.sources import SourceConfig
 
     spec = EncoderSpec("ViT-B-32", None) if args.model == "vit-b-32" else \
         EncoderSpec(f"local-dir:{REPO_ROOT / 'assets' / 'demo' / 'model'}", None)
@@ -56,8 +56,8 @@ def timed_builds(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     """Single-process build, then Ray start-up and the Ray build, over the same items; seconds of each."""
     import ray
 
-    from search.build import build_bundle
-    from search.ray_build import RayOptions, build_bundle_on_ray
+    from search.build.pipeline import build_bundle
+    from search.build.ray_build import RayOptions, build_bundle_on_ray
 
     bodies = [photo_jpeg(seed) for seed in range(64)]
     times: dict[str, float] = {}

@@ -117,15 +117,15 @@ def compare(queries: dict[str, set[str]], vectors: Sequence[object], ids: Sequen
 
 def bundle_rankers(bundle: object, top_k: int = 10, weight: float | None = None) -> dict[str, Ranker]:
     """`clip` (the ANN index alone) and, when the bundle has a keyword index, `hybrid` (fused with it)."""
-    from search.filters import SearchOptions
-    from search.retrieval import Retriever
+    from search.query.options import SearchOptions
+    from search.query.retrieval import Retriever
 
     def clip(text: str, vector: object) -> list[int]:
         return bundle.index.query(vector, top_k)[0].tolist()
 
     rankers: dict[str, Ranker] = {"clip": clip}
     if bundle.keywords is not None:
-        # The engine's own path (search/retrieval.py), without the model: the caller gives the text's vector.
+        # The engine's own path (search/query/retrieval.py), without the model: the caller gives the text's vector.
         retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog, keywords=bundle.keywords)
         if weight is not None:
             retriever.fusion.weight = weight

@@ -46,12 +46,12 @@ def main() -> int:
     args = parser.parse_args()
 
     from search.config import EngineConfig
-    from search.engine import load_engine
     from search.errors import BadQueryError
-    from search.filters import SearchOptions
-    from search.limits import pin_blas_threads
+    from search.query.engine import load_engine
+    from search.query.options import SearchOptions
+    from search.web.process_settings import pin_blas_threads
 
-    pin_blas_threads()  # as the app does (webapp.start_engine)
+    pin_blas_threads()  # as the app does (search.web.startup.start_engine)
     engine = load_engine(EngineConfig(index=str(cached_bundle(args.n)), onnx_text=False))
     item = engine.bundle.catalog.hit(7, 1.0).id
 

@@ -90,14 +90,14 @@ def time_texts(url: str, texts: int, options: list[Any]) -> list[tuple[float, st
 
 def run(stalled: int, texts: int) -> dict[str, Any]:
     """Serve the demo, stall `stalled` image searches, time `texts` text searches; the figures."""
-    from search import netguard
-    from search.bundle import Bundle
-    from search.encoder import ClipEncoder
-    from search.engine import SearchEngine
+    from search.build.pipeline import netguard
+    from search.bundle.store import Bundle
+    from search.model.encoder import ClipEncoder
+    from search.query.engine import SearchEngine
+    from search.web.startup import Startup, demo_notice
     from tests.app_server import serve
     from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
     from tests.loopback import SilentServer
-    from webapp import Startup, demo_notice
 
     real = netguard.is_public_address
     netguard.is_public_address = lambda address: address == STAND_IN or real(address)

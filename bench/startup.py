@@ -4,7 +4,7 @@
     python bench/startup.py --n 500 --runs 1
 
 Each run is a fresh `python` process that imports app.py (gradio included), loads the bundle with
-`webapp.start_engine` (checksums, embeddings, hnswlib graph, metadata, the model the manifest names),
+`search.web.startup.start_engine` (checksums, embeddings, hnswlib graph, metadata, the model the manifest names),
 builds the Gradio UI and answers one text query (PyTorch's text tower while the ONNX one is being
 prepared in the background; the time until that one serves is reported too). It does not bind a
 port. The model's files are local: the bundle names a ViT-B-32 safetensors file (random weights, ~600 MB;
@@ -26,10 +26,11 @@ from bench.bundles import cached_bundle
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
-import app, webapp
+import app
+from search.web.startup import start_engine
 from search.config import EngineConfig
 t1 = time.perf_counter()
-startup = webapp.start_engine(EngineConfig(index=sys.argv[1]))
+startup = start_engine(EngineConfig(index=sys.argv[1]))
 assert not startup.is_demo, startup.notice
 t2 = time.perf_counter()
 app.build_app(startup)

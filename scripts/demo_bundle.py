@@ -8,11 +8,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from scripts.synthetic_shapes import make_samples
-from search.bundle import BundleInfo, write_bundle
+from search.build.measured_hints import record_ui_hints
+from search.bundle.store import BundleInfo, write_bundle
 from search.config import EncoderSpec, HnswParams
-from search.encoder import ClipEncoder
-from search.images import load_image
-from search.ui_hints import record_ui_hints
+from search.model.encoder import ClipEncoder
+from search.model.images import load_image
 
 DEMO_ITEMS = 300
 IMAGE_SIZE = 128

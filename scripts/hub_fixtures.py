@@ -38,9 +38,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python scripts/...` from anywhere
 from scripts.synthetic_shapes import ShapeSpec, render
-from search.bundle import BundleInfo, sha256_of, write_bundle
+from search.bundle.manifest import INDEX_FILE, MANIFEST_FILE
+from search.bundle.store import BundleInfo, sha256_of, write_bundle
 from search.config import REPO_ROOT, EncoderSpec, HnswParams
-from search.manifest import INDEX_FILE, MANIFEST_FILE
 from tests.test_sources import UNSPLASH_SCHEMA, unsplash_row
 
 DATASET_REPO = "1aurent/unsplash-lite"

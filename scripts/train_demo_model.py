@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `scripts.` importable fro
 
 from scripts.demo_bundle import write_demo_index
 from scripts.synthetic_shapes import ShapeSpec, all_specs, caption_variants, make_samples
-from search.encoder import trimmed_text_features
+from search.model.encoder import trimmed_text_features
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = "open_clip_config.json"

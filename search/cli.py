@@ -9,11 +9,11 @@ import sys
 from dataclasses import replace
 from typing import NoReturn
 
-from search.colour import PALETTE
+from search.bundle.colour import PALETTE
 from search.config import EngineConfig
-from search.engine import MAX_TOP_K, Query, Term, load_engine
 from search.errors import SearchError
-from search.filters import CUTOFFS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS, SearchOptions
+from search.query.engine import MAX_TOP_K, Query, Term, load_engine
+from search.query.options import CUTOFFS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS, SearchOptions
 from search.types import Hit
 
 
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_arguments(parser)
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: $SEARCH_DEVICE, else cpu)")
     parser.add_argument("--qdrant", metavar="URL", help="serve vectors from a Qdrant server (http://host:6333) "
-                        "loaded by `python -m search.qdrant_load`, or from :memory: (qdrant-client's embedded mode, "
-                        "loaded from the bundle) (default: $SEARCH_QDRANT_URL)")
+                        "loaded by `python -m search.build.qdrant_load`, or from :memory: (qdrant-client's embedded "
+                        "mode, loaded from the bundle) (default: $SEARCH_QDRANT_URL)")
     parser.add_argument("--collection", metavar="NAME",
                         help="the Qdrant collection (default: $SEARCH_QDRANT_COLLECTION)")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON array")

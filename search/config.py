@@ -80,13 +80,13 @@ class EngineConfig:
     index: str = str(DEMO_INDEX_DIR)
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads for the model; 0 keeps torch's default (one per core)
-    text_threads: int = 0  # ONNX Runtime threads per text query; 0: torch's (search/onnx_text.py)
+    text_threads: int = 0  # ONNX Runtime threads per text query; 0: torch's (search/model/onnx_text.py)
     text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
-    onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/onnx_text.py); CPU only
+    onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/model/onnx_text.py); CPU only
     cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept
-    # Serve vectors from a Qdrant collection loaded from the bundle (search/qdrant_index.py) instead of its hnswlib
-    # graph: a server URL, or `:memory:` for qdrant-client's embedded mode (loaded from the bundle). The bundle still
-    # supplies the catalog.
+    # Serve vectors from a Qdrant collection loaded from the bundle (search/query/qdrant_index.py) instead of its
+    # hnswlib graph: a server URL, or `:memory:` for qdrant-client's embedded mode (loaded from the bundle). The
+    # bundle still supplies the catalog.
     qdrant_url: str | None = None
     qdrant_collection: str | None = None
     qdrant_api_key: str | None = field(default=None, repr=False)  # a secret: kept out of logs and reprs

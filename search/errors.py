@@ -1,5 +1,8 @@
 """Exceptions raised by the search package; each message says what went wrong and what to do."""
 
+REBUILD_HINT = "rebuild it with build_index.py or download it again"
+"""How every refusal of a bundle ends: what to do about it."""
+
 
 class SearchError(Exception):
     """Base class: anything the user can fix by changing input, files or configuration."""

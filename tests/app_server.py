@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from gradio_client import Client
 
 from app import SearchUI, build_app, launch
-from webapp import Startup
+from search.web.startup import Startup
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from search.bundle import BundleInfo, write_bundle
+from search.bundle.store import BundleInfo, write_bundle
 from search.config import REPO_ROOT, EncoderSpec, HnswParams
 
 DEMO_MODEL_DIR = REPO_ROOT / "assets" / "demo" / "model"
@@ -92,7 +92,7 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def demo_encoder():
     """The shipped demo CLIP, loaded through open_clip's local-dir path."""
-    from search.encoder import ClipEncoder
+    from search.model.encoder import ClipEncoder
 
     return ClipEncoder.load(DEMO_SPEC)
 
@@ -100,8 +100,8 @@ def demo_encoder():
 @pytest.fixture(scope="session")
 def demo_engine(demo_encoder):
     """A SearchEngine over the shipped demo bundle."""
-    from search.bundle import Bundle
-    from search.engine import SearchEngine
+    from search.bundle.store import Bundle
+    from search.query.engine import SearchEngine
 
     return SearchEngine(demo_encoder, Bundle.load(DEMO_INDEX_DIR))
 
@@ -112,7 +112,7 @@ def random_vit_b32():
     import open_clip
     import torch
 
-    from search.encoder import ClipEncoder
+    from search.model.encoder import ClipEncoder
 
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
@@ -122,7 +122,7 @@ def random_vit_b32():
 @pytest.fixture(scope="module")
 def demo_startup(demo_engine):
     """The app's start-up state on the shipped demo, as with no index configured."""
-    from webapp import Startup, demo_notice
+    from search.web.startup import Startup, demo_notice
 
     return Startup(demo_engine, demo_notice(None, None), True)
 

@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from search.bundle import BundleInfo, write_bundle
+from search.bundle.hnsw_check import HEADER
+from search.bundle.hnsw_index import VectorIndex
+from search.bundle.store import BundleInfo, write_bundle
 from search.config import EncoderSpec, HnswParams
-from search.hnsw_check import HEADER
-from search.index import VectorIndex
 from tests.conftest import DEMO_MODEL_DIR, unit_vectors
 
 COUNT, DIM = 8, 64  # the demo model's dim, so a bundle that passes can be searched with the demo encoder
@@ -385,7 +385,7 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
      lambda r, o: (r / "manifest.json").write_text("[1, 2]")),
     ("manifest-int-of-5000-digits", r"manifest.json is not valid JSON", False,
      lambda r, o: (r / "manifest.json").write_text('{"format_version": 1, "dim": 1' + "0" * 5000 + "}")),
-    # JSON sized before it is parsed (search/bounded_json.py): Python objects cost ~30x the bytes of `{}`
+    # JSON sized before it is parsed (search/bundle/bounded_json.py): Python objects cost ~30x the bytes of `{}`
     ("manifest-extra-nested-objects", r"manifest.json is nested too deeply \(more than 3 levels\)", False,
      lambda r, o: edit_manifest(r, extra=[{"a": {}}] * 1000)),
     ("manifest-2m-empty-objects", r"manifest.json holds more than 2097152 values, more than its format needs", False,
@@ -467,7 +467,7 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
     ("metadata-cells-at-their-limits", None, False, _cells_at_their_limits),
     ("metadata-not-parquet", r"metadata.parquet cannot be read as parquet", False,
      lambda r, o: ((r / "metadata.parquet").write_bytes(b"PAR1" + os.urandom(64)), reseal(r))),
-    # index.hnsw (the structural check is search/hnsw_check.py; its own cases and fuzz: tests/test_hnsw_check.py)
+    # index.hnsw (the structural check is search/bundle/hnsw_check.py; its own cases and fuzz: tests/test_hnsw_check.py)
     ("hnsw-entry-point-out-of-range", r"index.hnsw is corrupt .*entry point 2147483632", False,
      _hnsw_entry_point_out_of_range),
     ("hnsw-of-another-dim", r"index.hnsw is corrupt .*vectors of dim 16, expected 64", False, _hnsw_of_another_dim),

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from scripts.synthetic_shapes import COLOURS, ShapeSpec, make_samples
-from search.bundle import BundleInfo, write_bundle
+from search.bundle.store import BundleInfo, write_bundle
 from search.config import HnswParams
-from search.encoder import ClipEncoder
+from search.model.encoder import ClipEncoder
 
 PLACES = (("Lisbon", "Portugal"), ("Kyoto", "Japan"), ("Reykjavik", "Iceland"), ("Marrakesh", "Morocco"),
           ("Cusco", "Peru"), ("Oslo", "Norway"), ("Hanoi", "Vietnam"), ("Seville", "Spain"),

@@ -20,10 +20,16 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app import parse_args
-from search.bundle import BundleInfo, write_bundle
+from search.bundle.store import BundleInfo, write_bundle
 from search.config import REPO_ROOT, EngineConfig
 from search.errors import BadQueryError
 from search.types import Hit
+from search.web.gradio_api import API_OPTIONS
+from search.web.handlers import SearchUI, Session
+from search.web.page_text import credit_html, status_text, thumbnail
+from search.web.request_values import combined_query
+from search.web.startup import BUILD_COMMAND, ModeDefaults, Startup, mode_defaults, score_hint, start_engine
+from search.web.uploads import explain_unreadable_uploads
 from tests.app_server import assert_serving, free_port
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 from tests.odd_images import (
@@ -34,21 +40,6 @@ from tests.odd_images import (
     text_as_jpg,
     truncated_jpeg,
     zero_bytes,
-)
-from ui_api import API_OPTIONS
-from ui_handlers import SearchUI, Session
-from upload_inputs import explain_unreadable_uploads
-from webapp import (
-    BUILD_COMMAND,
-    ModeDefaults,
-    Startup,
-    combined_query,
-    credit_html,
-    mode_defaults,
-    score_hint,
-    start_engine,
-    status_text,
-    thumbnail,
 )
 
 # gradio's queue uses a pandas option that pandas 3 deprecates; not ours to fix.
@@ -376,8 +367,8 @@ def test_defaults_and_examples_come_from_the_bundle(demo_startup: Startup) -> No
 
 
 def test_a_bundle_without_recorded_hints_gets_them_measured(tmp_path: Path, demo_engine) -> None:
-    from search.bundle import Bundle
-    from search.engine import SearchEngine
+    from search.bundle.store import Bundle
+    from search.query.engine import SearchEngine
 
     bundle = Bundle.load(small_demo_bundle(tmp_path))
     assert bundle.manifest.ui is None
@@ -402,7 +393,7 @@ def test_ui_upload_that_pil_cannot_open_is_explained(tmp_path: Path, make: Calla
 
 def test_importing_the_app_writes_nothing_into_the_repository() -> None:
     # gradio writes a .pyi stub beside any module that defines a component subclass; app.py must not.
-    assert not (REPO_ROOT / "app.pyi").exists() and not (REPO_ROOT / "webapp.pyi").exists()
+    assert not (REPO_ROOT / "app.pyi").exists() and not (REPO_ROOT / "search.web.startup.pyi").exists()
 
 
 # --- start-up ---

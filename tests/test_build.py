@@ -19,14 +19,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 import build_index
-from search.build import BuildConfig, BuildError, build_bundle
-from search.bundle import Bundle
-from search.colour import PALETTE
+from search.build.fetch import FetchConfig
+from search.build.pipeline import BuildConfig, BuildError, build_bundle
+from search.build.sources import SourceConfig
+from search.bundle.colour import PALETTE
+from search.bundle.metadata import IMAGE_RULE
+from search.bundle.store import Bundle
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
 from search.errors import BundleError, EncoderLoadError
-from search.fetch import FetchConfig
-from search.metadata import IMAGE_RULE
-from search.sources import SourceConfig
 from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
 from tests.loopback import LoopbackServer
 from tests.test_sources import jpeg_bytes, write_not_utf8, write_unsplash_parquet
@@ -176,8 +176,8 @@ def test_retry_failed_tries_recorded_failures_again(server: LoopbackServer, tmp_
 
 
 def test_items_fetched_before_a_stream_breaks_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import search.build
-    from search.sources import SourceError, folder_items
+    import search.build.pipeline
+    from search.build.sources import SourceError, folder_items
 
     photos = tmp_path / "photos"
     write_shapes(photos, per_shape=2)
@@ -186,7 +186,7 @@ def test_items_fetched_before_a_stream_breaks_are_kept(tmp_path: Path, monkeypat
         yield from list(folder_items(photos))[:5]
         raise SourceError("connection to the data set dropped")
 
-    monkeypatch.setattr(search.build, "iter_items", breaking_stream)
+    monkeypatch.setattr(search.build.pipeline, "iter_items", breaking_stream)
     config = BuildConfig(tmp_path / "out", SourceConfig(images_dir=photos), DEMO_SPEC, "cpu", 2, shard_size=100,
                          progress=False)
     with pytest.raises(SourceError, match="dropped"):
@@ -258,7 +258,7 @@ def test_a_custom_text_tower_builds_by_flags_alone(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert build_index.main(["--images-dir", str(photos), "--out", str(out), "--model", f"local-dir:{model}",
                              "--device", "cpu", "--no-progress"]) == 0
-    from search.engine import load_engine
+    from search.query.engine import load_engine
 
     engine = load_engine(EngineConfig(index=str(out), device="cpu"))
     assert not engine.encoder.can_trim_text and engine.bundle.manifest.dim == 32
@@ -289,7 +289,7 @@ def test_rebuild_index_reuses_embeddings_without_the_model(server: LoopbackServe
     rows, _ = served_rows(server, tmp_path)
     build_bundle(url_config(tmp_path / "a", rows, limit=12))
     hits = sum(server.hits.values())
-    from search.encoder import ClipEncoder
+    from search.model.encoder import ClipEncoder
 
     monkeypatch.setattr(ClipEncoder, "load", lambda *a, **k: pytest.fail("rebuild must not load a model"))
     for out in ("b", "a"):  # into a new folder, then in place
@@ -416,7 +416,7 @@ def test_images_dir_rows_point_at_a_thumbnail_inside_the_bundle(tmp_path: Path) 
 
 def test_a_shard_write_cut_short_is_ignored_then_overwritten(tmp_path: Path) -> None:
     """What SIGKILL leaves mid-write: vectors without their rows file, and a temp file. Neither counts."""
-    from search.shards import STATUS_FAILED, STATUS_OK, ShardStore
+    from search.build.shards import STATUS_FAILED, STATUS_OK, ShardStore
 
     store = ShardStore(tmp_path, dim=2)
     store.write([{"id": "a", "status": STATUS_OK, "reason": None},
@@ -442,20 +442,20 @@ def test_downloads_run_concurrently_ahead_of_the_model(server: LoopbackServer, t
 
 def test_a_crash_while_writing_the_bundle_is_finished_by_a_rerun(server: LoopbackServer, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import search.finalize
+    import search.build.finalize
 
     rows, good = served_rows(server, tmp_path)
-    real_write = search.finalize.write_bundle
+    real_write = search.build.finalize.write_bundle
 
     def crash_after_the_vectors(root: Path, embeddings: np.ndarray, *rest: object) -> None:
         np.save(root / "embeddings.npy", embeddings[:3])  # a partly replaced bundle, no manifest
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(search.finalize, "write_bundle", crash_after_the_vectors)
+    monkeypatch.setattr(search.build.finalize, "write_bundle", crash_after_the_vectors)
     with pytest.raises(KeyboardInterrupt):
         build_bundle(url_config(tmp_path / "out", rows))
     assert not (tmp_path / "out" / "manifest.json").exists()
-    monkeypatch.setattr(search.finalize, "write_bundle", real_write)
+    monkeypatch.setattr(search.build.finalize, "write_bundle", real_write)
     fetched = sum(server.hits.values())
     assert build_bundle(url_config(tmp_path / "out", rows)).count == len(good)
     assert sum(server.hits.values()) == fetched  # everything came from the shards

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from search.build import BuildConfig, build_bundle, split_transform
-from search.bundle import Bundle
-from search.images import load_image
-from search.sources import SourceConfig
+from search.build.pipeline import BuildConfig, build_bundle, split_transform
+from search.build.sources import SourceConfig
+from search.bundle.store import Bundle
+from search.model.images import load_image
 from tests.conftest import DEMO_SPEC
 
 SIZES = [(384, 256), (256, 384), (224, 224), (100, 50), (640, 427), (31, 300)]

@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from search.bundle import (
+from search.bundle.manifest import KEYWORD_FILES
+from search.bundle.store import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -24,7 +25,6 @@ from search.bundle import (
 )
 from search.config import EncoderSpec, HnswParams
 from search.errors import BundleError, UnknownItemError
-from search.manifest import KEYWORD_FILES
 from tests.conftest import metadata_table, unit_vectors
 
 MakeBundle = Callable[..., Path]
@@ -130,7 +130,7 @@ def test_pickled_embeddings_are_never_loaded(make_bundle: MakeBundle) -> None:
     root = make_bundle()
     np.save(root / EMBEDDINGS_FILE, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     manifest = json.loads((root / MANIFEST_FILE).read_text())
-    from search.bundle import sha256_of
+    from search.bundle.store import sha256_of
     manifest["files"][EMBEDDINGS_FILE] = sha256_of(root / EMBEDDINGS_FILE)
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="not a plain .npy array"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from scripts.synthetic_shapes import all_specs, make_samples
-from search.encoder import ClipEncoder
-from search.engine import SearchEngine
+from search.model.encoder import ClipEncoder
+from search.query.engine import SearchEngine
 from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR
 
 HELD_OUT_SEED = 424_242  # neither the training seed nor the demo bundle's

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from search.config import EncoderSpec
-from search.encoder import ClipEncoder, resolve_device
 from search.errors import EncoderLoadError
+from search.model.encoder import ClipEncoder, resolve_device
 from tests.conftest import DEMO_MODEL_DIR
 
 TEXTS = [
@@ -89,7 +89,7 @@ def test_schema_specs_ignore_pretrained_so_equal_models_compare_equal() -> None:
 
 
 def test_configure_threads_sets_torch_and_zero_keeps_the_default() -> None:
-    from search.encoder import configure_threads
+    from search.model.encoder import configure_threads
 
     before = torch.get_num_threads()
     try:

@@ -12,10 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search.bundle import Bundle
+from search.bundle.store import Bundle
 from search.config import EncoderSpec, EngineConfig
-from search.encoder import ClipEncoder
-from search.engine import Query, SearchEngine, Term, load_engine
 from search.errors import (
     BadImageError,
     BadQueryError,
@@ -24,6 +22,8 @@ from search.errors import (
     SearchError,
     UnknownItemError,
 )
+from search.model.encoder import ClipEncoder
+from search.query.engine import Query, SearchEngine, Term, load_engine
 from search.types import Hit
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import build_index
-from search.bundle import Bundle
+from search.bundle.store import Bundle
 from search.config import REPO_ROOT
 from tests.conftest import DEMO_MODEL_DIR
 from tests.loopback import LoopbackServer

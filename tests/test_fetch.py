@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from search.fetch import FetchConfig, FetchError, ImageFetcher
+from search.build.fetch import FetchConfig, FetchError, ImageFetcher
 from tests.loopback import LoopbackServer
 from tests.test_sources import jpeg_bytes
 

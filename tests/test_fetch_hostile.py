@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from search import netguard
+from search.build.fetch import BlockedTargetError, FetchConfig, FetchError, ImageFetcher
+from search.build.pipeline import netguard
 from search.config import REPO_ROOT
-from search.fetch import BlockedTargetError, FetchConfig, FetchError, ImageFetcher
 from tests.loopback import LoopbackServer
 from tests.test_sources import jpeg_bytes
 
@@ -208,7 +208,7 @@ def test_the_memory_probe_sees_a_body_of_max_bytes(cdn: LoopbackServer) -> None:
 
 CHILD = """
 import sys
-from search.fetch import FetchConfig, FetchError, ImageFetcher
+from search.build.fetch import FetchConfig, FetchError, ImageFetcher
 
 def peak_rss():  # VmHWM starts afresh at exec (ru_maxrss keeps the forking parent's peak)
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))

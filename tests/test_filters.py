@@ -13,17 +13,17 @@ import pytest
 from PIL import Image
 
 from bench.common import clip_like_queries, clip_like_vectors, synthetic_metadata
-from search.bundle import Bundle, write_bundle
-from search.colour import dominant_colour
+from search.build.picture_facts import file_facts
+from search.bundle.colour import dominant_colour
+from search.bundle.hnsw_index import VectorIndex
+from search.bundle.metadata import ItemCatalog
+from search.bundle.store import Bundle, write_bundle
 from search.config import EncoderSpec, HnswParams
-from search.engine import SearchEngine
 from search.errors import BadQueryError, BundleError
-from search.filters import Filters, SearchOptions
-from search.index import VectorIndex
-from search.metadata import ItemCatalog
-from search.picture_facts import file_facts
-from search.ranking import cut_count, sort_order
-from search.retrieval import Retriever
+from search.query.engine import SearchEngine
+from search.query.options import Filters, SearchOptions
+from search.query.ranking import cut_count, sort_order
+from search.query.retrieval import Retriever
 from tests.conftest import metadata_table, unit_vectors
 
 
@@ -82,7 +82,7 @@ def _bundle_with(tmp_path: Path, **columns: Any) -> Path:
 
 
 def _info() -> Any:
-    from search.bundle import BundleInfo
+    from search.bundle.store import BundleInfo
 
     return BundleInfo(EncoderSpec("ViT-B-32", None), HnswParams(m=8, ef_construction=32, ef_search=16))
 

@@ -21,9 +21,9 @@ import hnswlib
 import numpy as np
 import pytest
 
+from search.bundle.hnsw_check import CorruptIndexError, HnswHeader, check_hnsw_file
+from search.bundle.hnsw_index import VectorIndex, to_scores
 from search.config import REPO_ROOT, HnswParams
-from search.hnsw_check import CorruptIndexError, HnswHeader, check_hnsw_file
-from search.index import VectorIndex, to_scores
 from tests.conftest import DEMO_INDEX_DIR, unit_vectors
 
 FIELD_FORMATS = "QQQQQQiIQQQdQ"  # hnswalg.h saveIndex, written field by field (no padding), little-endian
@@ -185,7 +185,7 @@ def test_stored_vectors_must_be_the_bundles_rows(tmp_path: Path) -> None:
 def test_load_compares_a_sample_of_rows_and_refuses_a_graph_of_other_embeddings(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = build_file(tmp_path / "index.hnsw")
-    monkeypatch.setattr("search.index.VECTOR_SAMPLE", 30)  # 300 rows: records 0, 10, 20, ... are compared
+    monkeypatch.setattr("search.bundle.hnsw_index.VECTOR_SAMPLE", 30)  # 300 rows: records 0, 10, 20, ... are compared
     rows = unit_vectors(N, DIM, 0)
     assert len(VectorIndex.load(path, DIM, PARAMS, count=N, vectors=rows)) == N
     assert "differ from embeddings.npy" in assert_refused(path, vectors=unit_vectors(N, DIM, 1))
@@ -347,7 +347,8 @@ def test_hnswlibs_own_load_errors_become_the_same_one_line_error(tmp_path: Path,
     # A file the check has not seen (as if it changed in between): hnswlib's RuntimeError is mapped, not raised.
     path = tmp_path / "index.hnsw"
     path.write_bytes(base.data[:-3])
-    monkeypatch.setattr("search.index.check_hnsw_file", lambda *args, **kwargs: HnswHeader(N, DIM, M, 2 * M, 0, 0, 0))
+    monkeypatch.setattr("search.bundle.hnsw_index.check_hnsw_file",
+                        lambda *args, **kwargs: HnswHeader(N, DIM, M, 2 * M, 0, 0, 0))
     assert "Index seems to be corrupted" in assert_refused(path)
 
 

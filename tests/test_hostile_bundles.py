@@ -21,18 +21,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import search.engine
+import search.query.engine
 from bench.upload_burst import event_data
-from search import cli, metadata
-from search.bundle import Bundle
+from search import cli
+from search.build.finalize import rebuild_index
+from search.bundle.store import Bundle, metadata
 from search.config import REPO_ROOT, EngineConfig, HnswParams
-from search.engine import load_engine
 from search.errors import BundleError, SearchError
-from search.finalize import rebuild_index
+from search.query.engine import load_engine
+from search.web.startup import Startup, start_engine
 from tests.app_server import serve
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 from tests.hostile_bundles import OLD_TEMP_NAMES, SECRET, Case, repeated, set_metadata, write_corpus, write_valid
-from webapp import Startup, start_engine
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.)])/[^\s;,()'\"`]+")
 LEAK_WORDS = ("passwd", "shadow", "environ", "hostname", "SECRET-TOKEN", "/outside", "secret.txt")
@@ -47,14 +47,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
 @pytest.fixture(scope="module", autouse=True)
 def one_demo_encoder(demo_encoder) -> Iterator[None]:
     """Every engine in this module reuses the session's demo encoder instead of loading the model again."""
-    real_load = search.engine.ClipEncoder.load
+    real_load = search.query.engine.ClipEncoder.load
 
     def load(spec, *args, **kwargs):
         return demo_encoder if spec.resolved(Path.cwd()) == DEMO_SPEC.resolved(Path.cwd()) else real_load(spec, *args,
                                                                                                            **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(search.engine.ClipEncoder, "load", load)
+        patch.setattr(search.query.engine.ClipEncoder, "load", load)
         yield
 
 
@@ -145,7 +145,7 @@ def write_dictionary_bomb(path: Path, cell: int = BOMB_CELL) -> None:
 
 def peak_arrow_bytes_reading(path: Path, count: int) -> tuple[int, str]:
     """In a fresh process: the Arrow memory pool's peak while `read_metadata` runs, and its one-line outcome."""
-    code = ("import sys, pyarrow as pa; from pathlib import Path; from search.metadata import read_metadata\n"
+    code = ("import sys, pyarrow as pa; from pathlib import Path; from search.bundle.metadata import read_metadata\n"
             "try: read_metadata(Path(sys.argv[1]), int(sys.argv[2])); outcome = 'read'\n"
             "except Exception as exc: outcome = f'{type(exc).__name__}: {exc}'\n"
             "print(pa.default_memory_pool().max_memory()); print(outcome)")
@@ -333,7 +333,7 @@ def _extra_column(name: str) -> Callable[[pa.Table], pa.Table]:
     return change
 
 
-@pytest.mark.parametrize("column", ["source_note", "tags"])  # names a load does not read (search.attributes)
+@pytest.mark.parametrize("column", ["source_note", "tags"])  # names a load does not read (search.bundle.attributes)
 def test_a_rebuild_reads_every_metadata_column_within_the_same_limits(tmp_path: Path, column: str) -> None:
     # --rebuild-index and --from copy every column, not only the item columns a load reads: an extra column
     # that decodes to 512 MiB (or a nested one the size checks cannot see into) is refused the same way.

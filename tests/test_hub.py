@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from search.bundle import Bundle
+from search.bundle.hub import fetch_bundle, parse_hub_source, snapshot_blobs, snapshot_label
+from search.bundle.store import Bundle
 from search.errors import BundleError
-from search.hub import fetch_bundle, parse_hub_source, snapshot_blobs, snapshot_label
 
 
 @pytest.mark.parametrize(("source", "expected"), [

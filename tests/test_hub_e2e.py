@@ -223,7 +223,7 @@ def test_the_real_hubs_missing_revision_answer_is_explained() -> None:
     import httpx2
     from huggingface_hub.utils import hf_raise_for_status
 
-    from search.hub import download_failure
+    from search.bundle.hub import download_failure
 
     request = httpx2.Request("GET", f"https://huggingface.co/api/datasets/me/index/revision/{MISSING_COMMIT}")
     with pytest.raises(OSError) as info:
@@ -236,7 +236,7 @@ def test_the_real_hubs_missing_revision_answer_is_explained() -> None:
 APP_STARTS = """
 import json, sys
 from search.config import EngineConfig
-from webapp import start_engine
+from search.web.startup import start_engine
 for source in sys.argv[1:]:
     startup = start_engine(EngineConfig(index=source, onnx_text=False))
     print(json.dumps({"demo": startup.is_demo, "items": len(startup.engine.bundle.catalog),
@@ -291,7 +291,7 @@ LOAD_MODEL = """
 import logging, sys
 logging.disable(logging.WARNING)  # open_clip's own download warnings; the refusal is what is checked
 from search.config import EncoderSpec
-from search.encoder import ClipEncoder
+from search.model.encoder import ClipEncoder
 from search.errors import EncoderLoadError
 try:
     ClipEncoder.load(EncoderSpec(sys.argv[1]))
@@ -310,7 +310,7 @@ def test_an_hf_hub_model_whose_weights_cannot_be_had_is_refused(hub: OlahServer,
 def test_push_to_olah_fails_clearly(hub: OlahServer, tmp_path: Path) -> None:
     from huggingface_hub import HfApi
 
-    from search.publish import PublishError, push_bundle
+    from search.build.publish import PublishError, push_bundle
     from tests.test_app import small_demo_bundle
 
     api = HfApi(endpoint=hub.endpoint, token="hf_test_not_a_real_token")

@@ -1,4 +1,4 @@
-"""Tests for search.images.load_image: odd real files, uploads, open PIL images, limits and file handles."""
+"""Tests for search.model.images.load_image: odd real files, uploads, open PIL images, limits and file handles."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from search import images
 from search.errors import BadImageError
-from search.images import load_image
+from search.model import images
+from search.model.images import load_image
 from tests.odd_images import (
     BLUE,
     GREEN,

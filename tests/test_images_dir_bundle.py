@@ -16,13 +16,13 @@ import pytest
 from PIL import Image
 
 import build_index
-from search.build import BuildConfig, build_bundle
-from search.bundle import Bundle
+from search.build.pipeline import BuildConfig, build_bundle
+from search.build.sources import SourceConfig, unsplash_item
+from search.build.thumbnails import THUMBNAIL_SIDE, ThumbnailError, thumbnail_path
+from search.bundle.store import Bundle
 from search.config import HnswParams
-from search.encoder import ClipEncoder
-from search.engine import SearchEngine
-from search.sources import SourceConfig, unsplash_item
-from search.thumbnails import THUMBNAIL_SIDE, ThumbnailError, thumbnail_path
+from search.model.encoder import ClipEncoder
+from search.query.engine import SearchEngine
 from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR, DEMO_SPEC
 from tests.odd_images import cmyk_jpeg, corrupt_png, png_16bit, rgba_png, text_as_jpg, unicode_named_png, zero_bytes
 from tests.test_build import _run_until, shape_picture
@@ -211,7 +211,7 @@ def test_sigkill_then_resume_keeps_committed_thumbnails_and_makes_the_same_ones(
         shape_picture(colour, ("circle", "square", "triangle")[number % 3], number).save(photos / f"p{number:02d}.jpg")
     out = tmp_path / "killed"
     # Reading a local file takes no time: slow every read down so the build can be killed mid-way.
-    slow = ("import sys, time; import search.fetch as f; read = f.ImageFetcher.fetch; "
+    slow = ("import sys, time; import search.build.fetch as f; read = f.ImageFetcher.fetch; "
             "f.ImageFetcher.fetch = lambda self, where: (time.sleep(0.1), read(self, where))[1]; "
             "import build_index; sys.exit(build_index.main(sys.argv[1:]))")
     command = [sys.executable, "-c", slow, "--images-dir", str(photos), "--out", str(out), "--model",

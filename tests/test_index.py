@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from search.bundle.hnsw_index import ReadWriteLock, VectorIndex
 from search.config import HnswParams
-from search.index import ReadWriteLock, VectorIndex
 from tests.conftest import unit_vectors
 
 PARAMS = HnswParams(m=16, ef_construction=100, ef_search=50)

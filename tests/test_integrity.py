@@ -17,18 +17,18 @@ import pytest
 
 import build_index
 from search import cli
-from search.build import BuildConfig, build_bundle
-from search.bundle import EMBEDDINGS_FILE, MANIFEST_FILE, Bundle, sha256_of
+from search.build.pipeline import BuildConfig, build_bundle
+from search.build.sources import SourceConfig
+from search.bundle.store import EMBEDDINGS_FILE, MANIFEST_FILE, Bundle, sha256_of
 from search.config import REPO_ROOT, EngineConfig
-from search.engine import SearchEngine, load_engine
 from search.errors import BundleError, EncoderMismatchError
-from search.sources import SourceConfig
+from search.query.engine import SearchEngine, load_engine
+from search.web.startup import start_engine
 from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
 from tests.odd_images import text_as_jpg
 from tests.test_build import write_shapes
-from webapp import start_engine
 
-PRODUCT_CODE = [*sorted((REPO_ROOT / "search").glob("*.py")), REPO_ROOT / "app.py", REPO_ROOT / "webapp.py",
+PRODUCT_CODE = [*sorted((REPO_ROOT / "search").glob("*.py")), REPO_ROOT / "app.py", REPO_ROOT / "search.web.startup.py",
                 REPO_ROOT / "build_index.py"]
 UNPICKLING = re.compile(r"pickle\.loads?\(|Unpickler|allow_pickle\s*=\s*True|read_pickle|joblib|dill|"
                         r"cloudpickle|shelve|marshal\.loads?\(")

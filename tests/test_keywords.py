@@ -11,19 +11,20 @@ import pyarrow as pa
 import pytest
 
 from bench.relevance import bundle_rankers, compare
-from search.bundle import Bundle, BundleInfo, write_bundle
-from search.config import EncoderSpec, HnswParams
-from search.engine import SearchEngine
-from search.errors import BadQueryError, BundleError
-from search.filters import SearchOptions
-from search.keywords import HybridRanker, KeywordIndex, tokenize
-from search.manifest import (
+from search.bundle.keywords import KeywordIndex, tokenize
+from search.bundle.manifest import (
     KEYWORD_DOCS_FILE,
     KEYWORD_FILES,
     KEYWORD_OFFSETS_FILE,
     KEYWORD_VOCAB_FILE,
     KEYWORD_WEIGHTS_FILE,
 )
+from search.bundle.store import Bundle, BundleInfo, write_bundle
+from search.config import EncoderSpec, HnswParams
+from search.errors import BadQueryError, BundleError
+from search.query.engine import SearchEngine
+from search.query.fusion import HybridRanker
+from search.query.options import SearchOptions
 from tests.conftest import metadata_table, unit_vectors
 from tests.hostile_bundles import manifest_of, reseal, write_manifest
 from tests.place_gallery import PLACES, TUNING_SEED, write_place_gallery

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from search.limits import BusyError, WorkLimiter
+from search.model.limits import BusyError, WorkLimiter
 
 
 def test_work_from_many_threads_runs_on_the_limiters_threads_at_most_slots_at_once() -> None:

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 # 16 threads malloc at once; glibc's malloc_stats then prints one "Arena N:" block per arena on stderr.
 CHILD = r"""
 import ctypes, sys, threading
-from search.limits import cap_malloc_arenas
+from search.web.process_settings import cap_malloc_arenas
 print(cap_malloc_arenas() if sys.argv[1] == "cap" else "not called", flush=True)
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]

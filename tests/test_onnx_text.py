@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from search import onnx_text
 from search.config import EncoderSpec, EngineConfig
-from search.encoder import ClipEncoder
-from search.onnx_text import MODEL_FILE, OnnxTextTower, cache_key, enable_onnx_text, load_onnx_text
+from search.model import onnx_text
+from search.model.encoder import ClipEncoder
+from search.model.onnx_text import MODEL_FILE, OnnxTextTower, cache_key, enable_onnx_text, load_onnx_text
 from tests.conftest import tiny_model_dir
 from tests.test_encoder import TEXTS, _open_clip_full_context
 
@@ -105,7 +105,7 @@ def test_failed_export_keeps_pytorch_and_leaves_no_files(demo_encoder: ClipEncod
 
     monkeypatch.setattr(torch.onnx, "export", half_written)
     encoder = fresh(demo_encoder)
-    with caplog.at_level(logging.WARNING, logger="search.onnx_text"):
+    with caplog.at_level(logging.WARNING, logger="search.model.onnx_text"):
         assert not enable_onnx_text(encoder, tmp_path)
     assert encoder.onnx_text is None
     assert "text queries stay on PyTorch: cannot export the text tower" in caplog.text
@@ -117,14 +117,14 @@ def test_failed_export_keeps_pytorch_and_leaves_no_files(demo_encoder: ClipEncod
 def test_model_without_a_trimmable_text_tower_stays_on_pytorch(tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     encoder = ClipEncoder.load(EncoderSpec(f"local-dir:{tiny_model_dir(tmp_path / 'hf', custom_text=True)}", None))
-    with caplog.at_level(logging.WARNING, logger="search.onnx_text"):
+    with caplog.at_level(logging.WARNING, logger="search.model.onnx_text"):
         assert not enable_onnx_text(encoder, tmp_path / "cache")
     assert "no exportable CPU text tower" in caplog.text
     assert encoder.encode_text(["a red circle"]).shape == (1, encoder.dim)
 
 
 def test_app_start_switches_text_queries_to_onnx_in_the_background(tmp_path: Path) -> None:
-    from webapp import start_engine
+    from search.web.startup import start_engine
 
     startup = start_engine(EngineConfig(cache_dir=tmp_path))
     encoder = startup.engine.encoder

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import build_index
-from search.bundle import Bundle, read_manifest
+from search.build.finalize import rebuild_index
+from search.build.publish import PublishError, model_card, push_bundle
+from search.bundle.store import Bundle, read_manifest
 from search.errors import BundleError
-from search.finalize import rebuild_index
-from search.publish import PublishError, model_card, push_bundle
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -120,8 +120,8 @@ def test_cli_push_prints_the_commit_to_pin(make_bundle: Callable[..., Path], mon
 def test_every_file_a_build_publishes_is_downloaded_again(make_bundle: Callable[..., Path]) -> None:
     import fnmatch
 
-    from search.finalize import FAILURES_FILE
-    from search.hub import BUNDLE_PATTERNS
+    from search.build.finalize import FAILURES_FILE
+    from search.bundle.hub import BUNDLE_PATTERNS
 
     root = make_bundle()
     (root / FAILURES_FILE).write_bytes(b"")

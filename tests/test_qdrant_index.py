@@ -19,25 +19,27 @@ from qdrant_client import QdrantClient, models
 
 from bench.common import clip_like_queries, clip_like_vectors, synthetic_metadata
 from search import cli
-from search.bundle import Bundle, BundleContents, BundleInfo, write_bundle
+from search.build.qdrant_load import main
+from search.bundle.hnsw_index import to_scores
+from search.bundle.metadata import ItemCatalog
+from search.bundle.store import Bundle, BundleContents, BundleInfo, write_bundle
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
-from search.engine import load_engine
 from search.errors import BadQueryError, SearchError
-from search.filters import Filters, SearchOptions
-from search.index import to_scores
-from search.metadata import ItemCatalog
-from search.qdrant_index import (
+from search.query.engine import load_engine
+from search.query.options import Filters, SearchOptions
+from search.query.qdrant_index import (
     FORMAT_KEY,
+    LoadOptions,
     QdrantIndex,
     QdrantIndexError,
     QdrantSearch,
     checked_answer,
     connect,
+    load_collection,
     load_qdrant_bundle,
 )
-from search.qdrant_load import LoadOptions, load_collection, main
-from search.qdrant_payload import payload_filter
-from search.retrieval import Retriever
+from search.query.qdrant_payload import payload_filter
+from search.query.retrieval import Retriever
 from tests.conftest import metadata_table, unit_vectors
 
 
@@ -244,14 +246,14 @@ def test_configuration_from_the_environment_and_flags(monkeypatch: pytest.Monkey
 
 
 def test_without_qdrant_client_the_engine_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "search.qdrant_index")
+    monkeypatch.delitem(sys.modules, "search.query.qdrant_index")
     monkeypatch.setitem(sys.modules, "qdrant_client", None)
     with pytest.raises(SearchError, match="needs the qdrant_client package: pip install -r requirements-scale.txt"):
         load_engine(EngineConfig(qdrant_url="http://qdrant.example:6333", qdrant_collection="c"))
 
 
 def test_the_engine_and_cli_import_qdrant_only_when_asked() -> None:
-    # Checked on the source: importing search.engine in a subprocess costs torch's import (~10-30 s on 2 cores).
+    # Checked on the source: importing search.query.engine in a subprocess costs torch's import (~10-30 s on 2 cores).
     for name in ("engine", "cli", "config"):
         tree = ast.parse((REPO_ROOT / "search" / f"{name}.py").read_text())
         top = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]

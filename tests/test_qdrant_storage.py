@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 
-from search.bundle import BundleContents
+from search.build.qdrant_load import main
+from search.bundle.store import BundleContents
 from search.config import REPO_ROOT, EngineConfig
-from search.qdrant_index import QdrantIndexError, load_qdrant_bundle
-from search.qdrant_load import load_collection, main
+from search.query.qdrant_index import QdrantIndexError, load_collection, load_qdrant_bundle
 
 
 class _WritesAMarker:

@@ -20,9 +20,9 @@ import ray
 from PIL import Image
 
 import build_index
-from search.build import BuildError, build_bundle
+from search.build.pipeline import BuildError, build_bundle
+from search.build.ray_build import RayOptions, build_bundle_on_ray
 from search.config import REPO_ROOT
-from search.ray_build import RayOptions, build_bundle_on_ray
 from tests.conftest import DEMO_MODEL_DIR
 from tests.loopback import LoopbackServer
 from tests.test_build import served_rows, url_config
@@ -54,7 +54,7 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loopback
 
 def bundle_rows(root: Path) -> tuple[list[str], np.ndarray, list[dict], dict]:
     """Ids in bundle order, their vectors (checked on load), the failures and the manifest's numbers."""
-    from search.bundle import Bundle
+    from search.bundle.store import Bundle
 
     bundle = Bundle.load(root)
     ids = pq.read_table(root / "metadata.parquet").column("id").to_pylist()
@@ -126,11 +126,11 @@ def test_ray_flag_parses_an_optional_address() -> None:
 
 def test_the_ray_stages_run_in_process_on_an_image_folder(demo_encoder, tmp_path: Path) -> None:
     """The task and actor functions themselves, without Ray: local files, thumbnails, a failed row's zeros."""
-    from search.build import _Pipeline
-    from search.fetch import ImageFetcher
-    from search.ray_build import _Embedder, _prepare_batch, _stage
-    from search.shards import ShardStore
-    from search.sources import SourceConfig, folder_items
+    from search.build.fetch import ImageFetcher
+    from search.build.pipeline import _Pipeline
+    from search.build.ray_build import _Embedder, _prepare_batch, _stage
+    from search.build.shards import ShardStore
+    from search.build.sources import SourceConfig, folder_items
     from tests.test_build import SHAPES, shape_picture
 
     photos = tmp_path / "photos"

@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from gradio_client import Client, handle_file
 
-from rest_api import SearchParams, is_heavy, rest_app
 from search.config import DEMO_INDEX_DIR
-from search.limits import shared_limiter
+from search.model.limits import shared_limiter
+from search.web.rest import SearchParams, is_heavy, rest_app
 
 pytestmark = pytest.mark.slow
 DEMO_IMAGE = DEMO_INDEX_DIR / "images" / "shape-007.jpg"

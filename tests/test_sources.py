@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from search.sources import (
+from search.build.sources import (
     DEFAULT_DATASET,
     SourceConfig,
     SourceError,
@@ -22,7 +22,7 @@ from search.sources import (
     resized_url,
     unsplash_item,
 )
-from search.thumbnails import thumbnail_path
+from search.build.thumbnails import thumbnail_path
 
 # The real nested schema of 1aurent/unsplash-lite (its dataset card), trimmed of nothing we read.
 UNSPLASH_SCHEMA = pa.schema([

@@ -17,14 +17,12 @@ from gradio_client import Client
 from app import launch
 from bench.stalled_urls import call_api, call_ui
 from bench.upload_burst import image_tab_event
-from search import netguard
+from search.build.pipeline import netguard
 from search.config import DEMO_INDEX_DIR
-from tests.app_server import free_port
-from tests.loopback import SilentServer
-from ui_api import CONCURRENCY_ID
-from ui_handlers import SearchUI
-from ui_layout import build_app
-from url_fetches import (
+from search.web.gradio_api import CONCURRENCY_ID
+from search.web.handlers import SearchUI
+from search.web.layout import build_app
+from search.web.url_fetches import (
     IMAGE_CONCURRENCY_ID,
     FetchBounds,
     FetchSlots,
@@ -32,6 +30,8 @@ from url_fetches import (
     UrlFetches,
     url_inputs_for_the_handler,
 )
+from tests.app_server import free_port
+from tests.loopback import SilentServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 

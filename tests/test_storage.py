@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.storage import DiskBudget, StorageFullError, held_bytes, prune_empty_folders
+from search.web.disk_budget import DiskBudget, StorageFullError, held_bytes, prune_empty_folders
 
 
 def du_bytes(folder: Path) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from search.string_index import StringIndex
+from search.bundle.string_index import StringIndex
 
 WORDS = ["zebra", "été", "apple", "😀 smile", "Zebra", "e", "étude", "apple pie", ""]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from search.bundle import Bundle
+from search.build.measured_hints import measure_ui_hints, record_ui_hints
+from search.bundle.hub import fetch_bundle
+from search.bundle.manifest import MAX_EXAMPLES, UiHints, parse_manifest
+from search.bundle.store import Bundle
 from search.config import EngineConfig
 from search.errors import BundleError
-from search.hub import fetch_bundle
-from search.manifest import MAX_EXAMPLES, UiHints, parse_manifest
-from search.ui_hints import measure_ui_hints, record_ui_hints
 from tests.conftest import DEMO_INDEX_DIR
 
 
@@ -71,7 +71,7 @@ def test_a_mistyped_relative_path_is_never_taken_for_a_hub_repo(source: str) -> 
 
 
 def test_the_app_says_the_clear_thing_for_a_missing_relative_path() -> None:
-    from webapp import start_engine
+    from search.web.startup import start_engine
 
     startup = start_engine(EngineConfig(index="./nonexistent", onnx_text=False))
     assert startup.is_demo and "neither an existing folder nor a Hub repo id" in (startup.notice or "")

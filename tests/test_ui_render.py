@@ -11,10 +11,10 @@ import pytest
 
 from search.errors import UnknownItemError
 from search.types import Hit
-from ui_handlers import as_gr_error
-from ui_links import LinkState, parse_link
-from ui_render import blur_hash, detail_html, picture_url, results_html, srcset, tile_html
-from webapp import markdown_text, status_text
+from search.web.handlers import as_gr_error
+from search.web.links import LinkState, parse_link
+from search.web.page_text import markdown_text, status_text
+from search.web.render import blur_hash, detail_html, picture_url, results_html, srcset, tile_html
 
 UNSPLASH = Hit("abc", 0.3127, "https://images.unsplash.com/photo-1?ixid=x&w=1080", "https://unsplash.com/photos/abc",
                "a foggy forest", "Jane Doe")

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-import upload_inputs
-from search.storage import StorageFullError
+from search.web import uploads as web_uploads
+from search.web.disk_budget import StorageFullError
 from tests.app_server import serve
 from tests.test_storage import du_bytes
 from tests.test_uploads_hostile import MULTIPART, PART_HEAD, connect, files_under, head, status_of, wait_for
@@ -28,7 +28,7 @@ def budget_app(demo_startup, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     uploads = tmp_path_factory.mktemp("budget-uploads")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(uploads))
-        patch.setattr(upload_inputs, "UPLOAD_SPACE_BYTES", BUDGET)
+        patch.setattr(web_uploads, "UPLOAD_SPACE_BYTES", BUDGET)
         with serve(demo_startup) as url:
             yield url.rstrip("/"), uploads
 
@@ -90,9 +90,9 @@ def test_a_chunked_upload_is_refused_once_it_passes_the_budget(budget_app: tuple
 
 
 def test_a_url_download_past_the_budget_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(upload_inputs, "UPLOAD_SPACE_BYTES", 3 * PIECE)
-    kept = Path(upload_inputs.save_download(tmp_path, "https://example.com/a.png", noise(1)))
+    monkeypatch.setattr(web_uploads, "UPLOAD_SPACE_BYTES", 3 * PIECE)
+    kept = Path(web_uploads.save_download(tmp_path, "https://example.com/a.png", noise(1)))
     assert kept.read_bytes() == noise(1)
     with pytest.raises(StorageFullError):
-        upload_inputs.save_download(tmp_path, "https://example.com/b.png", noise(2) * 2)
+        web_uploads.save_download(tmp_path, "https://example.com/b.png", noise(2) * 2)
     assert files_under(tmp_path) == {kept}

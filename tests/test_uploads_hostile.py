@@ -17,21 +17,22 @@ from gradio_client import Client
 from PIL import Image
 
 import app
-import upload_inputs
 from app import SearchUI
 from bench.upload_burst import call_ui, image_tab_event, measure, upload
-from public_errors import without_server_paths
-from search import images
-from search.bundle import Bundle
-from search.engine import SearchEngine
+from search.bundle.store import Bundle
 from search.errors import BadImageError, BadQueryError
-from search.images import check_image, load_image
-from search.limits import BodyRule, BusyError, WorkLimiter
+from search.model import images
+from search.model.images import check_image, load_image
+from search.model.limits import BusyError, WorkLimiter
+from search.query.engine import SearchEngine
+from search.web import uploads as web_uploads
+from search.web.body_limits import BodyRule
+from search.web.public_errors import without_server_paths
+from search.web.uploads import explain_unreadable_uploads
+from search.web.url_fetches import IMAGE_CONCURRENCY_ID
 from tests.app_server import assert_serving, serve
 from tests.conftest import DEMO_INDEX_DIR
 from tests.odd_images import RED, WHITE, exif_rotated_jpeg, flat_png, huge_declared_png, marked_picture
-from upload_inputs import explain_unreadable_uploads
-from url_fetches import IMAGE_CONCURRENCY_ID
 
 pytestmark = [pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
               pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]  # headers we refuse
@@ -51,7 +52,7 @@ def worst_pngs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 PEAK_PROBE = """
 import sys
-from search.images import load_image
+from search.model.images import load_image
 def rss(key):
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) // 1024
 before = rss('VmRSS:')
@@ -172,7 +173,8 @@ def test_every_search_event_shares_one_concurrency_group_but_image_searches(demo
     searches = [fn for fn in demo.fns.values() if fn.name != "load_example"]
     assert {fn.name for fn in searches} >= {"ui_text", "ui_image", "ui_similar", "ui_rerun", "search_text",
                                              "search_image", "similar"}
-    # An image search may wait on a URL's host: its own group, bounded by url_fetches.py (tests/test_stalled_urls.py).
+    # An image search may wait on a URL's host: its own group, bounded by search/web/url_fetches.py
+    # (tests/test_stalled_urls.py).
     images = {fn.name for fn in searches if fn.concurrency_id == IMAGE_CONCURRENCY_ID}
     assert images == {"ui_image", "search_image"}
     assert {fn.concurrency_id for fn in searches if fn.name not in images} == {app.CONCURRENCY_ID}
@@ -243,9 +245,9 @@ def strict_app(demo_startup, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     uploads = tmp_path_factory.mktemp("gradio-uploads")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(uploads))
-        patch.setattr(upload_inputs, "UPLOAD_BODY", BodyRule(upload_inputs.UPLOAD_BODY.max_bytes, DEADLINE_S,
-                                                             upload_inputs.UPLOAD_BODY.path_suffixes))
-        patch.setattr(upload_inputs, "JSON_BODY", BodyRule(upload_inputs.JSON_BODY.max_bytes, DEADLINE_S))
+        patch.setattr(web_uploads, "UPLOAD_BODY", BodyRule(web_uploads.UPLOAD_BODY.max_bytes, DEADLINE_S,
+                                                             web_uploads.UPLOAD_BODY.path_suffixes))
+        patch.setattr(web_uploads, "JSON_BODY", BodyRule(web_uploads.JSON_BODY.max_bytes, DEADLINE_S))
         with serve(demo_startup) as url:
             yield url.rstrip("/"), uploads
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from search import verified
-from search.bundle import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE, Bundle
+from search.bundle.manifest import KEYWORD_FILES
+from search.bundle.store import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE, Bundle, verified
 from search.errors import BundleError
-from search.manifest import KEYWORD_FILES
 
 MakeBundle = Callable[..., Path]
 MARGIN_S = 0.05

@@ -1,0 +1,87 @@
+"""Example queries and default thresholds measured on a bundle's own items (recorded in its manifest at build time).
+
+A threshold that suits real CLIP (a matching caption ~0.2–0.35) is wrong for another model (the demo's tiny CLIP
+scores a matching caption ~0.85), so defaults are measured, never guessed from a name: the text threshold lies
+halfway between how the items' own descriptions score against their pictures and how they score against other
+pictures; the image threshold halfway between an item's nearest neighbour and a random other item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from search.bundle.manifest import MANIFEST_FILE, MAX_EXAMPLE_CHARS, UiHints
+from search.bundle.store import Bundle, atomic_write
+from search.model.encoder import ClipEncoder
+
+logger = logging.getLogger(__name__)
+
+SAMPLE = 64  # items measured: enough for stable medians, one batched text encode
+EXAMPLES = 4
+EXAMPLE_CHARS = 60  # examples are buttons: short ones read as queries
+
+
+def measure_ui_hints(bundle: Bundle, encoder: ClipEncoder) -> UiHints:
+    """Examples and thresholds for `bundle`, measured on an even sample of its items."""
+    count = len(bundle.catalog)
+    rows = np.unique(np.linspace(0, count - 1, min(SAMPLE, count)).astype(int)) if count else np.array([], int)
+    described = [(int(row), bundle.catalog.hit(int(row), 0.0).description.strip()) for row in rows]
+    described = [(row, text) for row, text in described if text]
+    text_threshold = None
+    if len(described) >= 2:  # a mismatched pair needs two items
+        vectors = encoder.encode_text([text for _, text in described])
+        text_threshold = _halfway(vectors @ bundle.embeddings[[row for row, _ in described]].T)
+    image_threshold = _image_threshold(bundle, rows) if len(rows) >= 3 else None
+    return UiHints(_examples([text for _, text in described]), text_threshold, image_threshold)
+
+
+def _halfway(scores: np.ndarray) -> float:
+    """Halfway between the median matched (diagonal) and median mismatched score, cut to 2 decimals."""
+    matched = float(np.median(np.diag(scores)))
+    mismatched = float(np.median(scores[~np.eye(len(scores), dtype=bool)]))
+    return _cut((matched + mismatched) / 2)
+
+
+def _image_threshold(bundle: Bundle, rows: np.ndarray) -> float:
+    """Halfway between the median nearest-neighbour score and the median score of two sampled items."""
+    vectors = bundle.embeddings[rows]
+    nearest = [bundle.index.query(vector, 2)[1][-1] for vector in vectors]  # [0] is the item itself
+    random_pairs = (vectors @ vectors.T)[~np.eye(len(rows), dtype=bool)]
+    return _cut((float(np.median(nearest)) + float(np.median(random_pairs))) / 2)
+
+
+def _cut(value: float) -> float:
+    return float(np.floor(value * 100) / 100)
+
+
+def _examples(texts: list[str]) -> tuple[str, ...]:
+    """Up to EXAMPLES distinct descriptions spread over the sample, each cut at a word to a button's length."""
+    picked: list[str] = []
+    for text in texts[:: max(1, len(texts) // EXAMPLES)]:
+        short = text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS].rsplit(" ", 1)[0]
+        short = " ".join(short.split())[:MAX_EXAMPLE_CHARS]
+        if short and short.isprintable() and short not in picked:
+            picked.append(short)
+    return tuple(picked[:EXAMPLES])
+
+
+def ui_hints(bundle: Bundle, encoder: ClipEncoder) -> UiHints:
+    """The hints the manifest records, else measured now (bundles written before they were recorded)."""
+    if bundle.manifest.ui is not None:
+        return bundle.manifest.ui
+    logger.info("bundle %s records no example queries or thresholds; measuring them", bundle.label)
+    return measure_ui_hints(bundle, encoder)
+
+
+def record_ui_hints(root: Path, encoder: ClipEncoder) -> UiHints:
+    """Measure the hints of the bundle in `root` and write them into its manifest (the data files are untouched)."""
+    bundle = Bundle.load(root)
+    hints = measure_ui_hints(bundle, encoder)
+    text = json.dumps(replace(bundle.manifest, ui=hints).to_json(), indent=2, ensure_ascii=False) + "\n"
+    atomic_write(root / MANIFEST_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return hints

@@ -1,0 +1,223 @@
+"""SearchEngine: text, image, similar-item and combined queries over one bundle, returning hits."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from search.bundle.hub import fetch_bundle
+from search.bundle.store import Bundle
+from search.config import EngineConfig
+from search.errors import BadQueryError, EncoderMismatchError, SearchError
+from search.model.encoder import ClipEncoder
+from search.model.images import load_image
+from search.model.limits import WorkLimiter, shared_limiter
+from search.query.options import SearchOptions
+from search.query.retrieval import MAX_COLLAPSED_DEPTH, Retriever
+from search.types import FeatureVector, Hit
+
+logger = logging.getLogger(__name__)
+
+MAX_TOP_K = 1000
+MAX_NEGATIVES = 10
+MAX_QUERY_CHARS = 1000  # the tokenizer keeps 77 tokens; longer text only costs time
+# Query pictures are decoded with a short side of at least this many times the model's input side: a JPEG at
+# reduced size, a big picture of another format shrunk before conversion. At 2x the model's antialiased resize
+# sees nearly the pixels of a full decode (demo: an item scores 1.000000 against itself, 0.998 at 1x).
+QUERY_DECODE_MARGIN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One positive part of a combined query: a text or an image (path, bytes or PIL image), weighted."""
+
+    text: str | None = None
+    image: Any = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A combined query: weighted positive terms minus negative texts (rclip-style)."""
+
+    positives: tuple[Term, ...]
+    negatives: tuple[str, ...] = ()
+
+
+class SearchEngine:
+    """Answers queries against one bundle with the encoder it was built with."""
+
+    def __init__(self, encoder: ClipEncoder, bundle: Bundle, text_cache_size: int = 1024,
+                 limiter: WorkLimiter | None = None) -> None:
+        expected = bundle.encoder_spec
+        actual = encoder.spec.resolved(Path.cwd())
+        if actual != expected:
+            raise EncoderMismatchError(
+                f"index {bundle.label} was built with model {expected}, not {actual}; load it with the "
+                "model its manifest names, or rebuild the index with this model")
+        if encoder.dim != bundle.manifest.dim:
+            raise EncoderMismatchError(
+                f"model {actual} makes {encoder.dim}-d vectors but index {bundle.label} holds "
+                f"{bundle.manifest.dim}-d ones; rebuild the index with this model")
+        self.encoder = encoder
+        self.bundle = bundle
+        # Every decode and encode goes through one limiter, whichever route asked: that bounds a burst's memory.
+        self.limiter = limiter or shared_limiter()
+        self.decode_side = QUERY_DECODE_MARGIN * encoder.input_side
+        # Examples, slider moves and "more like this" round trips repeat the same texts; a hit costs
+        # well under a millisecond instead of ~9-17 ms of model time. lru_cache is thread-safe for Gradio's workers.
+        self._text_vector = functools.lru_cache(maxsize=text_cache_size)(self._encode_text)
+        self.retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog, keywords=bundle.keywords)
+
+    def _encode_text(self, text: str) -> FeatureVector:
+        # only on a cache miss: a cached text costs no model work
+        vector = self.limiter.run(lambda: self.encoder.encode_text([text])[0])
+        vector.flags.writeable = False  # shared between callers through the cache
+        return vector
+
+    def warm_up(self) -> None:
+        """Encode a picture and a text once on each model thread before serving: the libraries' first-call set-up
+        (oneDNN primitives, ONNX Runtime's and the allocator's buffers) then happens at start-up instead of in the
+        first visitors' queries, and the memory it keeps is taken before the server's RSS is watched."""
+        picture = Image.new("RGB", (self.encoder.input_side, self.encoder.input_side), (128, 128, 128))
+        self.limiter.on_every_thread(lambda: (self.encoder.encode_images([picture]),
+                                              self.encoder.encode_text(["a photo"])))
+
+    def clear_text_cache(self) -> None:
+        """Forget cached text vectors (benchmarks measure the uncached path with it)."""
+        self._text_vector.cache_clear()
+
+    def search_text(self, text: str, top_k: int = 10, threshold: float = 0.0,
+                    options: SearchOptions | None = None) -> list[Hit]:
+        """Items that match a text description."""
+        return self.search(Query((Term(text=text),)), top_k, threshold, options)
+
+    def search_image(self, image: Any, top_k: int = 10, threshold: float = 0.0,
+                     options: SearchOptions | None = None) -> list[Hit]:
+        """Items that look like an image (a path, bytes, file object or PIL image)."""
+        return self.search(Query((Term(image=image),)), top_k, threshold, options)
+
+    def similar(self, item_id: str, top_k: int = 10, threshold: float = 0.0,
+                options: SearchOptions | None = None) -> list[Hit]:
+        """Items like a collection item, from its stored embedding; the item itself is left out."""
+        _check_limits(top_k, threshold, options)
+        row = self.bundle.catalog.row_of(str(item_id))
+        return self.search_vector(self.bundle.embeddings[row], top_k, threshold, options, exclude_row=row)
+
+    def search(self, query: Query, top_k: int = 10, threshold: float = 0.0,
+               options: SearchOptions | None = None) -> list[Hit]:
+        """Items nearest to the weighted sum of the positive terms minus the negative texts."""
+        _check_limits(top_k, threshold, options)
+        return self.search_vector(self.query_vector(query), top_k, threshold, options, text=_keyword_text(query))
+
+    def search_vector(self, vector: FeatureVector, top_k: int = 10, threshold: float = 0.0,
+                      options: SearchOptions | None = None, *, exclude_row: int | None = None,
+                      text: str | None = None) -> list[Hit]:
+        """Hits for a unit query vector; the defaults (no options) give exactly the plain nearest items.
+
+        `text`: the text of a text query, whose keyword matches are fused in where the bundle has a keyword index.
+        """
+        _check_limits(top_k, threshold, options)
+        options = options or SearchOptions()
+        fused = text is not None and options.keywords and self.retriever.fusion is not None
+        if options.plain and not fused:
+            return self._nearest(vector, top_k, threshold, exclude_row)
+        ranked = self.retriever.ranked(vector, top_k, threshold, options, exclude_row=exclude_row,
+                                       text=text if fused else None)
+        catalog = self.bundle.catalog
+        return [catalog.hit(int(row), float(score), int(folded)) for row, score, folded
+                in zip(ranked.rows, ranked.scores, ranked.duplicates, strict=True)]
+
+    def query_vector(self, query: Query) -> FeatureVector:
+        """The unit vector a combined query searches with."""
+        if not query.positives:
+            raise BadQueryError("empty query: type a description or give an image")
+        if len(query.negatives) > MAX_NEGATIVES:  # each one is a text encode: refused before anything runs
+            raise BadQueryError(f"the query excludes {len(query.negatives)} terms; keep it to {MAX_NEGATIVES} "
+                                "or fewer")
+        total = np.zeros(self.encoder.dim, np.float32)
+        for term in query.positives:
+            total += _checked_weight(term.weight) * self._term_vector(term)
+        negatives = [_checked_text(text) for text in query.negatives]
+        for text in negatives:
+            total -= self._text_vector(text)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise BadQueryError("the query terms cancel each other out; drop a negative term or change a weight")
+        return total / norm
+
+    def _term_vector(self, term: Term) -> FeatureVector:
+        if (term.text is None) == (term.image is None):
+            raise BadQueryError("each query term needs exactly one of a text or an image")
+        if term.image is not None:
+            image, side = term.image, self.decode_side  # a slot from the decode on: the decode takes the memory
+            return self.limiter.run(lambda: self.encoder.encode_images([load_image(image, min_side=side)])[0])
+        return self._text_vector(_checked_text(term.text))
+
+    def _nearest(self, vector: FeatureVector, top_k: int, threshold: float, exclude_row: int | None = None
+                 ) -> list[Hit]:
+        wanted = top_k + (exclude_row is not None)
+        rows, scores = self.bundle.index.query(vector, wanted)
+        # Scores come rounded from the index: the threshold sees exactly the number the caller is shown.
+        # Ties are ordered by row so that equal scores always come back in the same order.
+        kept = sorted(((score, row) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+                       if row != exclude_row and score >= threshold), key=lambda pair: (-pair[0], pair[1]))
+        return [self.bundle.catalog.hit(row, score) for score, row in kept[:top_k]]
+
+
+def _check_limits(top_k: Any, threshold: Any, options: Any = None) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or not 0 <= top_k <= MAX_TOP_K:
+        raise BadQueryError(f"top_k must be a whole number from 0 to {MAX_TOP_K}, got {top_k!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating) \
+            or not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
+        raise BadQueryError(f"threshold must be a cosine similarity from -1 to 1, got {threshold!r}")
+    if options is not None and not isinstance(options, SearchOptions):
+        raise BadQueryError("options must be a SearchOptions; build it with SearchOptions.from_params")
+    if options is not None and options.collapse_radius is not None and options.offset + top_k > MAX_COLLAPSED_DEPTH:
+        raise BadQueryError(f"with near-duplicates folded (collapse_radius), pages reach {MAX_COLLAPSED_DEPTH} hits "
+                            f"deep, not offset {options.offset} + top_k {top_k}; turn folding off to page further")
+
+
+def _keyword_text(query: Query) -> str | None:
+    """The text of a one-text query (keywords can rank it); None for pictures and mixed queries."""
+    if len(query.positives) != 1 or query.positives[0].text is None or query.positives[0].image is not None:
+        return None
+    return _checked_text(query.positives[0].text)
+
+
+def _checked_weight(weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) \
+            or weight <= 0:
+        raise BadQueryError(f"a term weight must be a positive number, got {weight!r}")
+    return float(weight)
+
+
+def _checked_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise BadQueryError("empty query: type a description or give an image")
+    text = text.strip()
+    if len(text) > MAX_QUERY_CHARS:
+        logger.info("query of %d characters cut to %d", len(text), MAX_QUERY_CHARS)
+        text = text[:MAX_QUERY_CHARS]
+    return text
+
+
+def load_engine(config: EngineConfig) -> SearchEngine:
+    """Fetch and verify the configured bundle, then load the encoder its manifest names."""
+    if config.qdrant_url:  # vectors served by a Qdrant collection; qdrant-client is an optional extra
+        try:
+            from search.query.qdrant_index import load_qdrant_bundle
+        except ModuleNotFoundError as exc:
+            raise SearchError(f"--qdrant needs the {exc.name} package: pip install -r requirements-scale.txt") from None
+        bundle = load_qdrant_bundle(fetch_bundle(config.index), config)
+    else:
+        bundle = Bundle.load(fetch_bundle(config.index), cache_dir=config.cache_dir)
+    encoder = ClipEncoder.load(bundle.encoder_spec, config.device, config.threads)
+    return SearchEngine(encoder, bundle, config.text_cache_size)

@@ -1,0 +1,98 @@
+"""The page's search options (filters, sort, cut-off, near-duplicates, keyword matches) as short string params.
+
+One shape serves the options panel, deep links and the handlers: a dict of the options that differ from the page's
+defaults, e.g. {"colour": "red", "collapse": "off"}. `search_options` turns it into SearchOptions through
+SearchOptions.from_params, the one place values are checked. Pure: no gradio, so it is testable on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from search.errors import BadQueryError
+from search.query.engine import SearchEngine
+from search.query.options import SUGGESTED_RADIUS, SearchOptions
+
+logger = logging.getLogger(__name__)
+
+FILTER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "orientation": ("width", "height"), "colour": ("colour",), "date_from": ("date",), "date_to": ("date",),
+    "country": ("country",), "city": ("city",), "camera": ("camera",), "photographer": ("photographer_username",),
+    "featured": ("featured",), "min_downloads": ("downloads",),
+}
+"""Each filter and the bundle columns it needs: the panel offers only those the bundle has data for."""
+RESULT_KEYS = ("sort", "cutoff", "collapse", "keywords")
+OPTION_KEYS = (*FILTER_COLUMNS, *RESULT_KEYS)
+"""Every option, in the panel's order (also the order of deep-link parameters)."""
+DEFAULTS = {"sort": "relevance", "cutoff": "flat", "collapse": "on", "keywords": "on"}
+"""The page's defaults: near-duplicates folded (issue 12), keyword matches on where the bundle has an index."""
+BLANK = {"", "any"}
+SORT_COLUMNS = {"date": ("date",), "popularity": ("downloads", "views")}
+
+
+def available_options(engine: SearchEngine) -> tuple[str, ...]:
+    """The options this bundle can serve, in panel order."""
+    attributes = engine.bundle.catalog.attributes
+    filters = [key for key, columns in FILTER_COLUMNS.items() if all(attributes.has(name) for name in columns)]
+    results = (["sort"] if len(available_sorts(engine)) > 1 else []) + ["cutoff", "collapse"]
+    results += ["keywords"] if engine.bundle.keywords is not None else []
+    return (*filters, *results)
+
+
+def available_sorts(engine: SearchEngine) -> tuple[str, ...]:
+    """Relevance, plus the orders the bundle has a column for."""
+    attributes = engine.bundle.catalog.attributes
+    return ("relevance", *(sort for sort, columns in SORT_COLUMNS.items()
+                           if any(attributes.has(name) for name in columns)))
+
+
+def clean_options(values: Mapping[str, Any], available: tuple[str, ...]) -> dict[str, str]:
+    """Control or link values as option params: only available keys, blanks and defaults left out."""
+    cleaned = {}
+    for key in available:
+        text = _as_text(values.get(key))
+        if text.lower() not in BLANK and text != DEFAULTS.get(key):
+            cleaned[key] = text
+    return cleaned
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):  # a checkbox
+        return "on" if value else "off"
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return "" if value == 0 else str(int(value))  # min_downloads 0 is no condition, not "has a count"
+    return "" if value is None else " ".join(str(value).split())
+
+
+def search_options(options: Mapping[str, str], offset: int = 0) -> SearchOptions:
+    """The SearchOptions the params describe (BadQueryError, one line, for a bad value)."""
+    params: dict[str, Any] = {key: value for key, value in options.items() if key != "collapse"}
+    params["collapse_radius"] = "off" if options.get("collapse", "on") == "off" else SUGGESTED_RADIUS
+    params["offset"] = offset
+    return SearchOptions.from_params(params)
+
+
+def link_options(params: Mapping[str, str], available: tuple[str, ...]) -> dict[str, str]:
+    """Options from a page URL (untrusted): kept only when all of them are valid, else none, so the page loads."""
+    options = clean_options(params, available)
+    try:
+        search_options(options)
+    except BadQueryError as exc:
+        logger.info("a link carried a bad search option (%s); loading without options", exc)
+        return {}
+    return options
+
+
+def control_value(key: str, options: Mapping[str, str]) -> Any:
+    """What the panel's control for `key` shows for these options."""
+    value = options.get(key, DEFAULTS.get(key, ""))
+    if key in {"collapse", "keywords"}:
+        return value != "off"
+    if key in {"orientation", "colour", "featured"}:
+        return value or "any"
+    if key == "min_downloads":
+        return float(value) if value else None
+    return value

@@ -1,0 +1,110 @@
+"""Text that reaches the page: the one escaping function for HTML and the one for Markdown, credits and captions,
+picture URLs, the status line and the hits' JSON. Pure: nothing here imports gradio."""
+
+from __future__ import annotations
+
+import html
+import re
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from search.types import Hit
+
+APP_NAME = "semantic_image_search"  # the utm_source Unsplash asks API users to send back
+
+
+def is_unsplash(hit: Hit) -> bool:
+    """Whether a hit's page is on unsplash.com (its attribution then follows Unsplash's guidelines)."""
+    return bool(hit.page_url) and urlsplit(hit.page_url).hostname in {"unsplash.com", "www.unsplash.com"}
+
+
+def with_utm(url: str) -> str:
+    """`url` with the referral parameters Unsplash asks for."""
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query), ("utm_source", APP_NAME), ("utm_medium", "referral")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def thumbnail(hit: Hit, width: int = 480) -> str:
+    """The picture to show: a resized rendition for Unsplash's CDN, else the image as stored."""
+    parts = urlsplit(hit.image)
+    if parts.hostname != "images.unsplash.com":
+        return hit.image
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "w"] + [("w", str(width))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def shown_score(score: float, decimals: int) -> str:
+    """A score cut (not rounded) to `decimals`: set as the threshold, the shown number keeps that hit."""
+    # Rounding would show 0.8399 as 0.84, and a threshold of 0.84 drops it; the cut shows 0.83.
+    return str(Decimal(repr(score)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR))
+
+
+def safe_link(url: str | None) -> str | None:
+    """`url` as parsed when it is http(s) with a host (never javascript: or data:), else None."""
+    try:  # re-joined from its parts, so the browser reads the same URL that was checked
+        parts = urlsplit(url or "")
+        return urlunsplit(parts) if parts.scheme in {"http", "https"} and parts.hostname else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+
+
+# What can start Markdown or HTML inside a line: escapes, code, emphasis, strike-through, links and images, tags,
+# entities, maths, table cells, and autolinks (`https:` or `www.`). Line-start syntax (#, -, 1.) never applies
+# where these texts go: each is quoted inside a line of our own.
+_MARKDOWN_SYNTAX = re.compile(r"[\\`*_~\[\]!<>&$|:.{}#]")
+
+
+def html_text(text: object, *, attribute: bool = True) -> str:
+    """`text` as itself in HTML: the one escaping function for every text from outside the code (queries, ids,
+    links, bundle and data set values). In an attribute (the default) quotes and braces too: gradio's HTML
+    templates read {{…}}; as element text (`attribute=False`, e.g. an error toast) only &, < and >."""
+    if not attribute:
+        return html.escape(str(text), quote=False)
+    return html.escape(str(text), quote=True).replace("{", "&#123;").replace("}", "&#125;")
+
+
+def markdown_text(text: object) -> str:
+    """`text` as itself inside a line of Markdown: each mark of inline syntax as a numeric character reference,
+    which Markdown shows as the character and never reads as syntax; line breaks become spaces."""
+    return _MARKDOWN_SYNTAX.sub(lambda mark: f"&#{ord(mark.group())};", " ".join(str(text).split()))
+
+
+def credit_html(hit: Hit, root: Path) -> str:
+    """One linked attribution: "Photo by NAME on Unsplash" for Unsplash, else the source page or the local file."""
+    name = html_text(hit.photographer or "an unknown photographer")
+    label = html_text(hit.description or hit.id)
+    page_url = safe_link(hit.page_url)
+    if page_url and is_unsplash(hit):
+        page, home = html_text(with_utm(page_url)), html_text(with_utm("https://unsplash.com/"))
+        return (f'{label} — Photo by <a href="{page}" target="_blank" rel="noopener">{name}</a> on '
+                f'<a href="{home}" target="_blank" rel="noopener">Unsplash</a>')
+    if page_url:
+        page = html_text(page_url)
+        return f'{label} — Photo by {name}, <a href="{page}" target="_blank" rel="noopener">source page</a>'
+    if "://" in hit.image:  # a remote picture without a usable page: credit the name, link nothing
+        return f"{label} — Photo by {name}"
+    path = Path(hit.image)
+    shown = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)  # never a server path
+    return f"{label} — local file <code>{html_text(shown)}</code>"
+
+
+def status_text(hits: list[Hit], seconds: float, threshold: float, best: float | None, what: str,  # noqa: PLR0917
+                filtered: bool = False) -> str:
+    """The line above the gallery: count and time, or a hint when nothing passed the threshold; `best` is the
+    closest score among the items the filters keep (with `filtered` and None: they keep none, so no threshold
+    would help)."""
+    took, what = f"{seconds * 1000:.0f} ms", markdown_text(what)  # `what` quotes the query or an item id
+    if hits:
+        return f"{len(hits)} result{'s' if len(hits) != 1 else ''} for {what} in {took} (threshold {threshold:.2f})"
+    if best is None and filtered:
+        return f"No picture passes the filters for {what} — loosen or clear them in Options. Searched in {took}."
+    closest = f" (the closest scores {shown_score(best, 3)})" if best is not None else ""
+    return (f"Nothing above {threshold:.2f} for {what}{closest} — lower the threshold to see more. "
+            f"Searched in {took}.")
+
+
+def hits_json(hits: list[Hit]) -> list[dict]:
+    """Hits as the API returns them."""
+    return [hit.to_dict() for hit in hits]

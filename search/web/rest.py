@@ -1,0 +1,231 @@
+"""A plain REST API under /api, served by Gradio's own FastAPI app (same process, same port, same limits).
+
+The handlers are the Gradio API's own (app.SearchUI.search_text / search_image / similar): the same validation,
+the same messages, the same hit JSON and the same process-wide limit on model work (search/model/limits.py). Only the
+transport differs: query parameters and a multipart upload in, JSON out, errors as `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import orjson
+from anyio import CapacityLimiter, to_thread
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.routing import Mount
+
+from search.bundle.hub import snapshot_label
+from search.errors import BadImageError, SearchError, UnknownItemError
+from search.model.limits import BusyError
+from search.types import Hit  # the response schema in the docs: every route answers hits_json
+from search.web.gradio_api import API_OPTIONS
+from search.web.public_errors import without_server_paths
+from search.web.startup import Startup
+
+logger = logging.getLogger(__name__)
+Options = dict[str, str] | None
+
+PREFIX = "/api"
+IMAGE_ROUTE = "/search/image"  # the one route with a body: upload_inputs.UPLOAD_BODY names it for its size limit
+DEFAULT_K = 12
+LIGHT_DEPTH = 100
+"""A search reaching at most this many hits deep (offset + k) without folding costs a few milliseconds at most."""
+HEAVY_SLOTS = 1
+"""Heavy searches at once: each is bounded (search/query/retrieval.py, at most ~0.1 s of one core on 40 000 items), and
+one at a time leaves the other core to everyone else."""
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client that left
+# One status per kind of failure; anything else a SearchError says is a bad parameter value (400).
+STATUS = ((UnknownItemError, 404), (BadImageError, 422), (BusyError, 503), (SearchError, 400))
+
+
+class Handlers(Protocol):
+    """The Gradio API handlers (app.SearchUI) the routes call: validation lives there, once."""
+
+    def search_text(self, query: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
+    def search_image(self, image: Any, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
+    def similar(self, id: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
+
+
+class ErrorOut(BaseModel):
+    """Every failure: one line saying what is wrong and what to do."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    """The parameters every search route shares; new ones (filters, sort, page) go here and on to the handler."""
+
+    k: float
+    threshold: float
+    options: Options = None
+
+
+def option_params(**given: str | None) -> Options:
+    """The search options given (filters, sort, pages…) as raw text: SearchOptions.from_params checks them."""
+    chosen = {name: value for name, value in given.items() if value is not None}
+    return chosen or None
+
+
+# The same optional parameters as the Gradio API and MCP tools (ui_api.API_OPTIONS), as query parameters.
+option_params.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[str | None, Query(description=text)])
+    for name, _, text in API_OPTIONS])
+
+
+def search_params(
+        k: Annotated[float, Query(description="how many hits at most (top_k), 0 to 1000")] = DEFAULT_K,
+        threshold: Annotated[float, Query(description="lowest cosine similarity kept, -1 to 1")] = 0.0,
+        options: Annotated[Options, Depends(option_params)] = None,
+) -> SearchParams:
+    """Query parameters as typed values; range and whole-number checks stay in the shared handlers."""
+    return SearchParams(k, threshold, options)
+
+
+Params = Annotated[SearchParams, Depends(search_params)]
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 404, 413, 422, 503)}
+
+
+def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
+    """The REST routes over `handlers`, with OpenAPI docs at /api/docs."""
+    api = FastAPI(title="Semantic image search", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+                  responses=ERRORS,
+                  description="Search a photo collection by text, by example image or by a collection item.")
+
+    lanes = Lanes()
+
+    @api.get("/search", response_model=list[Hit], summary="Items matching a text description")
+    async def search(request: Request, q: Annotated[str, Query(description="what the picture shows")],
+                     params: Params) -> Any:
+        return await lanes.answer(request, handlers.search_text, q, params)
+
+    # Every upload needs a model slot, so more upload threads than slots would only wait, holding worker threads
+    # that cached text queries and "more like this" need (64 clients: those waited ~0.9 s behind the uploads).
+    uploads = CapacityLimiter(startup.engine.limiter.slots)
+
+    @api.post(IMAGE_ROUTE, response_model=list[Hit], summary="Items that look like an uploaded picture")
+    async def search_image(file: Annotated[UploadFile, File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF file")],
+                           params: Params) -> Any:
+        # The spooled upload itself: search/model/images.py reads it within the same pixel and decode limits.
+        return await to_thread.run_sync(answer, handlers.search_image, file.file, params, limiter=uploads)
+
+    @api.get("/similar/{id}", response_model=list[Hit], summary="Items like a collection item")
+    async def similar(request: Request, id: Annotated[str, PathParam(description="an item id from a hit")],
+                      params: Params) -> Any:
+        return await lanes.answer(request, handlers.similar, id, params)
+
+    @api.get("/health", summary="Whether the index is loaded, which one, and with which model")
+    async def health() -> dict[str, Any]:  # on the event loop: no worker thread to wait for, however busy
+        return health_record(startup)
+
+    add_error_handlers(api)
+    return api
+
+
+def is_heavy(params: SearchParams) -> bool:
+    """Whether a search may cost more than a plain one: it reaches past LIGHT_DEPTH hits, or folds duplicates.
+
+    Only a routing decision: values that do not parse count as heavy, and the handler refuses them."""
+    options = params.options or {}
+    offset = (options.get("offset") or "0").strip()
+    deep = not (offset.isdigit() and len(offset) < 10) or not params.k + int(offset) <= LIGHT_DEPTH
+    return deep or (options.get("collapse_radius") or "").strip().lower() not in {"", "off"}
+
+
+class Lanes:
+    """Where a REST search runs. A light one at once, on the server's worker threads. A heavy one (is_heavy) in
+    a lane of HEAVY_SLOTS: it waits for the lane on the event loop, holding no thread, so a burst of heavy
+    requests never leaves light ones (or /health) without a thread; and it is dropped, unanswered, when its
+    client has gone by the time its turn comes."""
+
+    def __init__(self, heavy_slots: int = HEAVY_SLOTS) -> None:
+        self.heavy = CapacityLimiter(heavy_slots)
+
+    async def answer(self, request: Request, handler: Callable[..., list[dict]], source: Any,
+                     params: SearchParams) -> Response:
+        """`answer(handler, source, params)` on a worker thread, in the lane its cost calls for."""
+        if not is_heavy(params):
+            return await to_thread.run_sync(answer, handler, source, params)
+        async with self.heavy:
+            if await client_gone(request):
+                return error(CLIENT_GONE, "the client went away before its search ran")
+            return await to_thread.run_sync(answer, handler, source, params)
+
+
+async def client_gone(request: Request) -> bool:
+    """Whether the client has closed the connection (a GET's empty body may come first: look past it)."""
+    return await request.is_disconnected() or await request.is_disconnected()
+
+
+def health_record(startup: Startup) -> dict[str, Any]:
+    """Ready, index name and revision, item count, model; no server paths."""
+    bundle = startup.engine.bundle
+    name, _, revision = (snapshot_label(bundle.root) or Path(bundle.root).name).partition("@")
+    return {"ready": True, "index": name, "revision": revision or bundle.manifest.info.source_revision,
+            "count": len(bundle.catalog), "model": str(bundle.manifest.info.encoder), "demo": startup.is_demo,
+            "text_encoder": "onnx" if startup.engine.encoder.onnx_text is not None else "torch"}
+
+
+def add_error_handlers(api: FastAPI) -> None:
+    """Every failure as {"error": one line}: the handlers' own messages, FastAPI's shape errors, HTTP errors."""
+
+    @api.exception_handler(SearchError)
+    async def search_error(request: Request, exc: SearchError) -> Response:
+        status = next(code for kind, code in STATUS if isinstance(exc, kind))
+        return error(status, without_server_paths(str(exc)))
+
+    @api.exception_handler(RequestValidationError)
+    async def shape_error(request: Request, exc: RequestValidationError) -> Response:
+        return error(422, "; ".join(validation_message(problem) for problem in exc.errors()))
+
+    @api.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+
+
+def answer(handler: Callable[..., list[dict]], source: Any, params: SearchParams) -> Response:
+    """The handler's hits as JSON; a SearchError goes on to its error handler, a bug becomes a logged 500."""
+    try:
+        return json_response(handler(source, params.k, params.threshold, options=params.options))
+    except SearchError:
+        raise
+    except Exception as exc:  # a bug: say what kind, log the rest (as app.as_gr_error does for the UI)
+        logger.exception("unexpected failure in %s", getattr(handler, "__name__", "a REST route"))
+        return error(500, f"the search failed on the server ({type(exc).__name__}); try again or report it")
+
+
+def validation_message(problem: dict[str, Any]) -> str:
+    """One of FastAPI's validation problems as a line naming the parameter: `k must be a number, got 'x'`."""
+    name = str(problem.get("loc", ("", "?"))[-1])
+    if problem.get("type") == "missing":
+        return f"{name} is required"
+    if problem.get("type", "").startswith("float"):
+        return f"{name} must be a number, got {problem.get('input')!r}"
+    return f"{name}: {problem.get('msg', 'invalid')}"
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    """`content` as JSON, serialised by orjson (as gradio's own routes do): no per-field validation pass."""
+    return Response(orjson.dumps(content), status, media_type="application/json")
+
+
+def error(status: int, message: str) -> Response:
+    """The JSON body of every failure."""
+    return json_response({"error": message}, status)
+
+
+def mounted(handlers: Handlers, startup: Startup) -> Mount:
+    """The REST app as a route of Gradio's FastAPI app (pass it in launch's app_kwargs `routes`)."""
+    return Mount(PREFIX, app=rest_app(handlers, startup))
