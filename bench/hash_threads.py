@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000, help="bundle size")
     parser.add_argument("--pairs", type=int, default=2)
     args = parser.parse_args(argv)
-    from search.bundle.store import verified
+    from search.bundle import verified
 
     bundle = cached_bundle(args.n)
     files = {path.name: path for path in sorted(bundle.iterdir()) if path.is_file() and path.suffix != ".json"}

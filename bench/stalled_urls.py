@@ -90,7 +90,7 @@ def time_texts(url: str, texts: int, options: list[Any]) -> list[tuple[float, st
 
 def run(stalled: int, texts: int) -> dict[str, Any]:
     """Serve the demo, stall `stalled` image searches, time `texts` text searches; the figures."""
-    from search.build.pipeline import netguard
+    from search.build import netguard
     from search.bundle.store import Bundle
     from search.model.encoder import ClipEncoder
     from search.query.engine import SearchEngine

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from scripts.synthetic_shapes import make_samples
-from search.build.measured_hints import record_ui_hints
+from search.build.measured_hints import hints_for_metadata
 from search.bundle.store import BundleInfo, write_bundle
 from search.config import EncoderSpec, HnswParams
 from search.model.encoder import ClipEncoder
@@ -38,6 +38,6 @@ def write_demo_index(model_dir: Path, index_dir: Path, seed: int, count: int = D
     # Embed the files as saved (JPEG and all), so an image query with a shipped file scores 1.0.
     embeddings = encoder.encode_images([load_image(index_dir / path) for path in rows["image"]])
     info = BundleInfo(encoder.spec, DEMO_HNSW, source="synthetic-shapes", source_revision=f"seed={seed}")
-    write_bundle(index_dir, embeddings, pa.table(rows), info)
-    record_ui_hints(index_dir, encoder)  # the example queries and thresholds the app offers
+    table = pa.table(rows)  # with the example queries and thresholds the app offers, measured on it
+    write_bundle(index_dir, embeddings, table, info, hints_for_metadata(table, embeddings, encoder))
     return sum(path.stat().st_size for path in index_dir.rglob("*") if path.is_file())

@@ -22,6 +22,7 @@ import build_index
 from search.build.fetch import FetchConfig
 from search.build.pipeline import BuildConfig, BuildError, build_bundle
 from search.build.sources import SourceConfig
+from search.bundle import store
 from search.bundle.colour import PALETTE
 from search.bundle.metadata import IMAGE_RULE
 from search.bundle.store import Bundle
@@ -300,6 +301,26 @@ def test_rebuild_index_reuses_embeddings_without_the_model(server: LoopbackServe
     assert sum(server.hits.values()) == hits
     np.testing.assert_array_equal(Bundle.load(tmp_path / "b").embeddings, Bundle.load(tmp_path / "a").embeddings)
     assert Bundle.load(tmp_path / "b").manifest.info.failures == Bundle.load(tmp_path / "a").manifest.info.failures
+    assert Bundle.load(tmp_path / "b").manifest.ui == Bundle.load(tmp_path / "a").manifest.ui is not None
+
+
+def test_a_build_verifies_its_bundle_once_and_writes_its_manifest_once(server: LoopbackServer, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    rows, _ = served_rows(server, tmp_path)
+    loads, manifests = [], []
+    real_load, real_write = Bundle.load.__func__, store.atomic_write
+
+    def counted_write(path: Path, write: object) -> None:
+        if path.name == "manifest.json":
+            manifests.append(path)
+        real_write(path, write)
+
+    monkeypatch.setattr(Bundle, "load", classmethod(lambda cls, *a, **k: loads.append(a) or real_load(cls, *a, **k)))
+    monkeypatch.setattr(store, "atomic_write", counted_write)
+    manifest = build_bundle(url_config(tmp_path / "out", rows, limit=12))
+    assert len(loads) == 1 and len(manifests) == 1
+    assert manifest.ui is not None and manifest.ui.examples  # measured before the one manifest was written
+    assert Bundle.load(tmp_path / "out").manifest.ui == manifest.ui
 
 
 def test_rebuild_index_repairs_a_broken_graph(server: LoopbackServer, tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from search.bundle import embeddings as embeddings_module
 from search.bundle.embeddings import read_embeddings
 from search.bundle.manifest import Manifest
 from search.bundle.store import EMBEDDINGS_FILE, Bundle, read_manifest
-from search.bundle.store import embeddings as embeddings_module
 from search.errors import BundleError
 from tests.conftest import unit_vectors
 

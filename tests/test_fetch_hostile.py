@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from search.build import netguard
 from search.build.fetch import BlockedTargetError, FetchConfig, FetchError, ImageFetcher
-from search.build.pipeline import netguard
 from search.config import REPO_ROOT
 from tests.loopback import LoopbackServer
 from tests.test_sources import jpeg_bytes

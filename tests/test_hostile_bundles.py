@@ -25,7 +25,8 @@ import search.query.engine
 from bench.upload_burst import event_data
 from search import cli
 from search.build.finalize import rebuild_index
-from search.bundle.store import Bundle, metadata
+from search.bundle import metadata
+from search.bundle.store import Bundle
 from search.config import REPO_ROOT, EngineConfig, HnswParams
 from search.errors import BundleError, SearchError
 from search.query.engine import load_engine

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from search.build.pipeline import netguard
+from search.build import netguard
 from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")

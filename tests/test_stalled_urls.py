@@ -17,7 +17,7 @@ from gradio_client import Client
 from app import launch
 from bench.stalled_urls import call_api, call_ui
 from bench.upload_burst import image_tab_event
-from search.build.pipeline import netguard
+from search.build import netguard
 from search.config import DEMO_INDEX_DIR
 from search.web.gradio_api import CONCURRENCY_ID
 from search.web.handlers import SearchUI

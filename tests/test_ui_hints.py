@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-from search.build.measured_hints import measure_ui_hints, record_ui_hints
+from search.build.measured_hints import hints_for_metadata, ui_hints
 from search.bundle.hub import fetch_bundle
-from search.bundle.manifest import MAX_EXAMPLES, UiHints, parse_manifest
-from search.bundle.store import Bundle
-from search.config import EngineConfig
+from search.bundle.manifest import MAX_EXAMPLES, BundleInfo, UiHints, parse_manifest
+from search.bundle.store import Bundle, write_bundle
+from search.config import EncoderSpec, EngineConfig
 from search.errors import BundleError
 from tests.conftest import DEMO_INDEX_DIR
 
 
 def test_demo_hints_are_measured_between_matching_and_unrelated_scores(demo_engine) -> None:
-    hints = measure_ui_hints(demo_engine.bundle, demo_engine.encoder)
+    hints = ui_hints(replace(demo_engine.bundle, manifest=replace(demo_engine.bundle.manifest, ui=None)),
+                     demo_engine.encoder)  # measured now, as for a bundle that records none
     assert hints == demo_engine.bundle.manifest.ui  # what the shipped manifest records
     hits = demo_engine.search_text("a red circle on a dark background", 300, -1.0)
     matching = [hit.score for hit in hits if "red circle" in hit.description]
@@ -26,16 +30,15 @@ def test_demo_hints_are_measured_between_matching_and_unrelated_scores(demo_engi
     assert len(hints.examples) == 4 and all(text.startswith("a ") for text in hints.examples)
 
 
-def test_recorded_hints_survive_a_reload_and_leave_the_data_files_alone(tmp_path: Path, demo_engine) -> None:
-    root = tmp_path / "bundle"
-    shutil.copytree(DEMO_INDEX_DIR, root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    del manifest["ui"]
-    manifest["encoder"]["model"] = f"local-dir:{DEMO_INDEX_DIR.parent / 'model'}"
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    assert Bundle.load(root).manifest.ui is None
-    hints = record_ui_hints(root, demo_engine.encoder)
-    assert Bundle.load(root).manifest.ui == hints == demo_engine.bundle.manifest.ui
+def test_hints_measured_while_writing_are_recorded_and_survive_a_reload(tmp_path: Path, demo_engine) -> None:
+    bundle = demo_engine.bundle
+    root = shutil.copytree(DEMO_INDEX_DIR, tmp_path / "copy")
+    (root / "manifest.json").unlink()
+    table = pq.read_table(root / "metadata.parquet")
+    embeddings = np.asarray(bundle.embeddings)
+    info = BundleInfo(EncoderSpec(f"local-dir:{DEMO_INDEX_DIR.parent / 'model'}"), bundle.manifest.info.hnsw)
+    written = write_bundle(root, embeddings, table, info, hints_for_metadata(table, embeddings, demo_engine.encoder))
+    assert Bundle.load(root).manifest.ui == written.ui == bundle.manifest.ui  # the demo's, measured the same way
 
 
 @pytest.mark.parametrize(("ui", "message"), [

@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from search.build.pipeline import netguard
+from search.build import netguard
 from tests.loopback import LoopbackServer
 
 STAND_IN = "127.0.0.2"  # a loopback address the test treats as public, as a CDN would be

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from search.bundle import verified
 from search.bundle.manifest import KEYWORD_FILES
-from search.bundle.store import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE, Bundle, verified
+from search.bundle.store import EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, METADATA_FILE, Bundle
 from search.errors import BundleError
 
 MakeBundle = Callable[..., Path]

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from search.build.measured_hints import hints_for_metadata
 from search.build.shards import FAILURE_COLUMNS, Collected
 from search.build.thumbnails import copy_pictures, prune_thumbnails
 from search.bundle.hub import fetch_bundle
@@ -29,6 +30,7 @@ from search.bundle.store import (
 )
 from search.config import EncoderSpec, HnswParams
 from search.errors import SearchError
+from search.model.encoder import ClipEncoder
 from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
@@ -94,8 +96,10 @@ def read_failures(root: Path) -> pa.Table:
     return pq.read_table(path).select(list(FAILURE_COLUMNS)) if path.is_file() else FAILURES_SCHEMA.empty_table()
 
 
-def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: BaseBundle | None) -> Manifest:
-    """Write the bundle of all committed items (after the base's), its failures file, and verify it loads."""
+def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: BaseBundle | None,
+                    encoder: ClipEncoder) -> Manifest:
+    """Write the bundle of all committed items (after the base's), its failures file and the example queries and
+    thresholds `encoder` measures on it (the manifest written once, with them), then verify it loads, once."""
     embeddings, metadata, failures = collected.embeddings, collected.metadata, collected.failures
     if base is not None:
         embeddings = np.concatenate([base.embeddings, embeddings])
@@ -110,8 +114,9 @@ def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: Bas
     if pruned:
         logger.info("removed %d thumbnails of items that are not in the bundle", pruned)
     atomic_write(out / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
-    manifest = write_bundle(out, embeddings.astype(np.float32, copy=False), metadata,
-                            replace(info, failures=failures.num_rows))
+    embeddings = embeddings.astype(np.float32, copy=False)
+    manifest = write_bundle(out, embeddings, metadata, replace(info, failures=failures.num_rows),
+                            hints_for_metadata(metadata, embeddings, encoder))
     _verify(out, manifest)
     logger.info("wrote bundle %s: %d items, %d failures", out, manifest.count, failures.num_rows)
     return manifest
@@ -144,7 +149,8 @@ def rebuild_index(source: str, out: Path, hnsw: HnswParams) -> Manifest:
         atomic_write(out / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
     old = bundle.manifest.info
     info = BundleInfo(old.encoder.resolved(root), hnsw, old.source, old.source_revision, old.failures)
-    manifest = write_bundle(out, bundle.embeddings, metadata, info)
+    ui = bundle.manifest.ui  # the same items: the same examples and thresholds
+    manifest = write_bundle(out, bundle.embeddings, metadata, info, lambda index: ui)
     _verify(out, manifest)
     logger.info("rebuilt the index of %s with %s into %s", source, hnsw, out)
     return manifest

@@ -8,16 +8,17 @@ pictures; the image threshold halfway between an item's nearest neighbour and a 
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
+import pyarrow as pa
 
-from search.bundle.manifest import MANIFEST_FILE, MAX_EXAMPLE_CHARS, UiHints
-from search.bundle.store import Bundle, atomic_write
+from search.bundle.hnsw_index import SearchIndex
+from search.bundle.manifest import MAX_EXAMPLE_CHARS, UiHints
+from search.bundle.store import Bundle, HintsOf
 from search.model.encoder import ClipEncoder
+from search.types import FeatureVector
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +27,26 @@ EXAMPLES = 4
 EXAMPLE_CHARS = 60  # examples are buttons: short ones read as queries
 
 
-def measure_ui_hints(bundle: Bundle, encoder: ClipEncoder) -> UiHints:
-    """Examples and thresholds for `bundle`, measured on an even sample of its items."""
-    count = len(bundle.catalog)
+def measure_ui_hints(describe: Callable[[int], str], embeddings: FeatureVector, index: SearchIndex,
+                     encoder: ClipEncoder) -> UiHints:
+    """Examples and thresholds for a collection, measured on an even sample of its items: `describe(row)` is an
+    item's description, `index` its graph (a bundle being written, or a loaded one)."""
+    count = len(embeddings)
     rows = np.unique(np.linspace(0, count - 1, min(SAMPLE, count)).astype(int)) if count else np.array([], int)
-    described = [(int(row), bundle.catalog.hit(int(row), 0.0).description.strip()) for row in rows]
+    described = [(int(row), (describe(int(row)) or "").strip()) for row in rows]
     described = [(row, text) for row, text in described if text]
     text_threshold = None
     if len(described) >= 2:  # a mismatched pair needs two items
         vectors = encoder.encode_text([text for _, text in described])
-        text_threshold = _halfway(vectors @ bundle.embeddings[[row for row, _ in described]].T)
-    image_threshold = _image_threshold(bundle, rows) if len(rows) >= 3 else None
+        text_threshold = _halfway(vectors @ embeddings[[row for row, _ in described]].T)
+    image_threshold = _image_threshold(embeddings, index, rows) if len(rows) >= 3 else None
     return UiHints(_examples([text for _, text in described]), text_threshold, image_threshold)
+
+
+def hints_for_metadata(metadata: pa.Table, embeddings: FeatureVector, encoder: ClipEncoder) -> HintsOf:
+    """What write_bundle measures the `ui` block with, for a bundle being written from `metadata`."""
+    descriptions = metadata.column("description")
+    return lambda index: measure_ui_hints(lambda row: descriptions[row].as_py(), embeddings, index, encoder)
 
 
 def _halfway(scores: np.ndarray) -> float:
@@ -47,10 +56,10 @@ def _halfway(scores: np.ndarray) -> float:
     return _cut((matched + mismatched) / 2)
 
 
-def _image_threshold(bundle: Bundle, rows: np.ndarray) -> float:
+def _image_threshold(embeddings: FeatureVector, index: SearchIndex, rows: np.ndarray) -> float:
     """Halfway between the median nearest-neighbour score and the median score of two sampled items."""
-    vectors = bundle.embeddings[rows]
-    nearest = [bundle.index.query(vector, 2)[1][-1] for vector in vectors]  # [0] is the item itself
+    vectors = embeddings[rows]
+    nearest = [index.query(vector, 2)[1][-1] for vector in vectors]  # [0] is the item itself
     random_pairs = (vectors @ vectors.T)[~np.eye(len(rows), dtype=bool)]
     return _cut((float(np.median(nearest)) + float(np.median(random_pairs))) / 2)
 
@@ -75,13 +84,5 @@ def ui_hints(bundle: Bundle, encoder: ClipEncoder) -> UiHints:
     if bundle.manifest.ui is not None:
         return bundle.manifest.ui
     logger.info("bundle %s records no example queries or thresholds; measuring them", bundle.label)
-    return measure_ui_hints(bundle, encoder)
-
-
-def record_ui_hints(root: Path, encoder: ClipEncoder) -> UiHints:
-    """Measure the hints of the bundle in `root` and write them into its manifest (the data files are untouched)."""
-    bundle = Bundle.load(root)
-    hints = measure_ui_hints(bundle, encoder)
-    text = json.dumps(replace(bundle.manifest, ui=hints).to_json(), indent=2, ensure_ascii=False) + "\n"
-    atomic_write(root / MANIFEST_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return hints
+    catalog = bundle.catalog
+    return measure_ui_hints(lambda row: catalog.hit(row, 0.0).description, bundle.embeddings, bundle.index, encoder)

@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from search.build.fetch import FetchConfig, FetchError, ImageFetcher
 from search.build.finalize import BaseBundle, finalize_bundle, load_base
-from search.build.measured_hints import record_ui_hints
 from search.build.picture_facts import file_facts
 from search.build.shards import STATUS_FAILED, STATUS_OK, ShardStore
 from search.build.sources import Item, SourceConfig, count_items, iter_items
@@ -96,8 +95,7 @@ def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manif
     logger.info("embedded %d items this run, %d failed, %d rows refused by the bundle's rules", counts.ok,
                 counts.failed, pipeline.refused)
     info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
-    manifest = finalize_bundle(config.out, store.collect(), info, base)
-    return replace(manifest, ui=record_ui_hints(config.out, encoder))  # examples and thresholds for the app
+    return finalize_bundle(config.out, store.collect(), info, base, encoder)
 
 
 def _refusing(items: Iterable[Item], pipeline: _Pipeline, skip: set[str]) -> Iterator[Item]:

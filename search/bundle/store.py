@@ -39,6 +39,7 @@ from search.bundle.manifest import (
     METADATA_FILE,
     BundleInfo,
     Manifest,
+    UiHints,
     check_name,
     parse_manifest,
     shown_name,
@@ -261,11 +262,17 @@ def _save_record(record: VerificationRecord, names: set[str]) -> None:
                        record.path, exc)
 
 
-def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info: BundleInfo) -> Manifest:
-    """Write a complete bundle into `root`: data files first, the manifest last as the commit point.
+HintsOf = Callable[[VectorIndex], UiHints | None]
+"""What the app should suggest for a bundle, measured on its graph once that is built (search/build)."""
+
+
+def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info: BundleInfo,
+                 hints: HintsOf | None = None) -> Manifest:
+    """Write a complete bundle into `root`: data files first, the manifest last, once, as the commit point.
 
     Files already in `root` (such as thumbnails under `images/`) become part of the bundle and are
-    checksummed too. A `local-dir:` encoder path is recorded relative to the bundle.
+    checksummed too. A `local-dir:` encoder path is recorded relative to the bundle. `hints` gives the manifest's
+    `ui` block from the new graph (none: the manifest has no `ui` block).
     """
     if embeddings.dtype != np.float32 or embeddings.ndim != 2 or len(embeddings) != metadata.num_rows:
         raise ValueError(f"need float32 (n, dim) embeddings for {metadata.num_rows} rows, got "
@@ -281,7 +288,8 @@ def write_bundle(root: Path, embeddings: FeatureVector, metadata: pa.Table, info
                           info.failures)
     files = {path.relative_to(root).as_posix(): sha256_of(path) for path in _bundle_files(root)}
     manifest = Manifest(portable, int(embeddings.shape[1]), len(embeddings),
-                        datetime.now(UTC).isoformat(timespec="seconds"), files)
+                        datetime.now(UTC).isoformat(timespec="seconds"), files,
+                        ui=hints(index) if hints is not None else None)
     text = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
     atomic_write(root / MANIFEST_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return manifest
