@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
@@ -494,3 +495,14 @@ def test_data_set_rows_cannot_name_local_files(server: LoopbackServer, tmp_path:
     assert manifest.count == 1 and set(failures) == {"local", "proc", "zero", "file-url"}
     # Refused at the source by the bundle's image rule, before the fetcher (which refuses them too: test_fetch.py).
     assert all(reason == IMAGE_RULE for reason in failures.values())
+
+
+def test_a_shard_written_but_not_yet_renamed_is_not_committed(tmp_path: Path) -> None:
+    """SIGKILL between a shard's write and its rename leaves a hidden temporary file: its items are not done."""
+    from search.build.shards import STATUS_OK, ShardStore
+
+    store = ShardStore(tmp_path, dim=2)
+    store.write([{"id": "kept", "status": STATUS_OK, "reason": None}], np.ones((1, 2), np.float32))
+    table = pq.read_table(tmp_path / "shard-000000.parquet")
+    pq.write_table(table.set_column(0, "id", pa.array(["half-written"])), tmp_path / ".shard-000001.0a1b.tmp.parquet")
+    assert ShardStore(tmp_path, dim=2).done_ids() == {"kept"}
