@@ -32,7 +32,7 @@ class Hit:
     page_url: str | None
     description: str
     photographer: str | None
-    # Added with issue 12; all optional, so older bundles give None (and to_dict only gained keys).
+    # All optional: bundles without these columns give None.
     duplicates: int = 0
     """Near-duplicates folded into this hit (search with a collapse radius)."""
     width: int | None = None

@@ -1,7 +1,7 @@
 """The JSON API (gradio_client) and MCP tools: search_text, search_image and similar, with optional search options.
 
-Each endpoint takes its three original parameters first, then the options of issue 12 as optional parameters with
-defaults, so a call with the old positional arguments gets the same hits as before. The options are checked by
+Each endpoint takes its three first parameters (query or image or id, top_k, threshold), then the search options as
+optional parameters with defaults, so a call with only the first three gets the plain ranking. The options are checked by
 SearchOptions.from_params (the one place), like the CLI's flags and the REST API's fields.
 """
 

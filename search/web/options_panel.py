@@ -28,7 +28,7 @@ RESULT_KEYS = ("sort", "cutoff", "collapse", "keywords")
 OPTION_KEYS = (*FILTER_COLUMNS, *RESULT_KEYS)
 """Every option, in the panel's order (also the order of deep-link parameters)."""
 DEFAULTS = {"sort": "relevance", "cutoff": "flat", "collapse": "on", "keywords": "on"}
-"""The page's defaults: near-duplicates folded (issue 12), keyword matches on where the bundle has an index."""
+"""The page's defaults: near-duplicates folded, keyword matches on where the bundle has an index."""
 BLANK = {"", "any"}
 SORT_COLUMNS = {"date": ("date",), "popularity": ("downloads", "views")}
 

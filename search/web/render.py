@@ -17,7 +17,7 @@ TILE_WIDTHS = (240, 480)  # CSS width of a tile is ~160-240 px: 1x and 2x screen
 DETAIL_WIDTH = 1080
 BLURHASH_CHARS = 100  # a 9x9-component hash is 4 + 2 * 80 = 164; the data set's are ~30; longer is not a hash
 BLURHASH_ALPHABET = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~")
-# Shown when a hit carries them (the search-features branch adds metadata columns); rename here to match.
+# The detail view's extra lines, each shown when the hit carries that field (bundles with those metadata columns).
 EXTRA_FIELDS = (("location", "Location"), ("date", "Date"), ("camera", "Camera"))
 
 
