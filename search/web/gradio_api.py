@@ -1,8 +1,8 @@
 """The JSON API (gradio_client) and MCP tools: search_text, search_image and similar, with optional search options.
 
 Each endpoint takes its three first parameters (query or image or id, top_k, threshold), then the search options as
-optional parameters with defaults, so a call with only the first three gets the plain ranking. The options are checked by
-SearchOptions.from_params (the one place), like the CLI's flags and the REST API's fields.
+optional parameters with defaults, so a call with only the first three gets the plain ranking. The options are
+checked by SearchOptions.from_params (the one place), like the CLI's flags and the REST API's fields.
 """
 
 from __future__ import annotations
