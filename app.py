@@ -28,7 +28,8 @@ __all__ = ["CONCURRENCY_ID", "UPLOAD_LIFETIME_S", "SearchUI", "build_app", "laun
 logger = logging.getLogger(__name__)
 
 # Gradio events at once. Measured with bench/load_test.py --route gradio --mix mixed --clients 8,32 --queue N (demo
-# bundle, server on one core): 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1 (README, Tuning).
+# bundle, server on one core): 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1
+# (docs/performance.md, Tuning).
 # 8 would be faster, but gradio's own handling of an Image upload decodes it outside the model limiter
 # (search/model/limits.py): at 8, eight worst-case uploads at once grew the RSS by 1.3 GB
 # (tests/test_uploads_hostile.py allows 1 GB), so the queue still bounds that memory.

@@ -13,7 +13,7 @@ again), building the UI, one text query.
 - cold: an empty HF cache (a Space's first start, or any start without persistent storage);
 - warm: the same cache again (the files are there; huggingface_hub still asks the server about each);
 - offline: the same cache with HF_HUB_OFFLINE=1 (no request at all): the floor that preloading everything
-  (README `preload_from_hub`, which only takes model repos) could approach.
+  (`preload_from_hub`, which only takes model repos: docs/performance.md, Cold start of a Space) could approach.
 """
 
 from __future__ import annotations

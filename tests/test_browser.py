@@ -3,7 +3,7 @@
 Chromium comes from Debian (apt-get), because Playwright's own browser download needs network access we do not
 have. The test installs it when /usr/bin/chromium is missing and fails (never skips) when it cannot.
 One app server and one browser serve the whole module; each test opens its own page (1400×900 or 390×844).
-Set UPDATE_SCREENSHOT=1 to refresh assets/screenshot*.png, the pictures the README shows.
+Set UPDATE_SCREENSHOT=1 to refresh assets/screenshot*.png, the pictures the README and docs/using-the-page.md show.
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ def test_hybrid_does_not_hurt_visual_queries(place_results) -> None:
     clip, hybrid = place_results["visual"]["clip"], place_results["visual"]["hybrid"]
     assert clip["r5"] >= 0.9  # CLIP reads these well: the fixture tests "no harm", not an easy win
     for metric in ("r1", "r5", "r10", "ndcg10"):
-        assert hybrid[metric] >= clip[metric] - 0.02, metric  # seeds 0-3: within 0.01 (README)
+        assert hybrid[metric] >= clip[metric] - 0.02, metric  # seeds 0-3: within 0.01 (docs/keyword-search.md)
 
 
 def test_the_engine_fuses_text_queries_only_where_asked(demo_encoder, tmp_path) -> None:

@@ -1,9 +1,9 @@
 """Keyword search: a BM25 index over each item's text, stored in the bundle as plain arrays, and its fusion with
 the CLIP ranking.
 
-Built with bm25s (chosen over tantivy by `bench/keywords.py`: see the README) from the text columns a bundle's
-metadata has (`TEXT_COLUMNS`). bm25s precomputes every (token, item) BM25 weight into a sparse matrix; that matrix
-is saved here as three .npy arrays and a JSON vocabulary, never with pickle, and checked on load as untrusted
+Built with bm25s (chosen over tantivy by `bench/keywords.py`: see docs/keyword-search.md) from the text columns a
+bundle's metadata has (`TEXT_COLUMNS`). bm25s precomputes every (token, item) BM25 weight into a sparse matrix; that
+matrix is saved here as three .npy arrays and a JSON vocabulary, never with pickle, and checked on load as untrusted
 bundle input (dtypes, shapes, offsets, item numbers and weights) before numpy indexes with it. A query sums the
 weights of its tokens, so answering one needs numpy only.
 """

@@ -10,7 +10,7 @@ block device), which is beyond the reach of this check anyway (root can change t
 SEARCH_CACHE_DIR, the folder whose ONNX export the app already runs, so it is trusted as much as that is.
 Two guards keep it exact: a file whose ctime is within RACY_MARGIN_NS of the hash's start is not recorded (a
 file system with coarse timestamps could give a write right after the hash the same ctime: git's "racy clean"
-problem), nor is one whose identity changed while it was being hashed. See README "Trust model".
+problem), nor is one whose identity changed while it was being hashed. See docs/reliability-and-trust.md, "Trust model".
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class OnnxTextTower:
 def default_text_threads() -> int:
     """Threads for one text query unless SEARCH_TEXT_THREADS says otherwise: torch's, one per core.
 
-    On 2 cores a lone query is 1.3-1.6x faster on 2 threads than on 1 (docs/performance.md; README, Tuning),
+    On 2 cores a lone query is 1.3-1.6x faster on 2 threads than on 1 (docs/performance.md, Tuning),
     while under steady concurrent text load 1 thread each answered up to 1.6x more queries: a deployment that
     expects that load sets SEARCH_TEXT_THREADS=1, and pictures keep their threads either way."""
     return torch.get_num_threads()

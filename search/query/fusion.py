@@ -11,7 +11,7 @@ from search.bundle.keywords import KeywordIndex, Rows
 
 KEYWORD_WEIGHT = 3.0
 """What a text covering every query word adds to an item's fused score, in standard deviations of the candidates'
-cosines. Chosen on the fixture of tests/test_keywords.py (README "Keyword search"): place-name queries reach R@5
+cosines. Chosen on the fixture of tests/test_keywords.py (docs/keyword-search.md): place-name queries reach R@5
 0.47 at 1, 0.78 at 2 and 1.0 at 3 and 4, while visual queries keep CLIP's R@5 (0.967) at 3 and 4."""
 CANDIDATES = 100
 """Items taken from each ranking before fusion (the caller asks the ANN index for max(top_k, CANDIDATES))."""

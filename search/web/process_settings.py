@@ -10,7 +10,8 @@ from threadpoolctl import threadpool_limits
 MALLOC_ARENAS = 2
 """glibc malloc arenas for the server. glibc gives threads that contend for malloc arenas of their own (up to 8 per
 core), and each keeps the memory its requests freed: at 64 clients for 60 s (bench/load_test.py) the server's RSS
-grew 138-176 MiB with glibc's default and 107-130 MiB with 2 arenas, at the same throughput (README, Load)."""
+grew 138-176 MiB with glibc's default and 107-130 MiB with 2 arenas, at the same throughput
+(docs/performance.md, Load)."""
 M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 
 
