@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     """Filters, sort, collapse, pages and cut-off; values are checked by SearchOptions.from_params, not here."""
-    group = parser.add_argument_group("filters and result options (see README: Filters, sort and pages)")
+    group = parser.add_argument_group("filters and result options (see docs/search-options.md)")
     group.add_argument("--orientation", help=f"{' | '.join(ORIENTATIONS)}")
     group.add_argument("--colour", "--color", dest="colour", help=f"dominant colour: {', '.join(PALETTE)}")
     group.add_argument("--date-from", metavar="YYYY-MM-DD", help="taken or submitted on or after this day (UTC)")
