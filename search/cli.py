@@ -9,11 +9,11 @@ import sys
 from dataclasses import replace
 from typing import NoReturn
 
-from search.bundle.colour import PALETTE
 from search.config import EngineConfig
 from search.errors import SearchError
 from search.query.engine import MAX_TOP_K, Query, Term, load_engine
-from search.query.options import CUTOFFS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS, SearchOptions
+from search.query.option_spec import OPTIONS
+from search.query.options import SearchOptions
 from search.types import Hit
 
 
@@ -50,26 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """Filters, sort, collapse, pages and cut-off; values are checked by SearchOptions.from_params, not here."""
+    """A flag per search option (search/query/option_spec.py), its earlier names too; values are checked by
+    SearchOptions.from_params, not here."""
     group = parser.add_argument_group("filters and result options (see docs/search-options.md)")
-    group.add_argument("--orientation", help=f"{' | '.join(ORIENTATIONS)}")
-    group.add_argument("--colour", "--color", dest="colour", help=f"dominant colour: {', '.join(PALETTE)}")
-    group.add_argument("--date-from", metavar="YYYY-MM-DD", help="taken or submitted on or after this day (UTC)")
-    group.add_argument("--date-to", metavar="YYYY-MM-DD", help="taken or submitted on or before this day (UTC)")
-    group.add_argument("--country", help="country name, any case")
-    group.add_argument("--city", help="city name, any case")
-    group.add_argument("--camera", help="part of the camera make and model, any case (e.g. canon)")
-    group.add_argument("--photographer", help="Unsplash username of the photographer")
-    group.add_argument("--featured", choices=("true", "false"), help="only featured (or only not featured) photos")
-    group.add_argument("--min-downloads", metavar="N", help="at least N downloads")
-    group.add_argument("--sort", choices=SORTS, help="order of the hits above the threshold (default relevance)")
-    group.add_argument("--collapse", metavar="RADIUS", dest="collapse_radius",
-                       help=f"fold hits within this cosine distance of a better one (suggested {SUGGESTED_RADIUS})")
-    group.add_argument("--offset", metavar="N", help="skip the first N hits: the next page (default 0)")
-    group.add_argument("--cutoff", choices=CUTOFFS, help="flat: the threshold only (default); relative: also drop "
-                       "hits far below the best; gap: cut at the largest score drop")
-    group.add_argument("--keywords", choices=("on", "off"), help="fuse keyword matches into a text query's ranking "
-                       "where the index has a keyword index (default on)")
+    for spec in OPTIONS:
+        aliases = ["--" + alias.replace("_", "-") for alias in spec.aliases]
+        shown = f"{spec.help} (default {spec.default})" if spec.default not in ("", None) else spec.help
+        group.add_argument(spec.flag, *aliases, dest=spec.name, metavar=spec.metavar or spec.name.upper(),
+                           help=shown.replace("%", "%%"))
 
 
 def options_from_args(args: argparse.Namespace) -> SearchOptions:

@@ -23,8 +23,8 @@ from app import parse_args
 from search.bundle.store import BundleInfo, write_bundle
 from search.config import REPO_ROOT, EngineConfig
 from search.errors import BadQueryError
+from search.query.option_spec import OPTIONS
 from search.types import Hit
-from search.web.gradio_api import API_OPTIONS
 from search.web.handlers import SearchUI, Session
 from search.web.page_text import credit_html, status_text, thumbnail
 from search.web.request_values import combined_query
@@ -45,8 +45,8 @@ from tests.odd_images import (
 # gradio's queue uses a pandas option that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 
-HIT_FIELDS = {field.name for field in fields(Hit)}  # the metadata fields of issue 12 included (None here)
-OPTION_PARAMS = [name for name, _, _ in API_OPTIONS]
+HIT_FIELDS = {field.name for field in fields(Hit)}  # the metadata fields included (None here)
+OPTION_PARAMS = [spec.name for spec in OPTIONS]
 DEMO_IMAGE = DEMO_INDEX_DIR / "images" / "shape-007.jpg"
 
 
@@ -85,7 +85,7 @@ def test_threshold_keeps_only_hits_at_or_above_it(client: Client) -> None:
 
 def test_old_positional_calls_keep_their_hits_and_options_are_named_parameters(client: Client) -> None:
     old = client.predict("a circle", 8, 0.0, api_name="/search_text")
-    defaults = {name: default for name, default, _ in API_OPTIONS}
+    defaults = {spec.name: spec.default for spec in OPTIONS}
     assert client.predict("a circle", 8, 0.0, api_name="/search_text", **defaults) == old
     blue = client.predict("a circle", 8, 0.0, api_name="/search_text", colour="blue")
     assert len(blue) == 8 and all(hit["colour"] == "blue" for hit in blue) and blue != old
@@ -317,12 +317,14 @@ def test_page_load_restores_deep_links_else_shows_the_first_example(demo_startup
 
 def test_ui_options_filter_fold_and_go_into_the_link(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
-    assert ui.available == ("colour", "cutoff", "collapse")  # the demo has a colour column and no other metadata
-    html, _, session = ui.ui_text("a circle", "", 6, 0.0, Session(), {"colour": "green", "collapse": False,
+    assert ui.available == ("colour", "cutoff", "collapse_radius")  # the demo has a colour column, no other metadata
+    html, _, session = ui.ui_text("a circle", "", 6, 0.0, Session(), {"colour": "green", "collapse_radius": False,
                                                                      "cutoff": "flat", "date_from": "2020-01-01"})
     assert all(hit.colour == "green" for hit in shown_hits((html, "", session)))
-    assert 'data-link="?q=a+circle&amp;colour=green&amp;collapse=off"' in html  # defaults and absent filters left out
-    folded = shown_hits(ui.ui_similar(6, 0.0, session, FakeEvent({"index": 0}), {"colour": "any", "collapse": True}))
+    # defaults and absent filters left out
+    assert 'data-link="?q=a+circle&amp;colour=green&amp;collapse_radius=off"' in html
+    folded = shown_hits(ui.ui_similar(6, 0.0, session, FakeEvent({"index": 0}),
+                                      {"colour": "any", "collapse_radius": True}))
     assert sum(hit.duplicates for hit in folded) > 0  # folding is the page's default
     with pytest.raises(BadQueryError, match="cutoff must be one of"):
         ui.ui_rerun(6, 0.0, 0.0, session, {"cutoff": "steep"})
@@ -332,18 +334,18 @@ def test_load_more_appends_the_next_page_in_a_stable_order(demo_startup: Startup
     import gradio as gr
 
     ui = SearchUI(demo_startup)
-    html, _, session = ui.ui_text("a circle", "", 5, 0.0, Session(), {"collapse": False})
+    html, _, session = ui.ui_text("a circle", "", 5, 0.0, Session(), {"collapse_radius": False})
     assert 'data-action="more"' in html
     html, status, session = ui.ui_more(session)
     _, _, session = ui.ui_more(session)
     paged = [hit.id for hit in session.view.hits]
-    whole = [hit.id for hit in shown_hits(ui.ui_text("a circle", "", 15, 0.0, Session(), {"collapse": False}))]
+    whole = [hit.id for hit in shown_hits(ui.ui_text("a circle", "", 15, 0.0, Session(), {"collapse_radius": False}))]
     assert paged == whole and status.startswith("10 results") and html.count('class="tile"') == 10
     last, _, _ = ui.ui_text("a circle", "", 5, 0.99, Session())  # fewer than a page: nothing more to load
     assert 'data-action="more"' not in last
     with pytest.raises(BadQueryError, match="search first"):
         ui.ui_more(Session())
-    unchanged = ui.ui_rerun(5, 0.0, 0.0, session, {"collapse": False, "colour": "any"})
+    unchanged = ui.ui_rerun(5, 0.0, 0.0, session, {"collapse_radius": False, "colour": "any"})
     assert all(isinstance(out, type(gr.skip())) for out in unchanged)  # keeps the pages loaded
 
 
@@ -351,7 +353,8 @@ def test_page_load_restores_the_options_of_a_link_and_ignores_bad_ones(demo_star
     ui = SearchUI(demo_startup)
     _, html, _, session = ui.ui_load(12, 0.0, 0.0, FakeRequest(q="a circle", colour="Red", collapse="off",
                                                                sort="date", country="France"))
-    assert session.view.request.options == {"colour": "Red", "collapse": "off"}  # no date or country data here
+    # `collapse`, the option's earlier name, still read; no date or country data here
+    assert session.view.request.options == {"colour": "Red", "collapse_radius": "off"}
     assert all(hit.colour == "red" for hit in session.view.hits) and "colour=Red" in html
     _, _, _, session = ui.ui_load(12, 0.0, 0.0, FakeRequest(q="a circle", colour="plaid"))
     assert session.view.request.options == {} and len(session.view.hits) == 12  # still a page of results

@@ -258,7 +258,7 @@ def test_options_panel_deep_link_load_more_and_copy_link(open_page, viewport: di
     page = open_page(viewport, "?q=a+circle&colour=blue&collapse=off")
     open_options(page)
     colour = page.locator("#opt-colour input").first
-    assert colour.input_value() == "blue" and not page.locator("#opt-collapse input").is_checked()
+    assert colour.input_value() == "blue" and not page.locator("#opt-collapse-radius input").is_checked()
     assert page.locator("#opt-sort").count() == 0  # the demo has no date or popularity data to sort by
     assert "date from" in page.locator("#options-missing").inner_text()
     alts = [img.get_attribute("alt") for img in page.locator(f"{TILES} img").all()]
@@ -276,7 +276,7 @@ def test_options_panel_deep_link_load_more_and_copy_link(open_page, viewport: di
     page.get_by_role("option", name="green", exact=True).click()  # a changed option re-runs the search
     page.wait_for_function(f"Array.from(document.querySelectorAll('{TILES} img')).every((i) => i.alt.includes"
                            "('green circle'))")
-    assert "colour=green" in page.url and "collapse=off" in page.url
+    assert "colour=green" in page.url and "collapse_radius=off" in page.url
     page.locator("#results button.load-more").click()
     status_after(page, r"24 results for “a circle”")
     assert tile_count(page) == 24 and page.evaluate("document.activeElement.dataset.index") == "12"

@@ -132,3 +132,9 @@ def test_a_bad_environment_setting_is_a_one_line_error(monkeypatch: pytest.Monke
     monkeypatch.setenv("SEARCH_THREADS", "two")
     code = main(["a red circle", "--index", str(DEMO_INDEX_DIR)])
     _assert_one_line_error(code, capsys.readouterr().err, "SEARCH_THREADS", "'two'")
+
+
+def test_a_too_long_query_gets_the_same_answer_as_from_every_other_route(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["x" * 1001, "--index", str(DEMO_INDEX_DIR)]) == 1
+    assert capsys.readouterr().err == ("error: the query has 1001 characters; keep it under 1000 (CLIP reads only the "
+                                       "first ~77 tokens)\n")

@@ -115,7 +115,8 @@ def test_openapi_docs_list_the_routes(rest: httpx.Client) -> None:
     paths = rest.get("/api/openapi.json").json()["paths"]
     assert set(paths) == {"/search", "/search/image", "/similar/{id}", "/health"}
     names = [p["name"] for p in paths["/search"]["get"]["parameters"]]
-    assert names[:3] == ["q", "k", "threshold"] and {"colour", "sort", "offset", "keywords"} <= set(names)
+    assert names[:3] == ["q", "top_k", "threshold"] and {"colour", "sort", "offset", "keywords"} <= set(names)
+    assert not {"k", "collapse", "color"} & set(names)  # earlier names: accepted, not documented
 
 
 def test_search_options_are_query_parameters_checked_like_the_gradio_api(rest: httpx.Client, client: Client) -> None:
@@ -215,3 +216,25 @@ def test_a_heavy_request_whose_client_left_while_it_waited_never_runs(demo_start
 def test_what_counts_as_heavy(params: dict, heavy: bool) -> None:
     k = params.pop("k")
     assert is_heavy(SearchParams(k, 0.0, params or None)) is heavy
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"q": "red", "topk": 3}, "unknown parameter 'topk'; did you mean top_k?"),
+    ({"q": "red", "colour": "red", "colur": "blue"}, "unknown parameter 'colur'; did you mean colour?"),
+    ({"q": "red", "collapse_raduis": "0.05"}, "unknown parameter 'collapse_raduis'; did you mean collapse_radius?"),
+    ({"q": "red", "zzz": "1"}, "unknown parameter 'zzz'; the parameters are q, top_k, threshold, k, orientation"),
+])
+def test_a_misspelt_parameter_is_refused_naming_the_valid_ones(rest: httpx.Client, params: dict,
+                                                               message: str) -> None:
+    answer = rest.get("/api/search", params=params)
+    assert answer.status_code == 400 and answer.json()["error"].startswith(message)
+
+
+def test_one_name_per_option_and_the_earlier_names_still_work(rest: httpx.Client) -> None:
+    three = rest.get("/api/search", params={"q": "a red circle", "top_k": 3}).json()
+    assert len(three) == 3 and rest.get("/api/search", params={"q": "a red circle", "k": 3}).json() == three
+    folded = rest.get("/api/similar/shape-007", params={"top_k": 6, "collapse_radius": "0.05"}).json()
+    assert sum(hit["duplicates"] for hit in folded) > 0
+    assert rest.get("/api/similar/shape-007", params={"top_k": 6, "collapse": "0.05"}).json() == folded
+    assert rest.get("/api/search", params={"q": "a circle", "color": "blue"}).json() == \
+        rest.get("/api/search", params={"q": "a circle", "colour": "blue"}).json()

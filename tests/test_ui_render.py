@@ -74,7 +74,8 @@ def test_deep_links_round_trip_and_ignore_what_they_do_not_know() -> None:
 
         assert parse_link({key: unquote_plus(value) for key, value in params.items()}) == state
     assert parse_link({"q": "cats", "__theme": "dark", "zzz": "1"}) == LinkState(text="cats")
-    assert parse_link({"q": "a\nb\tc"}).text == "a b c" and parse_link({"q": "x" * 5000}).text == "x" * 1000
+    # A long query is not cut here: the engine refuses it, with the message every route gives.
+    assert parse_link({"q": "a\nb\tc"}).text == "a b c" and parse_link({"q": "x" * 5000}).text == "x" * 5000
     assert parse_link({"q": "\x00bad"}).text == "" and parse_link({}).empty
 
 

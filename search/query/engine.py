@@ -203,9 +203,9 @@ def _checked_text(text: Any) -> str:
     if not isinstance(text, str) or not text.strip():
         raise BadQueryError("empty query: type a description or give an image")
     text = text.strip()
-    if len(text) > MAX_QUERY_CHARS:
-        logger.info("query of %d characters cut to %d", len(text), MAX_QUERY_CHARS)
-        text = text[:MAX_QUERY_CHARS]
+    if len(text) > MAX_QUERY_CHARS:  # refused, not cut: searching only the first part would mislead
+        raise BadQueryError(f"the query has {len(text)} characters; keep it under {MAX_QUERY_CHARS} "
+                            "(CLIP reads only the first ~77 tokens)")
     return text
 
 

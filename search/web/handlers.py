@@ -26,14 +26,6 @@ from search.web.startup import Startup, mode_defaults
 logger = logging.getLogger(__name__)
 
 
-def checked_query(text: str) -> str:
-    """Refuse a runaway query instead of silently searching only its first part."""
-    if isinstance(text, str) and len(text) > MAX_QUERY_CHARS:
-        raise BadQueryError(f"the query has {len(text)} characters; keep it under {MAX_QUERY_CHARS} "
-                            "(CLIP reads only the first ~77 tokens)")
-    return text
-
-
 def checked_exclude(text: str | None) -> str | None:
     """Refuse an Exclude field that would cost more than a few text encodes, before any of them runs."""
     if not isinstance(text, str):
@@ -131,7 +123,7 @@ class SearchUI:
             top_k: how many hits at most (0 to 1000)
             threshold: keep hits whose cosine similarity is at least this (-1 to 1; a text scores lower than a picture)
         """
-        return hits_json(self.engine.search_text(checked_query(query), whole_number(top_k, "top_k"),
+        return hits_json(self.engine.search_text(query, whole_number(top_k, "top_k"),
                                                  number(threshold, "threshold"), api_options(options)))
 
     def search_image(self, image: str | None, top_k: float, threshold: float,
@@ -167,7 +159,7 @@ class SearchUI:
         session = session or Session()
         text = str(query or "").strip()
         request = Request("text", f"“{text[:60]}”", link=LinkState(text=text), options=self.options(options),
-                          query=combined_query(checked_query(query), None, 1.0, checked_exclude(exclude)))
+                          query=combined_query(query, None, 1.0, checked_exclude(exclude)))
         return self.show(replace(session, tab="text"), request, top_k, threshold)
 
     def ui_image(self, image: str | None, text: str, weight: float, exclude: str, top_k: float,  # noqa: PLR0917
@@ -179,7 +171,7 @@ class SearchUI:
         if image is None:
             raise BadQueryError("no image yet: upload one, paste one or take a webcam picture")
         request = Request("image", "the image", options=self.options(options),
-                          query=combined_query(checked_query(text), image, weight, checked_exclude(exclude)))
+                          query=combined_query(text, image, weight, checked_exclude(exclude)))
         return self.show(replace(session, tab="image"), request, top_k, threshold)
 
     def ui_similar(self, top_k: float, threshold: float, session: Session, evt: gr.EventData,

@@ -10,6 +10,7 @@ from anyio import CapacityLimiter
 
 from search.bundle.colour import PALETTE
 from search.query.engine import SearchEngine
+from search.query.option_spec import BY_NAME
 from search.query.options import ORIENTATIONS
 from search.web.gradio_api import CONCURRENCY_ID, add_api
 from search.web.handlers import SearchUI, Session, as_gr_error
@@ -150,26 +151,21 @@ def option_controls(ui: SearchUI) -> dict[str, Any]:
 
 
 def _option_control(key: str, ui: SearchUI) -> Any:
-    value, elem = control_value(key, {}), f"opt-{key.replace('_', '-')}"
-    common = {"value": value, "elem_id": elem, "min_width": 140}
-    labels = {"date_from": "Taken from (YYYY-MM-DD)", "date_to": "Taken until (YYYY-MM-DD)", "country": "Country",
-              "city": "City", "camera": "Camera (part of make or model)", "photographer": "Photographer (username)"}
-    if key in labels:
-        return gr.Textbox(label=labels[key], max_lines=1, **common)
+    value, elem, label = control_value(key, {}), f"opt-{key.replace('_', '-')}", BY_NAME[key].label
+    common = {"value": value, "elem_id": elem, "min_width": 140, "label": label}
+    if key in {"collapse_radius", "keywords"}:  # the page folds at the suggested radius, or not at all
+        return gr.Checkbox(**common)
     if key == "min_downloads":
-        return gr.Number(label="At least N downloads", minimum=0, precision=0, **common)
-    if key in {"collapse", "keywords"}:
-        label = "Fold near-duplicates" if key == "collapse" else "Keyword matches"
-        return gr.Checkbox(label=label, **common)
+        return gr.Number(minimum=0, precision=0, **common)
     sort_labels = {"relevance": "relevance", "date": "newest first", "popularity": "most downloaded"}
+    cutoff_labels = {"flat": "threshold only", "relative": "relative to the best", "gap": "at the largest score gap"}
     choices = {"orientation": ["any", *ORIENTATIONS], "colour": ["any", *PALETTE],
                "featured": [("any", "any"), ("featured only", "true"), ("not featured", "false")],
                "sort": [(sort_labels[sort], sort) for sort in available_sorts(ui.engine)],
-               "cutoff": [("threshold only", "flat"), ("relative to the best", "relative"),
-                          ("at the largest score gap", "gap")]}[key]
-    label = {"orientation": "Orientation", "colour": "Colour", "featured": "Featured", "sort": "Sort by",
-             "cutoff": "Cut-off"}[key]
-    return gr.Dropdown(choices, label=label, **common)
+               "cutoff": [(cutoff_labels[cutoff], cutoff) for cutoff in BY_NAME["cutoff"].choices]}.get(key)
+    if choices is None:
+        return gr.Textbox(max_lines=1, **common)
+    return gr.Dropdown(choices, **common)
 
 
 def _load(ui: SearchUI, names: list[str]) -> Any:

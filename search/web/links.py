@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from search.query.engine import MAX_QUERY_CHARS
+from search.query.option_spec import canonical
 from search.query.options import MAX_FILTER_TEXT
 from search.web.options_panel import OPTION_KEYS
 
 MAX_ID_CHARS = 512
+MAX_LINK_CHARS = 8192  # what a browser's address bar holds; a longer value is not a link anyone shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ def _param(params: Mapping[str, str], name: str, limit: int) -> str:
 
 def parse_link(params: Mapping[str, str]) -> LinkState:
     """The search a page URL's query parameters ask for; unknown parameters (e.g. `__theme`) are ignored."""
+    params = canonical(params)  # a link shared before an option was renamed still works
     options = {key: value for key in OPTION_KEYS if (value := _param(params, key, MAX_FILTER_TEXT))}
-    return LinkState(text=_param(params, "q", MAX_QUERY_CHARS), item_id=_param(params, "id", MAX_ID_CHARS),
+    # The query is not cut here: the engine refuses one that is too long, with the same message as every route.
+    return LinkState(text=_param(params, "q", MAX_LINK_CHARS), item_id=_param(params, "id", MAX_ID_CHARS),
                      options=options)

@@ -1,7 +1,8 @@
 """The page's search options (filters, sort, cut-off, near-duplicates, keyword matches) as short string params.
 
 One shape serves the options panel, deep links and the handlers: a dict of the options that differ from the page's
-defaults, e.g. {"colour": "red", "collapse": "off"}. `search_options` turns it into SearchOptions through
+defaults, under the options' one names (search/query/option_spec.py), e.g. {"colour": "red",
+"collapse_radius": "off"}. `search_options` turns it into SearchOptions through
 SearchOptions.from_params, the one place values are checked. Pure: no gradio, so it is testable on its own.
 """
 
@@ -14,20 +15,16 @@ from typing import Any
 
 from search.errors import BadQueryError
 from search.query.engine import SearchEngine
+from search.query.option_spec import OPTIONS, canonical
 from search.query.options import SUGGESTED_RADIUS, SearchOptions
 
 logger = logging.getLogger(__name__)
 
-FILTER_COLUMNS: dict[str, tuple[str, ...]] = {
-    "orientation": ("width", "height"), "colour": ("colour",), "date_from": ("date",), "date_to": ("date",),
-    "country": ("country",), "city": ("city",), "camera": ("camera",), "photographer": ("photographer_username",),
-    "featured": ("featured",), "min_downloads": ("downloads",),
-}
+FILTER_COLUMNS: dict[str, tuple[str, ...]] = {spec.name: spec.columns for spec in OPTIONS if spec.columns}
 """Each filter and the bundle columns it needs: the panel offers only those the bundle has data for."""
-RESULT_KEYS = ("sort", "cutoff", "collapse", "keywords")
-OPTION_KEYS = (*FILTER_COLUMNS, *RESULT_KEYS)
-"""Every option, in the panel's order (also the order of deep-link parameters)."""
-DEFAULTS = {"sort": "relevance", "cutoff": "flat", "collapse": "on", "keywords": "on"}
+OPTION_KEYS = tuple(spec.name for spec in OPTIONS if spec.name != "offset")  # pages are the page's own business
+"""Every option the panel and links carry, in the panel's order (also the order of deep-link parameters)."""
+DEFAULTS = {"sort": "relevance", "cutoff": "flat", "collapse_radius": "on", "keywords": "on"}
 """The page's defaults: near-duplicates folded, keyword matches on where the bundle has an index."""
 BLANK = {"", "any"}
 SORT_COLUMNS = {"date": ("date",), "popularity": ("downloads", "views")}
@@ -37,7 +34,7 @@ def available_options(engine: SearchEngine) -> tuple[str, ...]:
     """The options this bundle can serve, in panel order."""
     attributes = engine.bundle.catalog.attributes
     filters = [key for key, columns in FILTER_COLUMNS.items() if all(attributes.has(name) for name in columns)]
-    results = (["sort"] if len(available_sorts(engine)) > 1 else []) + ["cutoff", "collapse"]
+    results = (["sort"] if len(available_sorts(engine)) > 1 else []) + ["cutoff", "collapse_radius"]
     results += ["keywords"] if engine.bundle.keywords is not None else []
     return (*filters, *results)
 
@@ -50,8 +47,9 @@ def available_sorts(engine: SearchEngine) -> tuple[str, ...]:
 
 
 def clean_options(values: Mapping[str, Any], available: tuple[str, ...]) -> dict[str, str]:
-    """Control or link values as option params: only available keys, blanks and defaults left out."""
-    cleaned = {}
+    """Control or link values as option params: only available keys (earlier names renamed), blanks and defaults
+    left out."""
+    values, cleaned = canonical(values), {}
     for key in available:
         text = _as_text(values.get(key))
         if text.lower() not in BLANK and text != DEFAULTS.get(key):
@@ -69,8 +67,9 @@ def _as_text(value: Any) -> str:
 
 def search_options(options: Mapping[str, str], offset: int = 0) -> SearchOptions:
     """The SearchOptions the params describe (BadQueryError, one line, for a bad value)."""
-    params: dict[str, Any] = {key: value for key, value in options.items() if key != "collapse"}
-    params["collapse_radius"] = "off" if options.get("collapse", "on") == "off" else SUGGESTED_RADIUS
+    params: dict[str, Any] = dict(options)
+    folding = options.get("collapse_radius", "on")  # the page's checkbox: on folds at the suggested radius
+    params["collapse_radius"] = SUGGESTED_RADIUS if folding == "on" else folding
     params["offset"] = offset
     return SearchOptions.from_params(params)
 
@@ -89,7 +88,7 @@ def link_options(params: Mapping[str, str], available: tuple[str, ...]) -> dict[
 def control_value(key: str, options: Mapping[str, str]) -> Any:
     """What the panel's control for `key` shows for these options."""
     value = options.get(key, DEFAULTS.get(key, ""))
-    if key in {"collapse", "keywords"}:
+    if key in {"collapse_radius", "keywords"}:
         return value != "off"
     if key in {"orientation", "colour", "featured"}:
         return value or "any"

@@ -27,8 +27,8 @@ from starlette.routing import Mount
 from search.bundle.hub import snapshot_label
 from search.errors import BadImageError, SearchError, UnknownItemError
 from search.model.limits import BusyError
+from search.query.option_spec import ALIASES, OPTIONS, canonical, refuse_unknown
 from search.types import Hit  # the response schema in the docs: every route answers hits_json
-from search.web.gradio_api import API_OPTIONS
 from search.web.public_errors import without_server_paths
 from search.web.startup import Startup
 
@@ -39,7 +39,7 @@ PREFIX = "/api"
 IMAGE_ROUTE = "/search/image"  # the one route with a body: upload_inputs.UPLOAD_BODY names it for its size limit
 DEFAULT_K = 12
 LIGHT_DEPTH = 100
-"""A search reaching at most this many hits deep (offset + k) without folding costs a few milliseconds at most."""
+"""A search reaching at most this many hits deep (offset + top_k) without folding costs a few milliseconds at most."""
 HEAVY_SLOTS = 1
 """Heavy searches at once: each is bounded (search/query/retrieval.py, at most ~0.1 s of one core on 40 000 items), and
 one at a time leaves the other core to everyone else."""
@@ -64,33 +64,41 @@ class ErrorOut(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class SearchParams:
-    """The parameters every search route shares; new ones (filters, sort, page) go here and on to the handler."""
+    """The parameters every search route shares; the search options travel as raw text to the handler."""
 
-    k: float
+    top_k: float
     threshold: float
     options: Options = None
 
 
 def option_params(**given: str | None) -> Options:
-    """The search options given (filters, sort, pages…) as raw text: SearchOptions.from_params checks them."""
-    chosen = {name: value for name, value in given.items() if value is not None}
+    """The search options given (filters, sort, pages…) under their one names, as raw text:
+    SearchOptions.from_params checks them."""
+    chosen = canonical({name: value for name, value in given.items() if value is not None})
     return chosen or None
 
 
-# The same optional parameters as the Gradio API and MCP tools (ui_api.API_OPTIONS), as query parameters.
+# The options of search/query/option_spec.py as query parameters; their earlier names too, accepted and undocumented.
 option_params.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                      annotation=Annotated[str | None, Query(description=text)])
-    for name, _, text in API_OPTIONS])
+    *(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                        annotation=Annotated[str | None, Query(description=spec.help)]) for spec in OPTIONS),
+    *(inspect.Parameter(alias, inspect.Parameter.KEYWORD_ONLY, default=None,
+                        annotation=Annotated[str | None, Query(include_in_schema=False)]) for alias in ALIASES)])
+ROUTE_PARAMS = ("q", "top_k", "threshold", "k")
 
 
 def search_params(
-        k: Annotated[float, Query(description="how many hits at most (top_k), 0 to 1000")] = DEFAULT_K,
+        request: Request,
+        top_k: Annotated[float | None, Query(description="how many hits at most, 0 to 1000 (default 12)")] = None,
         threshold: Annotated[float, Query(description="lowest cosine similarity kept, -1 to 1")] = 0.0,
         options: Annotated[Options, Depends(option_params)] = None,
+        k: Annotated[float | None, Query(include_in_schema=False)] = None,  # top_k's earlier name
 ) -> SearchParams:
-    """Query parameters as typed values; range and whole-number checks stay in the shared handlers."""
-    return SearchParams(k, threshold, options)
+    """Query parameters as typed values, a misspelt one refused; range and whole-number checks stay in the shared
+    handlers."""
+    refuse_unknown(request.query_params.keys(), ROUTE_PARAMS)
+    chosen = top_k if top_k is not None else k
+    return SearchParams(DEFAULT_K if chosen is None else chosen, threshold, options)
 
 
 Params = Annotated[SearchParams, Depends(search_params)]
@@ -139,7 +147,7 @@ def is_heavy(params: SearchParams) -> bool:
     Only a routing decision: values that do not parse count as heavy, and the handler refuses them."""
     options = params.options or {}
     offset = (options.get("offset") or "0").strip()
-    deep = not (offset.isdigit() and len(offset) < 10) or not params.k + int(offset) <= LIGHT_DEPTH
+    deep = not (offset.isdigit() and len(offset) < 10) or not params.top_k + int(offset) <= LIGHT_DEPTH
     return deep or (options.get("collapse_radius") or "").strip().lower() not in {"", "off"}
 
 
@@ -198,7 +206,7 @@ def add_error_handlers(api: FastAPI) -> None:
 def answer(handler: Callable[..., list[dict]], source: Any, params: SearchParams) -> Response:
     """The handler's hits as JSON; a SearchError goes on to its error handler, a bug becomes a logged 500."""
     try:
-        return json_response(handler(source, params.k, params.threshold, options=params.options))
+        return json_response(handler(source, params.top_k, params.threshold, options=params.options))
     except SearchError:
         raise
     except Exception as exc:  # a bug: say what kind, log the rest (as app.as_gr_error does for the UI)
