@@ -56,8 +56,8 @@ def photo_jpeg(seed: int, size: tuple[int, int] = (384, 256)) -> bytes:
 
 def run_pipeline(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     """One real build over the loopback server; returns timings of its phases."""
+    from search.build import pipeline as build
     from search.build.fetch import FetchConfig
-    from search.build.pipeline import pipeline as build
     from search.build.sources import SourceConfig
     from search.config import EncoderSpec
 

@@ -28,8 +28,7 @@ from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR, DEMO_SPEC, tiny_model
 from tests.odd_images import text_as_jpg
 from tests.test_build import write_shapes
 
-PRODUCT_CODE = [*sorted((REPO_ROOT / "search").glob("*.py")), REPO_ROOT / "app.py", REPO_ROOT / "search.web.startup.py",
-                REPO_ROOT / "build_index.py"]
+PRODUCT_CODE = [*sorted((REPO_ROOT / "search").rglob("*.py")), REPO_ROOT / "app.py", REPO_ROOT / "build_index.py"]
 UNPICKLING = re.compile(r"pickle\.loads?\(|Unpickler|allow_pickle\s*=\s*True|read_pickle|joblib|dill|"
                         r"cloudpickle|shelve|marshal\.loads?\(")
 

@@ -119,6 +119,7 @@ def test_a_client_over_its_bound_is_refused_at_once(served: tuple[str, UrlFetche
         assert "you already have 2 image URLs being fetched" in third
         other: Future[str] = pool.submit(stalled_call, url, silent, 4, "127.0.2.2")  # another client is let in
         wait_for(lambda: fetches.slots.in_flight("127.0.2.2") == 1)
+        wait_for(lambda: silent.accepted == 3)  # the slot is counted before its thread connects: wait for both
         assert silent.accepted == 3
         assert all("timed out" in call.result(timeout=DEADLINE_S + 10) for call in [*waiting, other])
 

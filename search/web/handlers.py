@@ -18,7 +18,7 @@ from search.types import Hit
 from search.web.links import LinkState, parse_link
 from search.web.options_panel import available_options, clean_options, link_options, search_options
 from search.web.page_text import hits_json, status_text
-from search.web.public_errors import shown_error
+from search.web.public_errors import bug_message, shown_error
 from search.web.render import results_html
 from search.web.request_values import combined_query, negatives, number, whole_number
 from search.web.startup import Startup, mode_defaults
@@ -54,8 +54,7 @@ def as_gr_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise shown_error(str(exc), args) from exc
         except Exception as exc:  # a bug: gradio would show an empty message; say what kind, log the rest
             logger.exception("unexpected failure in %s", fn.__name__)
-            raise shown_error(f"the search failed on the server ({type(exc).__name__}); try again or report it") \
-                from exc
+            raise shown_error(bug_message(exc)) from exc
 
     return wrapped
 

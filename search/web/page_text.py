@@ -9,6 +9,7 @@ from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from search.build.sources import resized_url
 from search.types import Hit
 
 APP_NAME = "semantic_image_search"  # the utm_source Unsplash asks API users to send back
@@ -27,12 +28,8 @@ def with_utm(url: str) -> str:
 
 
 def thumbnail(hit: Hit, width: int = 480) -> str:
-    """The picture to show: a resized rendition for Unsplash's CDN, else the image as stored."""
-    parts = urlsplit(hit.image)
-    if parts.hostname != "images.unsplash.com":
-        return hit.image
-    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "w"] + [("w", str(width))]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    """The picture to show: a resized rendition where the CDN resizes (the builder's own rule), else as stored."""
+    return resized_url(hit.image, width)
 
 
 def shown_score(score: float, decimals: int) -> str:

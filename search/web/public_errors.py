@@ -26,6 +26,11 @@ def without_server_paths(message: str, paths: tuple[Any, ...] = ()) -> str:
     return _FOLDERS.sub("", message)
 
 
+def bug_message(exc: BaseException) -> str:
+    """What a caller is told of a failure that is a bug, not their input: its kind only (the rest goes to the log)."""
+    return f"the search failed on the server ({type(exc).__name__}); try again or report it"
+
+
 def shown_error(message: str, paths: tuple[Any, ...] = ()) -> gr.Error:
     """The gr.Error for `message`: without server paths, escaped for the toast, no traceback in the log."""
     return gr.Error(html_text(without_server_paths(message, paths), attribute=False), print_exception=False)

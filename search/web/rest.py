@@ -29,7 +29,7 @@ from search.errors import BadImageError, SearchError, UnknownItemError
 from search.model.limits import BusyError
 from search.query.option_spec import ALIASES, OPTIONS, canonical, refuse_unknown
 from search.types import Hit  # the response schema in the docs: every route answers hits_json
-from search.web.public_errors import without_server_paths
+from search.web.public_errors import bug_message, without_server_paths
 from search.web.startup import Startup
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def answer(handler: Callable[..., list[dict]], source: Any, params: SearchParams
         raise
     except Exception as exc:  # a bug: say what kind, log the rest (as app.as_gr_error does for the UI)
         logger.exception("unexpected failure in %s", getattr(handler, "__name__", "a REST route"))
-        return error(500, f"the search failed on the server ({type(exc).__name__}); try again or report it")
+        return error(500, bug_message(exc))
 
 
 def validation_message(problem: dict[str, Any]) -> str:
