@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from search.build.pipeline import BuildConfig, build_bundle, split_transform
+from search.build.pipeline import BuildConfig, build_bundle
 from search.build.sources import SourceConfig
+from search.build.transform import split_transform
 from search.bundle.store import Bundle
 from search.model.images import load_image
 from tests.conftest import DEMO_SPEC

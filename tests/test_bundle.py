@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from search.bundle.durable import atomic_write
 from search.bundle.manifest import KEYWORD_FILES
 from search.bundle.store import (
     EMBEDDINGS_FILE,
@@ -20,7 +21,6 @@ from search.bundle.store import (
     METADATA_FILE,
     Bundle,
     BundleInfo,
-    atomic_write,
     write_bundle,
 )
 from search.config import EncoderSpec, HnswParams

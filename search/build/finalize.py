@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from search.build.measured_hints import hints_for_metadata
 from search.build.shards import FAILURE_COLUMNS, Collected
 from search.build.thumbnails import copy_pictures, prune_thumbnails
+from search.bundle.durable import atomic_write
 from search.bundle.hub import fetch_bundle
 from search.bundle.metadata import read_metadata
 from search.bundle.store import (
@@ -25,7 +26,6 @@ from search.bundle.store import (
     BundleContents,
     BundleInfo,
     Manifest,
-    atomic_write,
     write_bundle,
 )
 from search.config import EncoderSpec, HnswParams

@@ -38,10 +38,10 @@ from search.build.pipeline import (
     _with_facts,
     build_bundle,
     failure_row,
-    split_transform,
 )
 from search.build.sources import Item
 from search.build.thumbnails import images_folder
+from search.build.transform import split_transform
 from search.bundle.store import Manifest
 from search.config import EncoderSpec
 from search.errors import one_line
@@ -66,7 +66,7 @@ class _Stage:
     """What the Ray tasks and actors need from the build config (picklable, small)."""
 
     fetch: FetchConfig
-    in_worker: Any  # the PIL half of the model's preprocessing (search.build.pipeline.split_transform)
+    in_worker: Any  # the PIL half of the model's preprocessing (search.build.transform.split_transform)
     input_side: int
     out: Path
     local_files: bool

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from search.bundle.store import atomic_write
+from search.bundle.durable import atomic_write
 from search.errors import SearchError
 from search.types import FeatureVector
 

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from search.bundle.store import sync_folder
+from search.bundle.durable import sync_folder
 from search.errors import SearchError
 
 IMAGES_DIR = "images"
