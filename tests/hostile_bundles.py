@@ -401,6 +401,9 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
     ("manifest-huge-number", r"dim must be a whole number, not a fraction", False,
      lambda r, o: (r / "manifest.json").write_text(json.dumps(manifest_of(r)).replace('"dim": 64', '"dim": 1e999'))),
     ("manifest-extra-long-string", None, False, lambda r, o: edit_manifest(r, extra="x" * (8 << 20))),
+    # the same with one character past U+FFFF: decoded, Python would store it at 4 bytes a character
+    ("manifest-extra-long-astral-string", r"manifest.json holds a text longer than its format needs", False,
+     lambda r, o: edit_manifest(r, extra="x" * (8 << 20) + "\U0001f600")),
     ("keywords-empty-objects", r"keywords.json is nested too deeply \(more than 2 levels\)", False,
      _vocab_bytes(_vocab_of(",".join(["{}"] * 100_000)))),
     ("keywords-5m-values", r"keywords.json holds more than 5000016 values", False,

@@ -166,8 +166,10 @@ def test_bad_images_and_unknown_ids_are_refused(demo_engine: SearchEngine, tmp_p
         demo_engine.similar("shape-999")
 
 
-def test_a_very_long_query_still_answers(demo_engine: SearchEngine) -> None:
-    assert len(demo_engine.search_text("a red circle " * 10_000, top_k=3)) == 3
+def test_a_very_long_query_is_refused_not_cut(demo_engine: SearchEngine) -> None:
+    with pytest.raises(BadQueryError, match=r"^the query has 129999 characters; keep it under 1000"):
+        demo_engine.search_text("a red circle " * 10_000, top_k=3)  # 130 000 characters, stripped
+    assert len(demo_engine.search_text(("a red circle " * 100)[:1000], top_k=3)) == 3  # at the limit: searched
 
 
 def test_load_engine_uses_the_model_the_manifest_names() -> None:

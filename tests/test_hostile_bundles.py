@@ -282,19 +282,24 @@ def test_a_bundle_serves_pictures_only_and_only_as_pictures(corpus: dict[str, Ca
     startup = start_engine(EngineConfig(index=str(root), onnx_text=False))
     assert not startup.is_demo  # names decide what loads; the bytes never decide how they are served
     with serve(startup) as url:
-        base = f"{url.rstrip('/')}/gradio_api/file="
-        script = httpx.get(f"{base}{root}/images/evil.jpg", timeout=10)
-        assert script.status_code == 200 and script.content.startswith(b"<html>")
-        assert script.headers["content-type"] == "image/jpeg"
-        assert script.headers["x-content-type-options"] == "nosniff"
-        assert script.headers["content-security-policy"] == "sandbox"
-        picture = httpx.get(f"{base}{root}/images/item-0.png", timeout=10)
-        assert picture.headers["content-type"] == "image/png" and picture.content.startswith(b"\x89PNG")
-        for name in ("images/unlisted.svg", "images/UNLISTED.svg".lower(), "manifest.json", "metadata.parquet",
-                     "images/../manifest.json", "images"):
-            refused = httpx.get(f"{base}{root}/{name}", timeout=10)
-            assert refused.status_code in {403, 404}, name
-            assert b"<svg" not in refused.content and b"format_version" not in refused.content
+        for route in ("file=", "file/"):  # gradio still answers its older /file/PATH route too
+            assert_served_as_pictures(f"{url.rstrip('/')}/gradio_api/{route}", root)
+
+
+def assert_served_as_pictures(base: str, root: Path) -> None:
+    """Through one of gradio's file routes: the bundle's files only as pictures, nothing else of it at all."""
+    script = httpx.get(f"{base}{root}/images/evil.jpg", timeout=10)
+    assert script.status_code == 200 and script.content.startswith(b"<html>")
+    assert script.headers["content-type"] == "image/jpeg"
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert script.headers["content-security-policy"] == "sandbox"
+    picture = httpx.get(f"{base}{root}/images/item-0.png", timeout=10)
+    assert picture.headers["content-type"] == "image/png" and picture.content.startswith(b"\x89PNG")
+    for name in ("images/unlisted.svg", "images/UNLISTED.svg", "manifest.json", "metadata.parquet",
+                 "images/../manifest.json", "images", "images/evil%00.svg"):
+        refused = httpx.get(f"{base}{root}/{name}", timeout=10)
+        assert refused.status_code in {403, 404}, name
+        assert b"<svg" not in refused.content and b"format_version" not in refused.content
 
 
 def test_a_hub_snapshot_never_serves_its_blobs_by_their_own_names(corpus: dict[str, Case], tmp_path: Path,

@@ -223,6 +223,7 @@ def test_what_counts_as_heavy(params: dict, heavy: bool) -> None:
     ({"q": "red", "colour": "red", "colur": "blue"}, "unknown parameter 'colur'; did you mean colour?"),
     ({"q": "red", "collapse_raduis": "0.05"}, "unknown parameter 'collapse_raduis'; did you mean collapse_radius?"),
     ({"q": "red", "zzz": "1"}, "unknown parameter 'zzz'; the parameters are q, top_k, threshold, k, orientation"),
+    ({"q": "red", "offset": "²"}, "offset must be a number, got '²'"),  # a digit to isdigit(), not to int()
 ])
 def test_a_misspelt_parameter_is_refused_naming_the_valid_ones(rest: httpx.Client, params: dict,
                                                                message: str) -> None:
@@ -236,5 +237,7 @@ def test_one_name_per_option_and_the_earlier_names_still_work(rest: httpx.Client
     folded = rest.get("/api/similar/shape-007", params={"top_k": 6, "collapse_radius": "0.05"}).json()
     assert sum(hit["duplicates"] for hit in folded) > 0
     assert rest.get("/api/similar/shape-007", params={"top_k": 6, "collapse": "0.05"}).json() == folded
+    refused = rest.get("/api/similar/shape-007", params={"q": "a red circle"})  # q means nothing there: refused
+    assert refused.status_code == 400 and refused.json()["error"].startswith("unknown parameter 'q'")
     assert rest.get("/api/search", params={"q": "a circle", "color": "blue"}).json() == \
         rest.get("/api/search", params={"q": "a circle", "colour": "blue"}).json()

@@ -4,6 +4,7 @@ stream, whatever they hold, and accepted again once deletions free room; URL dow
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,3 +97,23 @@ def test_a_url_download_past_the_budget_writes_nothing(tmp_path: Path, monkeypat
     with pytest.raises(StorageFullError):
         web_uploads.save_download(tmp_path, "https://example.com/b.png", noise(2) * 2)
     assert files_under(tmp_path) == {kept}
+
+
+def test_a_picture_gradio_wrote_into_its_cache_is_deleted_with_the_uploads(tmp_path: Path) -> None:
+    """Gradio's MCP layer writes a base64 picture into the cache unannounced: the input registers it for deletion."""
+    import gradio as gr
+    from gradio.data_classes import FileData
+
+    from search.web.url_fetches import url_inputs_for_the_handler
+
+    component = url_inputs_for_the_handler(gr.File(type="filepath"))
+    cached = Path(component.GRADIO_CACHE) / f"mcp-{tmp_path.name}" / "picture.png"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    outside = tmp_path / "example.png"
+    for path in (cached, outside):
+        path.write_bytes(noise(1)[:64])
+        component.preprocess(FileData(path=str(path)))
+    try:
+        assert str(cached) in component.temp_files and str(outside) not in component.temp_files
+    finally:
+        shutil.rmtree(cached.parent)

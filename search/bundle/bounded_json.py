@@ -22,6 +22,11 @@ from search.errors import REBUILD_HINT, BundleError
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(code for code in range(256) if code not in b"[]{}")
 _OPENERS = np.frombuffer(b"[{", np.uint8)
+_ASTRAL = re.compile(rb"[\xf0-\xf4]|\\u[dD][89abAB]")  # a character past U+FFFF: its UTF-8 lead byte or escape
+LONGEST_ASTRAL_TEXT = 1 << 16
+"""Longest string (in bytes) allowed once the file holds a character past U+FFFF: Python then stores the decoded
+text at 4 bytes a character, so one long string would cost 8 times its bytes. No field of either format needs
+more (manifest texts are at most 4096 characters, keyword-index words at most 40)."""
 
 
 class _NotStrictJsonError(ValueError):
@@ -49,6 +54,9 @@ def _check_cost(raw: bytes, name: str, depth: int, values: int) -> None:
     closers = bare.count(b"]") + bare.count(b"}")
     if max(strings, found, closers) > values:
         raise BundleError(f"{name} holds more than {values} values, more than its format needs; {REBUILD_HINT}")
+    if _ASTRAL.search(raw) and max((m.end() - m.start() for m in _STRING.finditer(raw)), default=0) \
+            > LONGEST_ASTRAL_TEXT:
+        raise BundleError(f"{name} holds a text longer than its format needs; {REBUILD_HINT}")
     brackets = bare.translate(None, _NOT_BRACKETS)
     del bare
     steps = np.where(np.isin(np.frombuffer(brackets, np.uint8), _OPENERS), np.int32(1), np.int32(-1))

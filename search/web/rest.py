@@ -84,7 +84,7 @@ option_params.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
                         annotation=Annotated[str | None, Query(description=spec.help)]) for spec in OPTIONS),
     *(inspect.Parameter(alias, inspect.Parameter.KEYWORD_ONLY, default=None,
                         annotation=Annotated[str | None, Query(include_in_schema=False)]) for alias in ALIASES)])
-ROUTE_PARAMS = ("q", "top_k", "threshold", "k")
+ROUTE_PARAMS = ("top_k", "threshold", "k")  # and `q` on the text search: each route refuses what it would ignore
 
 
 def search_params(
@@ -96,7 +96,8 @@ def search_params(
 ) -> SearchParams:
     """Query parameters as typed values, a misspelt one refused; range and whole-number checks stay in the shared
     handlers."""
-    refuse_unknown(request.query_params.keys(), ROUTE_PARAMS)
+    text_route = request.url.path.rstrip("/").endswith("/search")
+    refuse_unknown(request.query_params.keys(), ("q", *ROUTE_PARAMS) if text_route else ROUTE_PARAMS)
     chosen = top_k if top_k is not None else k
     return SearchParams(DEFAULT_K if chosen is None else chosen, threshold, options)
 
@@ -123,10 +124,11 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
     uploads = CapacityLimiter(startup.engine.limiter.slots)
 
     @api.post(IMAGE_ROUTE, response_model=list[Hit], summary="Items that look like an uploaded picture")
-    async def search_image(file: Annotated[UploadFile, File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF file")],
+    async def search_image(request: Request,
+                           file: Annotated[UploadFile, File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF file")],
                            params: Params) -> Any:
         # The spooled upload itself: search/model/images.py reads it within the same pixel and decode limits.
-        return await to_thread.run_sync(answer, handlers.search_image, file.file, params, limiter=uploads)
+        return await lanes.answer(request, handlers.search_image, file.file, params, light=uploads)
 
     @api.get("/similar/{id}", response_model=list[Hit], summary="Items like a collection item")
     async def similar(request: Request, id: Annotated[str, PathParam(description="an item id from a hit")],
@@ -147,7 +149,8 @@ def is_heavy(params: SearchParams) -> bool:
     Only a routing decision: values that do not parse count as heavy, and the handler refuses them."""
     options = params.options or {}
     offset = (options.get("offset") or "0").strip()
-    deep = not (offset.isdigit() and len(offset) < 10) or not params.top_k + int(offset) <= LIGHT_DEPTH
+    whole = offset.isascii() and offset.isdigit() and len(offset) < 10  # "²" is a digit int() refuses
+    deep = not whole or not params.top_k + int(offset) <= LIGHT_DEPTH
     return deep or (options.get("collapse_radius") or "").strip().lower() not in {"", "off"}
 
 
@@ -161,10 +164,11 @@ class Lanes:
         self.heavy = CapacityLimiter(heavy_slots)
 
     async def answer(self, request: Request, handler: Callable[..., list[dict]], source: Any,
-                     params: SearchParams) -> Response:
-        """`answer(handler, source, params)` on a worker thread, in the lane its cost calls for."""
+                     params: SearchParams, light: CapacityLimiter | None = None) -> Response:
+        """`answer(handler, source, params)` on a worker thread, in the lane its cost calls for (a light one under
+        `light` when given, else on the server's worker threads)."""
         if not is_heavy(params):
-            return await to_thread.run_sync(answer, handler, source, params)
+            return await to_thread.run_sync(answer, handler, source, params, limiter=light)
         async with self.heavy:
             if await client_gone(request):
                 return error(CLIENT_GONE, "the client went away before its search ran")

@@ -10,6 +10,7 @@ guesses another type) and a sandboxing Content-Security-Policy (a document opene
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from starlette.middleware import Middleware
 from search.bundle.store import picture_type
 from search.web.body_limits import AsgiApp, Message, Receive, Scope, Send
 
-FILE_ROUTE = "/file="
+FILE_ROUTE = re.compile(r"(?:^|/)file[=/]")
+"""Gradio serves files at `/gradio_api/file=PATH` and, still, at `/gradio_api/file/PATH`: both are guarded."""
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 SANDBOX = (b"content-security-policy", b"sandbox")  # no script, whatever the file turns out to be
 _REPLACED = {b"content-type", b"content-disposition", NOSNIFF[0], SANDBOX[0]}
@@ -32,16 +34,21 @@ class PictureFiles:
         self.folders = tuple(os.path.realpath(folder) for folder in folders)
 
     def in_bundle(self, path: str) -> bool:
-        """Whether `path`, symlinks followed, lies inside one of the bundle's served folders."""
-        real = os.path.realpath(path)
+        """Whether `path`, symlinks followed, lies inside one of the bundle's served folders (a path the OS cannot
+        even resolve, e.g. with a NUL byte, counts as inside: it is then never served)."""
+        try:
+            real = os.path.realpath(path)
+        except ValueError:
+            return True
         return any(real == folder or real.startswith(folder + os.sep) for folder in self.folders)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if FILE_ROUTE not in path:
+        route = FILE_ROUTE.search(path)
+        if route is None:
             await self.app(scope, receive, send)
             return
-        asked = path.split(FILE_ROUTE, 1)[1]
+        asked = path[route.end():]
         forced = None
         if self.in_bundle(asked):
             forced = picture_type(asked)

@@ -13,6 +13,7 @@ from search.model.onnx_text import enable_onnx_text_in_background
 from search.query.engine import SearchEngine, load_engine
 from search.web.page_text import markdown_text
 from search.web.process_settings import pin_blas_threads
+from search.web.public_errors import without_server_paths
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _load_or_demo(config: EngineConfig) -> Startup:
         reason = str(exc)
         logger.warning("cannot load index %s: %s; serving the demo instead", config.index, reason)
     except Exception as exc:  # e.g. a network library's own error: the Space must still come up
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = without_server_paths(f"{type(exc).__name__}: {exc}")  # shown on the page: no server folders
         logger.exception("unexpected failure loading index %s; serving the demo instead", config.index)
     engine = load_engine(EngineConfig(index=str(DEMO_INDEX_DIR), device=config.device))
     return Startup(engine, demo_notice(config.index, reason), True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 import typing
 from collections import Counter
@@ -142,6 +143,10 @@ def url_inputs_for_the_handler(component: gr.components.Component) -> gr.compone
         if isinstance(url, str) and url.startswith("data:"):
             # Gradio decodes a data: URL here, outside the model limiter; the page uploads files instead.
             raise shown_error("send the picture as a file upload or an http(s) URL, not a data: URL")
+        if isinstance(path, str) and _inside(path, component.GRADIO_CACHE):
+            # Gradio's MCP layer writes a base64 picture into the cache without telling the component: deleted with
+            # the uploads, not kept until a restart outside the cache's size budget.
+            component.temp_files.add(path)
         return preprocess(payload)
 
     # Instance overrides, not a subclass: gradio writes a .pyi stub beside any module defining a component.
@@ -186,3 +191,10 @@ class ImageSearchEvents:
         component.temp_files.add(path)  # deleted with the uploads (gradio's delete_cache)
         return path
 
+
+def _inside(path: str, folder: str | Path) -> bool:
+    """Whether `path`, symlinks followed, lies inside `folder`."""
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+    except (OSError, ValueError):
+        return False
