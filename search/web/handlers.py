@@ -69,7 +69,7 @@ class Request:
     item_id: str | None = None
     link: LinkState = field(default_factory=LinkState)
     options: dict[str, str] = field(default_factory=dict)
-    """The options panel's values that differ from its defaults (ui_options)."""
+    """The options panel's values that differ from its defaults (options_panel.py)."""
 
 
 @dataclass(frozen=True, slots=True)

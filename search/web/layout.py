@@ -32,7 +32,7 @@ def build_app(startup: Startup, ui: SearchUI | None = None, fetches: UrlFetches 
     # One count of fetches for the page and the API; image searches at once as many as the model has slots.
     images = ImageSearchEvents(fetches or UrlFetches(), CapacityLimiter(ui.engine.limiter.slots))
     # Uploads and fetched URLs are deleted 30 minutes after they arrive (checked every 5), which frees their room
-    # in the cache's size budget (upload_inputs.UPLOAD_SPACE_BYTES); examples stay (gradio keeps them).
+    # in the cache's size budget (uploads.UPLOAD_SPACE_BYTES); examples stay (gradio keeps them).
     with gr.Blocks(title="Semantic image search", analytics_enabled=False, delete_cache=UPLOAD_LIFETIME_S) as demo:
         gr.Markdown("# Semantic image search", elem_id="title")
         if startup.notice is not None:

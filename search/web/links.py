@@ -26,7 +26,7 @@ class LinkState:
     text: str = ""
     item_id: str = ""
     options: dict[str, str] = field(default_factory=dict)
-    """Search options that differ from the page's defaults (ui_options), raw: the page checks them."""
+    """Search options that differ from the page's defaults (options_panel.py), raw: the page checks them."""
 
     @property
     def empty(self) -> bool:

@@ -1,6 +1,6 @@
 """A plain REST API under /api, served by Gradio's own FastAPI app (same process, same port, same limits).
 
-The handlers are the Gradio API's own (app.SearchUI.search_text / search_image / similar): the same validation,
+The handlers are the Gradio API's own (handlers.SearchUI.search_text / search_image / similar): the same validation,
 the same messages, the same hit JSON and the same process-wide limit on model work (search/model/limits.py). Only the
 transport differs: query parameters and a multipart upload in, JSON out, errors as `{"error": "..."}`.
 """
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 Options = dict[str, str] | None
 
 PREFIX = "/api"
-IMAGE_ROUTE = "/search/image"  # the one route with a body: upload_inputs.UPLOAD_BODY names it for its size limit
+IMAGE_ROUTE = "/search/image"  # the one route with a body: uploads.UPLOAD_BODY names it for its size limit
 DEFAULT_K = 12
 LIGHT_DEPTH = 100
 """A search reaching at most this many hits deep (offset + top_k) without folding costs a few milliseconds at most."""
@@ -49,7 +49,7 @@ STATUS = ((UnknownItemError, 404), (BadImageError, 422), (BusyError, 503), (Sear
 
 
 class Handlers(Protocol):
-    """The Gradio API handlers (app.SearchUI) the routes call: validation lives there, once."""
+    """The Gradio API handlers (handlers.SearchUI) the routes call: validation lives there, once."""
 
     def search_text(self, query: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
     def search_image(self, image: Any, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
@@ -213,7 +213,7 @@ def answer(handler: Callable[..., list[dict]], source: Any, params: SearchParams
         return json_response(handler(source, params.top_k, params.threshold, options=params.options))
     except SearchError:
         raise
-    except Exception as exc:  # a bug: say what kind, log the rest (as app.as_gr_error does for the UI)
+    except Exception as exc:  # a bug: say what kind, log the rest (as handlers.as_gr_error does for the UI)
         logger.exception("unexpected failure in %s", getattr(handler, "__name__", "a REST route"))
         return error(500, bug_message(exc))
 

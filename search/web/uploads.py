@@ -33,7 +33,7 @@ BODY_DEADLINE_S = 30.0
 UPLOAD_BODY = BodyRule(MAX_FILE_BYTES + 1024 * 1024, BODY_DEADLINE_S,
                        ("/upload", "/process_recording", "/component_server", "/api/search/image"))
 JSON_BODY = BodyRule(1024 * 1024, BODY_DEADLINE_S)
-# Gradio keeps each upload (and each fetched URL) for 30 minutes (ui_layout.UPLOAD_LIFETIME_S), so without a size
+# Gradio keeps each upload (and each fetched URL) for 30 minutes (layout.UPLOAD_LIFETIME_S), so without a size
 # bound the disk it holds is bandwidth × 30 min (a loopback client stored 334 MiB/s). This bounds the bytes held in
 # its cache folder (uploads, fetched URLs, example copies), whatever their age: room for 50 uploads at the
 # 10 MiB limit, several times what visitors upload (a few pictures of a few MiB each); once it is full, uploads
