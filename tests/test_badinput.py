@@ -190,8 +190,8 @@ CLI_CASES = {
     "empty-query": (["   "], 1, "empty query"),
     "top_k-negative": (["a red circle", "--top-k", "-1"], 1, "top_k must be a whole number from 0 to 1000"),
     "top_k-not-a-number": (["a red circle", "--top-k", "ten"], 2, "invalid int value: 'ten'"),
-    "threshold-nan": (["a red circle", "--threshold", "nan"], 1, "threshold must be a cosine similarity"),
-    "threshold-inf": (["a red circle", "--threshold", "inf"], 1, "threshold must be a cosine similarity"),
+    "threshold-nan": (["a red circle", "--threshold", "nan"], 1, "threshold must be a number, got nan"),
+    "threshold-inf": (["a red circle", "--threshold", "inf"], 1, "threshold must be a number, got inf"),
     "image-text-file": (["--image", "{text_as_jpg}"], 1, "is a text file, not an image"),
     "image-missing": (["--image", "{missing_file}"], 1, "does_not_exist.jpg"),
 }

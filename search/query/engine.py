@@ -107,14 +107,14 @@ class SearchEngine:
     def similar(self, item_id: str, top_k: int = 10, threshold: float = 0.0,
                 options: SearchOptions | None = None) -> list[Hit]:
         """Items like a collection item, from its stored embedding; the item itself is left out."""
-        _check_limits(top_k, threshold, options)
+        top_k, threshold = _check_limits(top_k, threshold, options)
         row = self.bundle.catalog.row_of(str(item_id))
         return self.search_vector(self.bundle.embeddings[row], top_k, threshold, options, exclude_row=row)
 
     def search(self, query: Query, top_k: int = 10, threshold: float = 0.0,
                options: SearchOptions | None = None) -> list[Hit]:
         """Items nearest to the weighted sum of the positive terms minus the negative texts."""
-        _check_limits(top_k, threshold, options)
+        top_k, threshold = _check_limits(top_k, threshold, options)
         return self.search_vector(self.query_vector(query), top_k, threshold, options, text=_keyword_text(query))
 
     def search_vector(self, vector: FeatureVector, top_k: int = 10, threshold: float = 0.0,
@@ -124,7 +124,7 @@ class SearchEngine:
 
         `text`: the text of a text query, whose keyword matches are fused in where the bundle has a keyword index.
         """
-        _check_limits(top_k, threshold, options)
+        top_k, threshold = _check_limits(top_k, threshold, options)
         options = options or SearchOptions()
         fused = text is not None and options.keywords and self.retriever.fusion is not None
         if options.plain and not fused:
@@ -172,17 +172,35 @@ class SearchEngine:
         return [self.bundle.catalog.hit(row, score) for score, row in kept[:top_k]]
 
 
-def _check_limits(top_k: Any, threshold: Any, options: Any = None) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or not 0 <= top_k <= MAX_TOP_K:
-        raise BadQueryError(f"top_k must be a whole number from 0 to {MAX_TOP_K}, got {top_k!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating) \
-            or not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
-        raise BadQueryError(f"threshold must be a cosine similarity from -1 to 1, got {threshold!r}")
+def checked_top_k(value: Any) -> int:
+    """The one check of a top_k, whatever route sent it: a whole number (5 or 5.0) from 0 to MAX_TOP_K."""
+    whole = (isinstance(value, int | np.integer) and not isinstance(value, bool)) or \
+        (isinstance(value, float | np.floating) and math.isfinite(value) and float(value).is_integer())
+    if not whole:
+        raise BadQueryError(f"top_k must be a whole number, got {value!r}")
+    if not 0 <= value <= MAX_TOP_K:  # named as the whole number it is: 5000.0 from one client, 5000 from another
+        raise BadQueryError(f"top_k must be a whole number from 0 to {MAX_TOP_K}, got {int(value)}")
+    return int(value)
+
+
+def checked_threshold(value: Any) -> float:
+    """The one check of a threshold, whatever route sent it: a finite number from -1 to 1 (a cosine)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
+            or not math.isfinite(value):
+        raise BadQueryError(f"threshold must be a number, got {value!r}")
+    if not -1.0 <= value <= 1.0:
+        raise BadQueryError(f"threshold must be a cosine similarity from -1 to 1, got {value!r}")
+    return float(value)
+
+
+def _check_limits(top_k: Any, threshold: Any, options: Any = None) -> tuple[int, float]:
+    top_k, threshold = checked_top_k(top_k), checked_threshold(threshold)
     if options is not None and not isinstance(options, SearchOptions):
         raise BadQueryError("options must be a SearchOptions; build it with SearchOptions.from_params")
     if options is not None and options.collapse_radius is not None and options.offset + top_k > MAX_COLLAPSED_DEPTH:
         raise BadQueryError(f"with near-duplicates folded (collapse_radius), pages reach {MAX_COLLAPSED_DEPTH} hits "
                             f"deep, not offset {options.offset} + top_k {top_k}; turn folding off to page further")
+    return top_k, threshold
 
 
 def _keyword_text(query: Query) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from search.errors import BadQueryError, SearchError, UnknownItemError
-from search.query.engine import MAX_NEGATIVES, MAX_QUERY_CHARS, Query, SearchEngine
+from search.query.engine import MAX_NEGATIVES, MAX_QUERY_CHARS, Query, SearchEngine, checked_threshold, checked_top_k
 from search.query.options import MAX_OFFSET, SearchOptions
 from search.types import Hit
 from search.web.links import LinkState, parse_link
@@ -20,7 +20,7 @@ from search.web.options_panel import available_options, clean_options, link_opti
 from search.web.page_text import hits_json, status_text
 from search.web.public_errors import bug_message, shown_error
 from search.web.render import results_html
-from search.web.request_values import combined_query, negatives, number, whole_number
+from search.web.request_values import combined_query, negatives
 from search.web.startup import Startup, mode_defaults
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,8 @@ class SearchUI:
             top_k: how many hits at most (0 to 1000)
             threshold: keep hits whose cosine similarity is at least this (-1 to 1; a text scores lower than a picture)
         """
-        return hits_json(self.engine.search_text(query, whole_number(top_k, "top_k"),
-                                                 number(threshold, "threshold"), api_options(options)))
+        return hits_json(self.engine.search_text(query, checked_top_k(top_k),
+                                                 checked_threshold(threshold), api_options(options)))
 
     def search_image(self, image: str | None, top_k: float, threshold: float,
                      options: Mapping[str, Any] | None = None) -> list[dict]:
@@ -136,8 +136,8 @@ class SearchUI:
         """
         if image is None:
             raise BadQueryError("no image given: upload a JPEG, PNG, GIF, WebP, BMP or TIFF file")
-        return hits_json(self.engine.search_image(image, whole_number(top_k, "top_k"),
-                                                  number(threshold, "threshold"), api_options(options)))
+        return hits_json(self.engine.search_image(image, checked_top_k(top_k),
+                                                  checked_threshold(threshold), api_options(options)))
 
     def similar(self, id: str, top_k: float, threshold: float, options: Mapping[str, Any] | None = None
                 ) -> list[dict]:
@@ -148,8 +148,8 @@ class SearchUI:
             top_k: how many hits at most (0 to 1000)
             threshold: keep hits whose cosine similarity is at least this (-1 to 1)
         """
-        return hits_json(self.engine.similar(str(id or "").strip(), whole_number(top_k, "top_k"),
-                                             number(threshold, "threshold"), api_options(options)))
+        return hits_json(self.engine.similar(str(id or "").strip(), checked_top_k(top_k),
+                                             checked_threshold(threshold), api_options(options)))
 
     # --- page events ---
     def ui_text(self, query: str, exclude: str, top_k: float, threshold: float,  # noqa: PLR0917
@@ -208,7 +208,7 @@ class SearchUI:
         if options is not None:
             last = replace(last, options=self.options(options))
         threshold = text_threshold if last.mode == "text" else image_threshold
-        page = (whole_number(top_k, "top_k"), number(threshold, "threshold"))
+        page = (checked_top_k(top_k), checked_threshold(threshold))
         if (last, page) == (session.view.request, session.view.page):  # e.g. a deep link setting the panel
             return gr.skip(), gr.skip(), gr.skip()  # nothing changed: keep the pages loaded so far
         return self.show(session, last, top_k, threshold)
@@ -250,7 +250,7 @@ class SearchUI:
 
     def show(self, session: Session, request: Request, top_k: float, threshold: float) -> Shown:
         """Search, time it, and render the results, the status line and the session."""
-        k, limit = whole_number(top_k, "top_k"), number(threshold, "threshold")
+        k, limit = checked_top_k(top_k), checked_threshold(threshold)
         start = time.perf_counter()
         hits = self._hits(request, k, limit, search_options(request.options))
         return self.render(session, request, tuple(hits), (k, limit), (time.perf_counter() - start, len(hits) == k))

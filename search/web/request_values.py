@@ -1,27 +1,10 @@
-"""Numbers and query parts from a UI or API field, checked: one place for each request value the page sends."""
+"""A query from the page's fields: an optional text and picture, mixed by weight, minus the excluded terms (top_k
+and threshold are checked by the engine, search.query.engine.checked_top_k / checked_threshold, for every route)."""
 
 from __future__ import annotations
 
-import math
-
 from search.errors import BadQueryError
 from search.query.engine import Query, Term
-
-
-def whole_number(value: float | int | None, name: str) -> int:
-    """An integer-valued number from a UI or API field; anything else is a BadQueryError."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    raise BadQueryError(f"{name} must be a whole number, got {value!r}")
-
-
-def number(value: float | int | None, name: str) -> float:
-    """A finite number from a UI or API field (range checks stay in the engine)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    raise BadQueryError(f"{name} must be a number, got {value!r}")
 
 
 def negatives(text: str | None) -> tuple[str, ...]:
