@@ -27,18 +27,13 @@ __all__ = ["CONCURRENCY_ID", "UPLOAD_LIFETIME_S", "SearchUI", "build_app", "laun
 
 logger = logging.getLogger(__name__)
 
-# Gradio events at once. Measured with bench/load_test.py --route gradio --mix mixed --clients 8,32 --queue N (demo
-# bundle, server on one core): 1: 63.6/50.4 calls/s, 2: 67.5/55.5, 4: 66.9/51.9, 8: 72.8/70.1
-# (docs/performance.md, Tuning).
-# 8 would be faster, but gradio's own handling of an Image upload decodes it outside the model limiter
-# (search/model/limits.py): at 8, eight worst-case uploads at once grew the RSS by 1.3 GB
-# (tests/test_uploads_hostile.py allows 1 GB), so the queue still bounds that memory.
-# Image searches are the exception: they may wait on a URL's host, so they run in a group of their own, their
-# fetches bounded in total and per client and their search work on as many threads as the model has slots
-# (search/web/url_fetches.py).
+# Gradio events at once (measured per queue size: docs/performance.md, Tuning). More would answer a little faster,
+# but an Image upload is opened by gradio itself, outside the model limiter, so the queue also bounds that memory
+# (tests/test_uploads_hostile.py). Image searches run in a group of their own: they may wait on a URL's host, so
+# their fetches are bounded in total and per client instead (search/web/url_fetches.py).
 CONCURRENCY = 2
-# Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at ~50-70 calls/s (the
-# measurements above), 64 waiting is one or two seconds of work, so a caller is told quickly, not timed out.
+# Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at the measured rates,
+# 64 waiting is one or two seconds of work, so a caller is told quickly, not timed out.
 MAX_QUEUE = 64
 
 
