@@ -196,11 +196,12 @@ def test_a_heavy_request_whose_client_left_while_it_waited_never_runs(demo_start
             time.sleep(0.01)
         with pytest.raises(httpx.ReadTimeout):  # it waits for the heavy lane, and its client gives up
             httpx.get(f"{url}/similar/slow-second", params={"k": 5, "collapse_radius": "0.1"}, timeout=0.5)
-        # Meanwhile light requests and the health check are answered at once.
+        # Meanwhile light requests and the health check are answered, not queued behind the held lane (which is
+        # released only after this). The bound leaves room for a busy 2-core machine; the lane would mean never.
         for path, params in (("/similar/quick", {"k": 12}), ("/health", {})):
             start = time.perf_counter()
-            assert httpx.get(f"{url}{path}", params=params, timeout=5).status_code == 200
-            assert time.perf_counter() - start < 1.0
+            assert httpx.get(f"{url}{path}", params=params, timeout=10).status_code == 200
+            assert time.perf_counter() - start < 5.0
         handlers.release.set()
         assert first.result().status_code == 200
         time.sleep(0.5)  # the lane is free: the abandoned request had its turn
