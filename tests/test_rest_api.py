@@ -240,5 +240,7 @@ def test_one_name_per_option_and_the_earlier_names_still_work(rest: httpx.Client
     assert rest.get("/api/similar/shape-007", params={"top_k": 6, "collapse": "0.05"}).json() == folded
     refused = rest.get("/api/similar/shape-007", params={"q": "a red circle"})  # q means nothing there: refused
     assert refused.status_code == 400 and refused.json()["error"].startswith("unknown parameter 'q'")
+    named = rest.get("/api/similar/search", params={"q": "a red circle"})  # an id that reads like the text route
+    assert named.status_code == 400 and named.json()["error"].startswith("unknown parameter 'q'")
     assert rest.get("/api/search", params={"q": "a circle", "color": "blue"}).json() == \
         rest.get("/api/search", params={"q": "a circle", "colour": "blue"}).json()

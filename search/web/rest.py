@@ -87,22 +87,27 @@ option_params.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
 ROUTE_PARAMS = ("top_k", "threshold", "k")  # and `q` on the text search: each route refuses what it would ignore
 
 
-def search_params(
-        request: Request,
-        top_k: Annotated[float | None, Query(description="how many hits at most, 0 to 1000 (default 12)")] = None,
-        threshold: Annotated[float, Query(description="lowest cosine similarity kept, -1 to 1")] = 0.0,
-        options: Annotated[Options, Depends(option_params)] = None,
-        k: Annotated[float | None, Query(include_in_schema=False)] = None,  # top_k's earlier name
-) -> SearchParams:
-    """Query parameters as typed values, a misspelt one refused; range and whole-number checks stay in the shared
-    handlers."""
-    text_route = request.url.path.rstrip("/").endswith("/search")
-    refuse_unknown(request.query_params.keys(), ("q", *ROUTE_PARAMS) if text_route else ROUTE_PARAMS)
-    chosen = top_k if top_k is not None else k
-    return SearchParams(DEFAULT_K if chosen is None else chosen, threshold, options)
+def search_params(*own: str) -> Callable[..., SearchParams]:
+    """The dependency reading the parameters every search route shares, refusing any that is neither those, an
+    option, nor one of the route's `own` parameters (read by the route itself)."""
+    known = (*own, *ROUTE_PARAMS)
+
+    def shared(
+            request: Request,
+            top_k: Annotated[float | None, Query(description="how many hits at most, 0 to 1000 (default 12)")] = None,
+            threshold: Annotated[float, Query(description="lowest cosine similarity kept, -1 to 1")] = 0.0,
+            options: Annotated[Options, Depends(option_params)] = None,
+            k: Annotated[float | None, Query(include_in_schema=False)] = None,  # top_k's earlier name
+    ) -> SearchParams:
+        refuse_unknown(request.query_params.keys(), known)
+        chosen = top_k if top_k is not None else k
+        return SearchParams(DEFAULT_K if chosen is None else chosen, threshold, options)
+
+    return shared
 
 
-Params = Annotated[SearchParams, Depends(search_params)]
+TextParams = Annotated[SearchParams, Depends(search_params("q"))]
+Params = Annotated[SearchParams, Depends(search_params())]
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 404, 413, 422, 503)}
 
 
@@ -116,7 +121,7 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
 
     @api.get("/search", response_model=list[Hit], summary="Items matching a text description")
     async def search(request: Request, q: Annotated[str, Query(description="what the picture shows")],
-                     params: Params) -> Any:
+                     params: TextParams) -> Any:
         return await lanes.answer(request, handlers.search_text, q, params)
 
     # Every upload needs a model slot, so more upload threads than slots would only wait, holding worker threads
