@@ -51,9 +51,10 @@ def _exif_facts(exif: Image.Exif) -> dict[str, Any]:
 def exif_date(value: Any) -> str | None:
     """An EXIF "YYYY:MM:DD HH:MM:SS" as the bundle's "YYYY-MM-DDTHH:MM:SS"; None when it is not a real date."""
     try:
-        return datetime.strptime(str(value).strip("\x00 "), EXIF_DATE).strftime("%Y-%m-%dT%H:%M:%S")
+        moment = datetime.strptime(str(value).strip("\x00 "), EXIF_DATE)
     except ValueError:
         return None
+    return moment.isoformat(timespec="seconds")  # four-digit years: strftime writes the year 5 as "5"
 
 
 def _text(value: Any) -> str | None:
