@@ -6,10 +6,11 @@ import glob
 import itertools
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 
 from search.build.thumbnails import thumbnail_path
 from search.bundle.attributes import MAX_COUNT
+from search.bundle.manifest import FOLDER_SOURCE
 from search.bundle.metadata import MAX_TEXT, MAX_URL, canonical_url, is_web_url, row_problems
 from search.errors import SearchError, one_line
 
@@ -30,6 +32,10 @@ KEYWORD_CONFIDENCE = 50.0
 CHECK_BATCH = 256  # rows read and checked together
 NOT_UTF8 = "its text is not valid UTF-8"
 RESIZABLE_HOSTS = frozenset({"images.unsplash.com", "plus.unsplash.com"})  # imgix CDNs that honour ?w=
+CAMERA_WORDS = frozenset({"img", "dsc", "dscn", "dscf", "pxl", "mvimg", "gopr", "dji", "imag", "sam", "wp", "pic",
+                          "image", "photo", "scan", "screenshot", "edited", "copy", "final", "jpg", "jpeg", "png"})
+"""Words camera and phone file names are made of ("IMG_1234", "PXL_20210503_..."): they say nothing of the picture."""
+_NAME_WORD = re.compile(r"[^\W\d_]{2,20}")  # letters only: digits are counters and dates; longer runs are hashes
 
 
 class SourceError(SearchError):
@@ -65,7 +71,7 @@ class SourceConfig:
     def name(self) -> str:
         """What the bundle manifest records as its source."""
         if self.images_dir is not None:
-            return f"images-dir:{self.images_dir}"
+            return f"{FOLDER_SOURCE}{self.images_dir}"
         if self.data_files is not None:
             return f"parquet:{self.data_files}"
         return self.dataset
@@ -308,8 +314,23 @@ def folder_items(root: Path) -> Iterator[Item]:
             continue
         item_id = relative.as_posix()
         thumbnail = thumbnail_path(item_id)
-        yield Item(item_id, str(path.resolve()), {"image": thumbnail, "page_url": None, "description": "",
-                                                  "photographer": None}, thumbnail)
+        description, keywords = name_words(PurePosixPath(item_id))
+        yield Item(item_id, str(path.resolve()), {"image": thumbnail, "page_url": None, "description": description,
+                                                  "photographer": None, "keywords": keywords}, thumbnail)
+
+
+def name_words(relative: PurePosixPath) -> tuple[str, str | None]:
+    """(description, keywords) of a picture from its own path: the file name's words ("red-circle-24.jpg": "red
+    circle"), else the innermost folder's; the folders' names as comma-joined keywords. Camera counters give none."""
+    def words(part: str) -> str:
+        if sum(char.isdigit() for char in part) >= sum(char.isalpha() for char in part):
+            return ""  # a counter, a date or a hash ("72cf0a9b3e"): its letters are no words
+        found = (word for word in _NAME_WORD.findall(part) if word.lower() not in CAMERA_WORDS)
+        return " ".join(found)[:MAX_TEXT]
+
+    folders = [text for text in map(words, relative.parent.parts) if text]
+    description = words(relative.stem) or (folders[-1] if folders else "")
+    return description, ", ".join(dict.fromkeys(folders))[:MAX_TEXT] or None
 
 
 def resized_url(url: str, width: int | None) -> str:
