@@ -43,6 +43,8 @@ MAX_TEXT = 4096  # characters of a model name, source name or revision
 MAX_NAME = 1024  # characters of a bundle-relative file name
 MAX_EXAMPLES = 8  # example queries a bundle may suggest to the app
 MAX_EXAMPLE_CHARS = 200
+FOLDER_SOURCE = "images-dir:"
+"""How a folder build's source name starts: its dates come from EXIF, a camera's local time with no zone."""
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 SHOWN_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}(/[A-Za-z0-9._-]{1,100}){0,7}")
 
@@ -56,6 +58,11 @@ class BundleInfo:
     source: str = "unknown"
     source_revision: str | None = None
     failures: int = 0
+
+    @property
+    def local_dates(self) -> bool:
+        """Whether the items' dates are local wall-clock times (a folder's EXIF), not UTC."""
+        return self.source.startswith(FOLDER_SOURCE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,10 +85,10 @@ def read_metadata(path: Path, count: int, columns: tuple[str, ...] | None = LOAD
             from None
 
 
-def load_catalog(path: Path, count: int, files: Mapping[str, Path]) -> ItemCatalog:
+def load_catalog(path: Path, count: int, files: Mapping[str, Path], *, local_dates: bool = False) -> ItemCatalog:
     """The `ItemCatalog` of a bundle's `metadata.parquet` (see `read_metadata` and `ItemCatalog`)."""
     with arrow_memory_returned():
-        return ItemCatalog(read_metadata(path, count), files)
+        return ItemCatalog(read_metadata(path, count), files, local_dates=local_dates)
 
 
 @contextmanager
@@ -154,8 +154,10 @@ class ItemCatalog:
     no Python object per item, so 1M items take tens of MB, not gigabytes.
     """
 
-    def __init__(self, table: pa.Table, files: Mapping[str, Path]) -> None:
+    def __init__(self, table: pa.Table, files: Mapping[str, Path], *, local_dates: bool = False) -> None:
+        """`local_dates`: the dates are a camera's wall-clock time (EXIF has no zone), so a hit's has no "Z"."""
         self._ids, self.attributes = check_rows(table, files)
+        self.local_dates = local_dates
         self._files = {name: str(path) for name, path in files.items()}
         self._columns = {name: table.column(name).combine_chunks() for name in ("image", "page_url",
                                                                                 "description", "photographer")}
@@ -181,12 +183,14 @@ class ItemCatalog:
     def hit(self, row: int, score: float, duplicates: int = 0) -> Hit:
         """The hit for a row with the given similarity (already rounded by `index.to_scores`)."""
         image = self._columns["image"][row].as_py()
+        details = hit_details(self.attributes.row(row))
+        if self.local_dates and details["date"] is not None:
+            details["date"] = details["date"].removesuffix("Z")
         # A listed name becomes the path of the checked file under the bundle folder as given (for a Hub
         # snapshot, the link in snapshots/, which keeps the file's extension for the browser).
         return Hit(self.item_id(row), float(score), self._files.get(image, image),
                    self._columns["page_url"][row].as_py(), self._columns["description"][row].as_py() or "",
-                   self._columns["photographer"][row].as_py(), duplicates=duplicates,
-                   **hit_details(self.attributes.row(row)))
+                   self._columns["photographer"][row].as_py(), duplicates=duplicates, **details)
 
 
 def check_rows(table: pa.Table, files: Collection[str]) -> tuple[pa.Array, Attributes]:

@@ -191,7 +191,7 @@ class BundleContents:
         files = verify_files(folder.root, manifest, skip=frozenset() if graph else frozenset({INDEX_FILE}),
                              cache_dir=cache_dir)
         embeddings = read_embeddings(files[EMBEDDINGS_FILE], manifest)
-        catalog = load_catalog(files[METADATA_FILE], manifest.count, files)
+        catalog = load_catalog(files[METADATA_FILE], manifest.count, files, local_dates=manifest.info.local_dates)
         if len(catalog) != manifest.count:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, metadata "
                               f"{len(catalog)} rows; {REBUILD_HINT}")
