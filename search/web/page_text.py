@@ -9,7 +9,7 @@ from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from search.build.sources import resized_url
+from search.build.sources import IMAGE_SUFFIXES, resized_url
 from search.types import Hit
 
 APP_NAME = "semantic_image_search"  # the utm_source Unsplash asks API users to send back
@@ -82,9 +82,39 @@ def credit_html(hit: Hit, root: Path) -> str:
         return f'{label} — Photo by {name}, <a href="{page}" target="_blank" rel="noopener">source page</a>'
     if "://" in hit.image:  # a remote picture without a usable page: credit the name, link nothing
         return f"{label} — Photo by {name}"
+    return f"{label} — local file <code>{html_text(local_file(hit, root))}</code>"
+
+
+def local_file(hit: Hit, root: Path) -> str:
+    """The file a local picture came from: a folder build's id is its path in the person's folder (its picture a
+    hashed thumbnail), else the picture's path inside the bundle. Never a server path."""
+    if Path(hit.id).suffix.lower() in IMAGE_SUFFIXES:
+        return hit.id
     path = Path(hit.image)
-    shown = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)  # never a server path
-    return f"{label} — local file <code>{html_text(shown)}</code>"
+    return str(path.relative_to(root) if path.is_relative_to(root) else path.name)
+
+
+def detail_field(hit: Hit, key: str) -> str | None:
+    """A hit's field as the detail view shows it: a place with its rounded position, a date in its own zone."""
+    if key == "location":
+        return place_text(hit)
+    value = getattr(hit, key, None)
+    return date_text(value) if key == "date" and value else value
+
+
+def date_text(value: str) -> str:
+    """"2021-05-03T14:22:10Z" as "2021-05-03 14:22:10 UTC"; a date without a zone (a camera's EXIF) as is."""
+    moment, utc = value.removesuffix("Z"), value.endswith("Z")
+    return moment.replace("T", " ", 1) + (" UTC" if utc else "")
+
+
+def place_text(hit: Hit) -> str | None:
+    """Where a picture was taken: its place names and its GPS position rounded to 3 decimals (about 100 m)."""
+    names = [name for name in (hit.location, hit.city, hit.country) if name]
+    if hit.latitude is not None and hit.longitude is not None:
+        names.append(f"{abs(hit.latitude):.3f}° {'N' if hit.latitude >= 0 else 'S'}, "
+                     f"{abs(hit.longitude):.3f}° {'E' if hit.longitude >= 0 else 'W'}")
+    return " · ".join(dict.fromkeys(names)) or None
 
 
 def status_text(hits: list[Hit], seconds: float, threshold: float, best: float | None, what: str,  # noqa: PLR0917

@@ -11,7 +11,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 from search.types import Hit
-from search.web.page_text import credit_html, html_text, is_unsplash, safe_link, shown_score, thumbnail, with_utm
+from search.web.page_text import (
+    credit_html,
+    detail_field,
+    html_text,
+    is_unsplash,
+    safe_link,
+    shown_score,
+    thumbnail,
+    with_utm,
+)
 
 TILE_WIDTHS = (240, 480)  # CSS width of a tile is ~160-240 px: 1x and 2x screens
 DETAIL_WIDTH = 1080
@@ -79,7 +88,7 @@ def detail_html(hit: Hit, root: Path, extras: dict[str, str] | None = None) -> s
     """The detail view of one hit: large picture, description, credit, known place/date/camera, score, links."""
     alt = html_text(alt_text(hit))
     rows = [("Score", shown_score(hit.score, 3)), ("Id", hit.id)]
-    rows += [(label, (extras or {}).get(key) or getattr(hit, key, None)) for key, label in EXTRA_FIELDS]
+    rows += [(label, (extras or {}).get(key) or detail_field(hit, key)) for key, label in EXTRA_FIELDS]
     facts = "".join(f"<dt>{html_text(label)}</dt><dd>{html_text(value)}</dd>" for label, value in rows if value)
     page = safe_link(hit.page_url)
     links = [f'<a href="{html_text(with_utm(page) if is_unsplash(hit) else page)}" target="_blank" rel="noopener">'
