@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.build.measured_hints import ui_hints
+from search.bundle.hub import parse_hub_source
 from search.config import DEMO_INDEX_DIR, EngineConfig
 from search.errors import SearchError
 from search.model.onnx_text import enable_onnx_text_in_background
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 BUILD_COMMAND = ("python build_index.py --out unsplash-index --push-to YOUR_NAME/unsplash-index\n"
                  "SEARCH_INDEX=YOUR_NAME/unsplash-index@COMMIT_SHA python app.py")
+FOLDER_COMMAND = ("python build_index.py --images-dir ~/Pictures --out my-photos\n"
+                  "SEARCH_INDEX=my-photos python app.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +79,21 @@ def demo_notice(source: str | None, reason: str | None) -> str:
     else:
         head = (f"**Could not load the index {markdown_text(source)}**, so this is the bundled demo (300 synthetic "
                 f"shapes).\n\nReason: {markdown_text(reason)}")
-    return (f"{head}\n\nTo search real photos, build and publish an index, then point the app at it "
-            f"(`--index` or `SEARCH_INDEX`):\n\n```bash\n{BUILD_COMMAND}\n```")
+    folder = (f"To search your own photos, index their folder, then point the app at the index:\n\n"
+              f"```bash\n{FOLDER_COMMAND}\n```")
+    if source is not None and _is_folder(source):  # a folder collection: the Hub commands would not help
+        return f"{head}\n\n{folder}"
+    hub = (f"To search Unsplash photos, build and publish an index, then point the app at it "
+           f"(`--index` or `SEARCH_INDEX`):\n\n```bash\n{BUILD_COMMAND}\n```")
+    return f"{head}\n\n{hub}" if source is not None else f"{head}\n\n{folder}\n\n{hub}"
+
+
+def _is_folder(source: str) -> bool:
+    """Whether an index source names a local folder (as fetch_bundle reads it) rather than a Hub repo."""
+    try:
+        return Path(source).expanduser().exists() or parse_hub_source(source) is None
+    except (OSError, RuntimeError, ValueError):
+        return parse_hub_source(source) is None
 
 
 def notice_summary(startup: Startup) -> str:
