@@ -25,6 +25,7 @@ SCRIPTS = {
                              "--variants", "none", "--rounds", "1"],
                             {"pipeline_items_per_s", "model_items_per_s", "ratio"}),
     "quality.py": ([], {"t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1"}),
+    "dominant_colour.py": (["--n", "54"], {"n", "whole_picture_right", "subject_right"}),
     "cold_start.py": (["--demo"], {"bundle_mb", "model_mb", "cold_s", "cold_downloads_s", "warm_s",
                                    "warm_downloads_s", "offline_s", "offline_downloads_s"}),
     "hnsw_check.py": (["--sizes", "2000", "--rebuild-max", "2000", "--repeat", "1"],

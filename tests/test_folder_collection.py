@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
+from bench.dominant_colour import measure
 from search.build.picture_facts import exif_date
 from search.build.sources import name_words
 from search.bundle.attributes import DATE_PATTERN
@@ -74,3 +75,9 @@ def test_a_folder_that_failed_to_load_is_answered_with_the_folder_commands(tmp_p
     hub = demo_notice("someone/photos@main", "cannot download")
     assert BUILD_COMMAND in hub and FOLDER_COMMAND not in hub
     assert FOLDER_COMMAND in demo_notice(None, None) and BUILD_COMMAND in demo_notice(None, None)
+
+
+def test_the_dominant_colour_is_the_subjects_not_the_plain_background() -> None:
+    shares = measure(108, seed=3)  # every palette colour on every plain background, twice
+    assert shares["subject"]["all"] >= 0.9
+    assert shares["whole picture"]["all"] < 0.5  # the rule before named the background
