@@ -427,6 +427,10 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
      lambda r, o: edit_manifest(r, files=list(manifest_of(r)["files"]))),
     ("checksum-not-hex", r"the sha256 of index.hnsw is not 64 lowercase hex digits", False,
      lambda r, o: edit_manifest(r, files={**manifest_of(r)["files"], "index.hnsw": "<b>x</b>"})),
+    ("ui-sample-unknown-id", r"manifest.json ui.sample names an item that is not in the bundle", False,
+     lambda r, o: edit_manifest(r, ui={"examples": [], "sample": ["item-1", "<img src=x onerror=alert(1)>"]})),
+    ("ui-sample-not-ids", r"ui.sample must be a list of at most 48 distinct item ids", False,
+     lambda r, o: edit_manifest(r, ui={"examples": [], "sample": ["item-1", "item-1", 2]})),
     # embeddings
     ("npy-header-71-gib", r"embeddings.npy holds float32 \(297795584, 64\), expected float32 \(8, 64\)", False,
      lambda r, o: npy_with_header(r, (297_795_584, 64), b"\0" * 64)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLE = 64  # items measured: enough for stable medians, one batched text encode
 EXAMPLES = 4
+OPENING = 12  # pictures a collection without example queries opens on: one screen of the grid
+OPENING_POOL = 20_000  # items the opening sample is picked from (evenly spread): bounded work on any collection
 EXAMPLE_CHARS = 60  # examples are buttons: short ones read as queries
 
 
@@ -45,8 +48,29 @@ def measure_ui_hints(describe: Callable[[int], str], embeddings: FeatureVector, 
 
 def hints_for_metadata(metadata: pa.Table, embeddings: FeatureVector, encoder: ClipEncoder) -> HintsOf:
     """What write_bundle measures the `ui` block with, for a bundle being written from `metadata`."""
-    descriptions = metadata.column("description")
-    return lambda index: measure_ui_hints(lambda row: descriptions[row].as_py(), embeddings, index, encoder)
+    descriptions, ids = metadata.column("description"), metadata.column("id")
+
+    def hints(index: SearchIndex) -> UiHints:
+        measured = measure_ui_hints(lambda row: descriptions[row].as_py(), embeddings, index, encoder)
+        return replace(measured, sample=tuple(str(ids[int(row)].as_py()) for row in diverse_sample(embeddings)))
+
+    return hints
+
+
+def diverse_sample(embeddings: FeatureVector, count: int = OPENING) -> np.ndarray:
+    """Rows of `count` items that differ from each other: farthest-point sampling from the most typical item (the
+    one nearest the mean), each next pick the item least like every pick so far (bench/opening_sample.py)."""
+    pool = np.unique(np.linspace(0, len(embeddings) - 1, min(OPENING_POOL, len(embeddings))).astype(int))
+    vectors = embeddings[pool]
+    if not len(pool):
+        return pool
+    picked = [int(np.argmax(vectors @ vectors.mean(axis=0)))]
+    closest = vectors @ vectors[picked[0]]  # each item's similarity to its most similar pick
+    for _ in range(min(count, len(pool)) - 1):
+        closest[picked] = np.inf
+        picked.append(int(np.argmin(closest)))
+        closest = np.maximum(closest, vectors @ vectors[picked[-1]])
+    return pool[picked]
 
 
 def _halfway(scores: np.ndarray) -> float:
@@ -81,8 +105,13 @@ def _examples(texts: list[str]) -> tuple[str, ...]:
 
 def ui_hints(bundle: Bundle, encoder: ClipEncoder) -> UiHints:
     """The hints the manifest records, else measured now (bundles written before they were recorded)."""
-    if bundle.manifest.ui is not None:
-        return bundle.manifest.ui
+    ui = bundle.manifest.ui
+    if ui is not None and not ui.examples and not ui.sample:  # written before samples were recorded
+        return replace(ui, sample=tuple(bundle.catalog.item_id(int(row)) for row in diverse_sample(bundle.embeddings)))
+    if ui is not None:
+        return ui
     logger.info("bundle %s records no example queries or thresholds; measuring them", bundle.label)
     catalog = bundle.catalog
-    return measure_ui_hints(lambda row: catalog.hit(row, 0.0).description, bundle.embeddings, bundle.index, encoder)
+    measured = measure_ui_hints(lambda row: catalog.hit(row, 0.0).description, bundle.embeddings, bundle.index,
+                                encoder)
+    return replace(measured, sample=tuple(catalog.item_id(int(row)) for row in diverse_sample(bundle.embeddings)))

@@ -43,6 +43,7 @@ MAX_TEXT = 4096  # characters of a model name, source name or revision
 MAX_NAME = 1024  # characters of a bundle-relative file name
 MAX_EXAMPLES = 8  # example queries a bundle may suggest to the app
 MAX_EXAMPLE_CHARS = 200
+MAX_SAMPLE = 48  # ids of the pictures a collection without example queries opens on
 FOLDER_SOURCE = "images-dir:"
 """How a folder build's source name starts: its dates come from EXIF, a camera's local time with no zone."""
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -72,11 +73,12 @@ class UiHints:
     examples: tuple[str, ...] = ()
     text_threshold: float | None = None  # None: the bundle has no descriptions to measure text scores on
     image_threshold: float | None = None
+    sample: tuple[str, ...] = ()  # ids of items that differ from each other: what the page opens on without examples
 
     def to_json(self) -> dict[str, Any]:
         """The `ui` object of the manifest."""
         return {"examples": list(self.examples), "text_threshold": self.text_threshold,
-                "image_threshold": self.image_threshold}
+                "image_threshold": self.image_threshold, "sample": list(self.sample)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +210,16 @@ def _ui_hints(data: Any) -> UiHints | None:
             isinstance(text, str) and 0 < len(text) <= MAX_EXAMPLE_CHARS and text.isprintable() for text in examples):
         raise malformed(f"ui.examples must be a list of at most {MAX_EXAMPLES} printable texts of at most "
                         f"{MAX_EXAMPLE_CHARS} characters")
-    return UiHints(tuple(examples), ui.optional_similarity("text_threshold"), ui.optional_similarity("image_threshold"))
+    return UiHints(tuple(examples), ui.optional_similarity("text_threshold"), ui.optional_similarity("image_threshold"),
+                   _sample(data.get("sample", [])))
+
+
+def _sample(ids: Any) -> tuple[str, ...]:
+    """The optional `ui.sample`: at most MAX_SAMPLE distinct item ids (that each is in the bundle: `Bundle.load`)."""
+    if not isinstance(ids, list) or len(ids) > MAX_SAMPLE or len(set(map(str, ids))) != len(ids) or not all(
+            isinstance(item, str) and 0 < len(item) <= MAX_TEXT and "\0" not in item for item in ids):
+        raise malformed(f"ui.sample must be a list of at most {MAX_SAMPLE} distinct item ids")
+    return tuple(ids)
 
 
 def _json_type(value: Any) -> str:

@@ -46,7 +46,7 @@ from search.bundle.manifest import (
 from search.bundle.metadata import ItemCatalog, load_catalog
 from search.bundle.verified import UnreadableFileError, VerificationRecord, sha256_of
 from search.config import EncoderSpec, default_cache_dir
-from search.errors import REBUILD_HINT, BundleError
+from search.errors import REBUILD_HINT, BundleError, UnknownItemError
 from search.types import FeatureVector
 
 __all__ = ["EMBEDDINGS_FILE", "FAILURES_FILE", "FORMAT_VERSION", "INDEX_FILE", "MANIFEST_FILE", "METADATA_FILE",
@@ -195,7 +195,18 @@ class BundleContents:
         if len(catalog) != manifest.count:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, metadata "
                               f"{len(catalog)} rows; {REBUILD_HINT}")
+        _check_sample(manifest.ui, catalog)
         return cls(folder, manifest, files, embeddings, catalog)
+
+
+def _check_sample(ui: UiHints | None, catalog: ItemCatalog) -> None:
+    """Refuse a `ui.sample` naming an id the bundle lacks: the page would open on a picture that is not there."""
+    for item_id in ui.sample if ui is not None else ():
+        try:
+            catalog.row_of(item_id)
+        except UnknownItemError:
+            raise BundleError(f"{MANIFEST_FILE} ui.sample names an item that is not in the bundle; "
+                              f"{REBUILD_HINT}") from None
 
 
 def read_manifest(root: Path) -> Manifest:

@@ -244,9 +244,20 @@ class SearchUI:
             except UnknownItemError:  # an old link to another index: still never an empty page
                 logger.info("a link asked for an item this index lacks; showing the default search")
         text = link.text or next(iter(self.defaults.text_examples), "")
-        if not text:  # no examples (a bundle without descriptions): nothing to search for yet
-            return "", "", "Type a description, or give an example picture in the Image tab.", session
+        if not text:  # no examples (a bundle without descriptions): open on a sample of it, never an empty page
+            return "", *self.opening_sample(session)
         return (text, *self.ui_text(text, "", top_k, text_threshold, session, options))
+
+    def opening_sample(self, session: Session) -> Shown:
+        """The pictures chosen at build time to show a collection's range (the manifest's `ui.sample`)."""
+        catalog = self.engine.bundle.catalog
+        hits = tuple(catalog.hit(catalog.row_of(item_id), 1.0) for item_id in self.defaults.sample)
+        if not hits:
+            return "", "Type a description, or give an example picture in the Image tab.", session
+        html = results_html(list(hits), self.engine.bundle.root, "")
+        status = (f"{len(hits)} pictures that show the range of this collection: type a description, or open one "
+                  "and choose More like this.")
+        return html, status, session.showing(View(html, status, hits))
 
     def show(self, session: Session, request: Request, top_k: float, threshold: float) -> Shown:
         """Search, time it, and render the results, the status line and the session."""

@@ -32,6 +32,7 @@ class ModeDefaults:
     image_threshold: float
     text_examples: tuple[str, ...]
     measured_text: bool = True  # False: the bundle has no descriptions, so no text threshold could be measured
+    sample: tuple[str, ...] = ()  # ids of pictures that differ: what the page opens on when there are no examples
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ def mode_defaults(engine: SearchEngine) -> ModeDefaults:
     text = hints.text_threshold
     return ModeDefaults(0.0 if text is None else text,
                         0.0 if hints.image_threshold is None else hints.image_threshold,
-                        hints.examples, text is not None)
+                        hints.examples, text is not None, hints.sample)
 
 
 def score_hint(defaults: ModeDefaults) -> str:
