@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from search.build.bundled_model import bundled_encoder
 from search.build.measured_hints import hints_for_metadata
 from search.build.shards import FAILURE_COLUMNS, Collected
 from search.build.thumbnails import copy_pictures, prune_thumbnails
@@ -115,8 +116,8 @@ def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: Bas
         logger.info("removed %d thumbnails of items that are not in the bundle", pruned)
     atomic_write(out / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
     embeddings = embeddings.astype(np.float32, copy=False)
-    manifest = write_bundle(out, embeddings, metadata, replace(info, failures=failures.num_rows),
-                            hints_for_metadata(metadata, embeddings, encoder))
+    info = replace(info, encoder=bundled_encoder(info.encoder, out), failures=failures.num_rows)
+    manifest = write_bundle(out, embeddings, metadata, info, hints_for_metadata(metadata, embeddings, encoder))
     _verify(out, manifest)
     logger.info("wrote bundle %s: %d items, %d failures", out, manifest.count, failures.num_rows)
     return manifest
@@ -148,7 +149,8 @@ def rebuild_index(source: str, out: Path, hnsw: HnswParams) -> Manifest:
         copy_pictures(metadata.column("image").to_pylist(), root, out)
         atomic_write(out / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
     old = bundle.manifest.info
-    info = BundleInfo(old.encoder.resolved(root), hnsw, old.source, old.source_revision, old.failures)
+    info = BundleInfo(bundled_encoder(old.encoder.resolved(root), out), hnsw, old.source, old.source_revision,
+                      old.failures)
     ui = bundle.manifest.ui  # the same items: the same examples and thresholds
     manifest = write_bundle(out, bundle.embeddings, metadata, info, lambda index: ui)
     _verify(out, manifest)

@@ -28,7 +28,7 @@ from search.bundle.durable import atomic_write, sync_folder
 from search.bundle.store import BundleInfo, Manifest
 from search.config import EncoderSpec, HnswParams
 from search.errors import BadImageError, SearchError
-from search.model.encoder import ClipEncoder, resolve_device
+from search.model.encoder import ClipEncoder, resolve_device, same_model
 from search.model.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _outside_bundle(items: Iterable[Item], config: BuildConfig) -> Iterable[Item
 def _encoder_spec(config: BuildConfig, base: BaseBundle | None) -> EncoderSpec:
     if base is None:
         return config.encoder or EncoderSpec()
-    if config.encoder is not None and config.encoder.resolved(Path.cwd()) != base.spec:
+    if config.encoder is not None and not same_model(config.encoder.resolved(Path.cwd()), base.spec):
         raise BuildError(f"--from bundle was built with {base.spec}, not {config.encoder}; leave out --model "
                          "to add items with the bundle's own model, or build a new index without --from")
     return base.spec

@@ -63,6 +63,17 @@ PICTURE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png
 browser shows as a picture and none runs script in (SVG, HTML and XML can; the builder writes .jpg thumbnails)."""
 
 
+MODEL_FOLDER = "model"
+"""Where a bundle carries its own model (a `local-dir:` model copied in by the build, so the bundle travels whole)."""
+MODEL_SUFFIXES = frozenset({".json", ".safetensors"})  # open_clip_config.json and its weights: never pickles
+
+
+def is_model_file(name: str) -> bool:
+    """Whether a listed file is part of the bundle's own model: checksummed like the data, never served."""
+    folder, _, base = name.rpartition("/")
+    return folder == MODEL_FOLDER and os.path.splitext(base)[1].lower() in MODEL_SUFFIXES
+
+
 def picture_type(name: str) -> str | None:
     """The MIME type a bundle file named `name` is served as, or None: not a picture, never served."""
     return PICTURE_TYPES.get(os.path.splitext(name)[1].lower())
@@ -135,15 +146,21 @@ class Bundle:
 
     @property
     def encoder_spec(self) -> EncoderSpec:
-        """The encoder this bundle was built with (a relative `local-dir:` resolved against the bundle)."""
-        return self.manifest.info.encoder.resolved(self.root)
+        """The encoder this bundle was built with (a relative `local-dir:` resolved against the bundle); BundleError
+        when that folder is not there (a bundle moved away from a model it does not carry)."""
+        spec = self.manifest.info.encoder.resolved(self.root)
+        if spec.local_dir is not None and not spec.local_dir.is_dir():
+            raise BundleError(f"index {self.label} names its model by a local-dir: folder that is not there from "
+                              "where the index now is; put that model folder there, or rebuild the index with "
+                              "build_index.py, which copies a local-dir: model into the index so it moves along")
+        return spec
 
     @property
     def served_folders(self) -> tuple[Path, ...]:
         """The folders the UI may serve files from: those holding the bundle's listed pictures (not the whole
         bundle: nothing else in it is for visitors), and for a Hub snapshot its repo's `blobs/` (the pictures
         are symlinks into it)."""
-        pictures = self.manifest.files.keys() - DATA_FILES
+        pictures = {name for name in self.manifest.files.keys() - DATA_FILES if not is_model_file(name)}
         folders = {os.path.realpath((self.root / name).parent) for name in pictures}
         return tuple(Path(folder) for folder in sorted(folders) + list(self.folder.inside[1:]))
 
@@ -243,7 +260,8 @@ def verify_files(root: Path, manifest: Manifest, skip: frozenset[str] = frozense
         raise BundleError(f"{MANIFEST_FILE} lists no checksum for {', '.join(sorted(unlisted))}; {REBUILD_HINT}")
     folder = BundleFolder.at(root)
     paths = folder.files(sorted(manifest.files.keys() - skip))  # every name placed before any file is read
-    not_pictures = sorted(name for name in manifest.files.keys() - DATA_FILES if picture_type(name) is None)
+    not_pictures = sorted(name for name in manifest.files.keys() - DATA_FILES
+                          if picture_type(name) is None and not is_model_file(name))
     if not_pictures:
         raise BundleError(f"bundle file {shown_name(not_pictures[0])} is neither a data file nor a JPEG, PNG, WebP "
                           f"or GIF picture (by its name), so it is never served; {REBUILD_HINT}")

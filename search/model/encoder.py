@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import re
 import threading
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 PAD_TOKEN = 0  # open_clip's SimpleTokenizer pads with 0 after the end-of-text token
 TRIMMABLE_POOLING = ("argmax", "eos", "first")  # pooling that never reads the padding positions
 SAFE_WEIGHTS_SUFFIX = ".safetensors"
+MODEL_CONFIG = "open_clip_config.json"
 
 
 _WEIGHTS_LOADED = threading.local()  # checkpoints the current thread's open_clip call loaded (see ClipEncoder.load)
@@ -135,6 +137,27 @@ class ClipEncoder:
         batches = [self.encode_pixels(self.preprocess_images(images[start:start + batch_size]))
                    for start in range(0, len(images), batch_size)]
         return np.concatenate(batches)
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The files a `local-dir:` model is: its open_clip_config.json and its safetensors weights (what a bundle
+    copies to carry its model along); none when the folder has no config."""
+    if not (folder / MODEL_CONFIG).is_file():
+        return []
+    return [folder / MODEL_CONFIG, *sorted(path for path in folder.glob(f"*{SAFE_WEIGHTS_SUFFIX}") if path.is_file())]
+
+
+def same_model(first: EncoderSpec, second: EncoderSpec) -> bool:
+    """Whether two specs name one model: equal names, or two `local-dir:` folders holding the same files (a bundle
+    carries a copy of its builder's model folder)."""
+    if first == second:
+        return True
+    folders = first.local_dir, second.local_dir
+    if folders[0] is None or folders[1] is None:
+        return False
+    files = [model_files(folder) for folder in folders]
+    return bool(files[0]) and [path.name for path in files[0]] == [path.name for path in files[1]] and all(
+        filecmp.cmp(one, other, shallow=False) for one, other in zip(*files, strict=True))
 
 
 def _only_safetensors() -> None:

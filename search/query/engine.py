@@ -16,7 +16,7 @@ from search.bundle.hub import fetch_bundle
 from search.bundle.store import Bundle
 from search.config import EngineConfig
 from search.errors import BadQueryError, EncoderMismatchError, SearchError
-from search.model.encoder import ClipEncoder
+from search.model.encoder import ClipEncoder, same_model
 from search.model.images import load_image
 from search.model.limits import WorkLimiter, shared_limiter
 from search.query.options import SearchOptions
@@ -58,7 +58,7 @@ class SearchEngine:
                  limiter: WorkLimiter | None = None) -> None:
         expected = bundle.encoder_spec
         actual = encoder.spec.resolved(Path.cwd())
-        if actual != expected:
+        if not same_model(actual, expected):
             raise EncoderMismatchError(
                 f"index {bundle.label} was built with model {expected}, not {actual}; load it with the "
                 "model its manifest names, or rebuild the index with this model")
