@@ -5,20 +5,32 @@ notice with the folder commands."""
 from __future__ import annotations
 
 import html
+import json
 import re
+import shutil
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
+import pytest
+from PIL import Image
 
 from bench.dominant_colour import measure
 from search.build.picture_facts import exif_date
+from search.build.pipeline import build_bundle
 from search.build.sources import name_words
 from search.bundle.attributes import DATE_PATTERN
 from search.bundle.metadata import ItemCatalog
+from search.bundle.store import Bundle
+from search.config import EngineConfig
+from search.errors import BundleError
+from search.query.engine import SearchEngine, load_engine
 from search.types import Hit
+from search.web.handlers import SearchUI
 from search.web.page_text import date_text, place_text
 from search.web.render import detail_html, tile_html
-from search.web.startup import BUILD_COMMAND, FOLDER_COMMAND, demo_notice
+from search.web.startup import BUILD_COMMAND, FOLDER_COMMAND, Startup, demo_notice
+from tests.test_build import shape_picture
+from tests.test_images_dir_bundle import config
 
 
 def test_an_exif_date_of_any_year_is_written_with_four_digits() -> None:
@@ -81,3 +93,93 @@ def test_the_dominant_colour_is_the_subjects_not_the_plain_background() -> None:
     shares = measure(108, seed=3)  # every palette colour on every plain background, twice
     assert shares["subject"]["all"] >= 0.9
     assert shares["whole picture"]["all"] < 0.5  # the rule before named the background
+
+
+# --- built folders: one with named files, one with camera names only ---
+
+def exif_picture(colour: tuple[int, int, int], shape: str) -> tuple[Image.Image, Image.Exif]:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2019:07:14 18:30:00"  # DateTimeOriginal: the camera's clock, no zone
+    exif.get_ifd(0x8825).update({1: "N", 2: (59.0, 54.0, 36.0), 3: "W", 4: (10.0, 45.0, 0.0)})
+    return shape_picture(colour, shape, 0), exif
+
+
+@pytest.fixture(scope="module")
+def named_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of named pictures (one with EXIF date and GPS) and camera-named ones, built once."""
+    root = tmp_path_factory.mktemp("named")
+    photos, beach = root / "photos", root / "photos" / "Holiday 2021" / "Beach"
+    beach.mkdir(parents=True)
+    picture, exif = exif_picture((220, 30, 30), "circle")
+    picture.save(photos / "red-circle-24.jpg", exif=exif)
+    shape_picture((30, 70, 225), "square", 4).save(beach / "IMG_1234.JPG")
+    shape_picture((30, 170, 50), "triangle", 2).save(photos / "green triangle.png")
+    shape_picture((240, 220, 40), "circle", 6).save(photos / "IMG_0001.jpg")
+    build_bundle(config(root / "out", photos))
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def camera_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose files have camera names only: no words to make examples of."""
+    root = tmp_path_factory.mktemp("camera")
+    photos = root / "DCIM"
+    photos.mkdir()
+    colours = [(220, 30, 30), (30, 70, 225), (30, 170, 50), (240, 220, 40), (130, 50, 170), (240, 140, 20)]
+    for number, colour in enumerate(colours):
+        shape_picture(colour, ("circle", "square", "triangle")[number % 3], number).save(
+            photos / f"IMG_{number:04d}.jpg")
+    build_bundle(config(root / "out", photos))
+    return root / "out"
+
+
+def test_a_folder_bundle_speaks_its_own_words_dates_and_places(named_folder: Path, demo_encoder) -> None:
+    engine = SearchEngine(demo_encoder, Bundle.load(named_folder))
+    ui = engine.bundle.manifest.ui
+    assert ui is not None and ui.examples and ui.text_threshold is not None
+    assert set(ui.examples) <= {"red circle", "green triangle", "Beach"} and not any("IMG" in e for e in ui.examples)
+    catalog = engine.bundle.catalog
+    red = catalog.hit(catalog.row_of("red-circle-24.jpg"), 1.0)
+    assert (red.description, red.date, red.latitude, red.longitude) == ("red circle", "2019-07-14T18:30:00",
+                                                                        59.91, -10.75)
+    assert red.colour == "red"  # the subject, not the near-white background
+    beach = catalog.hit(catalog.row_of("Holiday 2021/Beach/IMG_1234.JPG"), 1.0)
+    assert beach.description == "Beach"
+    shown = re.sub("<[^>]+>", "", html.unescape(detail_html(red, named_folder)))
+    assert "local file red-circle-24.jpg" in shown and "2019-07-14 18:30:00" in shown and "59.910° N" in shown
+    assert "images/" not in shown
+
+
+def test_a_collection_without_examples_opens_on_a_diverse_sample(camera_folder: Path, demo_encoder) -> None:
+    engine = SearchEngine(demo_encoder, Bundle.load(camera_folder))
+    ui = engine.bundle.manifest.ui
+    assert ui is not None and ui.examples == () and len(ui.sample) == len(set(ui.sample)) == 6
+    query, page, status, session = SearchUI(Startup(engine, None, False)).ui_load(12, 0.2, 0.8, None)
+    assert query == "" and [hit.id for hit in session.view.hits] == list(ui.sample)
+    assert page.count('class="tile"') == 6 and "range of this collection" in status
+
+
+def test_a_moved_folder_bundle_carries_its_model(named_folder: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = json.loads((named_folder / "manifest.json").read_text())
+    assert manifest["encoder"] == {"model": "local-dir:model", "pretrained": None}
+    moved = tmp_path / "published" / "photos-index"
+    shutil.copytree(named_folder, moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    engine = load_engine(EngineConfig(index=str(moved), onnx_text=False))
+    assert engine.encoder.spec.local_dir == (moved / "model").resolve()
+    assert engine.search_text("red circle", 1)[0].id == "red-circle-24.jpg"
+
+
+def test_a_model_folder_that_is_not_there_is_refused_with_what_to_do(named_folder: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "index"
+    shutil.copytree(named_folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["encoder"]["model"] = "local-dir:../builders-checkout/model"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="rebuild the index with build_index.py, which copies a local-dir: model") \
+            as refused:
+        load_engine(EngineConfig(index=str(copy), onnx_text=False))
+    assert "builders-checkout" not in str(refused.value)  # names no path outside the bundle
