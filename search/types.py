@@ -38,7 +38,7 @@ class Hit:
     width: int | None = None
     height: int | None = None
     date: str | None = None
-    """When it was taken (EXIF) or submitted (Unsplash), "YYYY-MM-DDTHH:MM:SSZ"."""
+    """When it was submitted (Unsplash, UTC: "YYYY-MM-DDTHH:MM:SSZ") or taken (EXIF, local time: no "Z")."""
     featured: bool | None = None
     photographer_username: str | None = None
     location: str | None = None
