@@ -62,6 +62,7 @@ def test_local_images_and_local_dir_model_are_stored_relative_to_the_bundle(tmp_
     (root / "images").mkdir(parents=True)
     (root / "images" / "a.png").write_bytes(b"not checked here")
     model_dir = tmp_path / "collection" / "model"
+    model_dir.mkdir()  # a local-dir: folder that is not there is refused when the encoder is asked for
     table = metadata_table(1).set_column(1, "image", [["images/a.png"]])
     write_bundle(root, unit_vectors(1, 4), table, BundleInfo(EncoderSpec(f"local-dir:{model_dir}")))
     manifest = json.loads((root / MANIFEST_FILE).read_text())

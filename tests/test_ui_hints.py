@@ -23,7 +23,8 @@ from tests.conftest import DEMO_INDEX_DIR
 def test_demo_hints_are_measured_between_matching_and_unrelated_scores(demo_engine) -> None:
     hints = ui_hints(replace(demo_engine.bundle, manifest=replace(demo_engine.bundle.manifest, ui=None)),
                      demo_engine.encoder)  # measured now, as for a bundle that records none
-    assert hints == demo_engine.bundle.manifest.ui  # what the shipped manifest records
+    assert replace(hints, sample=()) == demo_engine.bundle.manifest.ui  # what the shipped manifest records
+    assert len(hints.sample) == len(set(hints.sample)) == 12  # the shipped demo predates ui.sample
     hits = demo_engine.search_text("a red circle on a dark background", 300, -1.0)
     matching = [hit.score for hit in hits if "red circle" in hit.description]
     assert min(matching) > hints.text_threshold > hits[-1].score  # keeps every red circle, drops the worst others
@@ -38,7 +39,10 @@ def test_hints_measured_while_writing_are_recorded_and_survive_a_reload(tmp_path
     embeddings = np.asarray(bundle.embeddings)
     info = BundleInfo(EncoderSpec(f"local-dir:{DEMO_INDEX_DIR.parent / 'model'}"), bundle.manifest.info.hnsw)
     written = write_bundle(root, embeddings, table, info, hints_for_metadata(table, embeddings, demo_engine.encoder))
-    assert Bundle.load(root).manifest.ui == written.ui == bundle.manifest.ui  # the demo's, measured the same way
+    assert written.ui is not None and Bundle.load(root).manifest.ui == written.ui
+    assert replace(written.ui, sample=()) == bundle.manifest.ui  # the demo's, measured the same way
+    assert written.ui.sample == ui_hints(replace(bundle, manifest=replace(bundle.manifest, ui=None)),
+                                         demo_engine.encoder).sample  # picked the same way at build and at start
 
 
 @pytest.mark.parametrize(("ui", "message"), [

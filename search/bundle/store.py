@@ -147,9 +147,11 @@ class Bundle:
     @property
     def encoder_spec(self) -> EncoderSpec:
         """The encoder this bundle was built with (a relative `local-dir:` resolved against the bundle); BundleError
-        when that folder is not there (a bundle moved away from a model it does not carry)."""
-        spec = self.manifest.info.encoder.resolved(self.root)
-        if spec.local_dir is not None and not spec.local_dir.is_dir():
+        when that relative folder is not there (a bundle moved away from a model it does not carry)."""
+        recorded = self.manifest.info.encoder
+        spec = recorded.resolved(self.root)
+        relative = recorded.local_dir is not None and not recorded.local_dir.is_absolute()
+        if relative and spec.local_dir is not None and not spec.local_dir.is_dir():
             raise BundleError(f"index {self.label} names its model by a local-dir: folder that is not there from "
                               "where the index now is; put that model folder there, or rebuild the index with "
                               "build_index.py, which copies a local-dir: model into the index so it moves along")
