@@ -29,6 +29,7 @@ from search.bundle.metadata import IMAGE_RULE
 from search.bundle.store import Bundle
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
 from search.errors import BundleError, EncoderLoadError
+from search.model.encoder import same_model
 from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
 from tests.loopback import LoopbackServer
 from tests.test_sources import jpeg_bytes, write_not_utf8, write_unsplash_parquet
@@ -350,7 +351,9 @@ def test_incremental_build_adds_only_new_items(server: LoopbackServer, tmp_path:
     assert sorted(after) == sorted(good) and manifest.count == len(good)
     assert all(np.array_equal(after[item], vector) for item, vector in before.items())
     assert all(server.hits[path] == count for path, count in fetched.items() if path.startswith("/ok/"))
-    assert Bundle.load(tmp_path / "b").encoder_spec == Bundle.load(tmp_path / "a").encoder_spec
+    grown, base = Bundle.load(tmp_path / "b"), Bundle.load(tmp_path / "a")
+    assert same_model(grown.encoder_spec, base.encoder_spec)  # each carries its own copy of the one model
+    assert grown.manifest.info.encoder == base.manifest.info.encoder == EncoderSpec("local-dir:model")
 
 
 def test_from_into_a_folder_with_another_build_is_refused_without_a_trace(server: LoopbackServer,
