@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -117,6 +118,17 @@ def test_openapi_docs_list_the_routes(rest: httpx.Client) -> None:
     names = [p["name"] for p in paths["/search"]["get"]["parameters"]]
     assert names[:3] == ["q", "top_k", "threshold"] and {"colour", "sort", "offset", "keywords"} <= set(names)
     assert not {"k", "collapse", "color"} & set(names)  # earlier names: accepted, not documented
+
+
+def test_docs_page_loads_swagger_ui_from_this_server(rest: httpx.Client) -> None:
+    page = rest.get("/api/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    assert {url.rsplit("/", 1)[-1] for url in urls} >= {"swagger-ui-bundle.js", "swagger-ui.css", "openapi.json"}
+    assert all(url.startswith("/api/") for url in urls), urls  # offline: no CDN, nothing outside the app
+    for url in urls:
+        assert rest.get(url).status_code == 200, url
+    assert rest.get("/api/docs/assets/index.html").status_code == 404  # only the files the page needs
 
 
 def test_search_options_are_query_parameters_checked_like_the_gradio_api(rest: httpx.Client, client: Client) -> None:
