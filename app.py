@@ -15,6 +15,7 @@ import gradio as gr
 
 from search.config import EngineConfig
 from search.web import rest
+from search.web.gradio_api import mcp_json_results
 from search.web.handlers import SearchUI
 from search.web.layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
 from search.web.page_assets import CSS
@@ -45,7 +46,8 @@ def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI, **kwargs: Any) -> tu
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
     # The REST API (search/web/rest.py) is a route of gradio's own app: same port, same body limits, same handlers.
-    app_kwargs = {"middleware": [body_limits(), picture_files(served)], "routes": [rest.mounted(ui, startup)]}
+    app_kwargs = {"middleware": [body_limits(), picture_files(served)], "routes": [rest.mounted(ui, startup)],
+                  "lifespan": mcp_json_results(demo)}  # MCP tools answer JSON, structured too
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs,
                        mcp_server=True, **kwargs)  # the API endpoints are MCP tools too, at /gradio_api/mcp/

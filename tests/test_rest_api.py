@@ -59,6 +59,13 @@ def test_similar_leaves_the_item_out_and_matches_gradio(rest: httpx.Client, clie
     assert hits == client.predict("shape-007", 6, -1.0, api_name="/similar")
 
 
+def test_hit_images_are_urls_the_client_can_fetch(rest: httpx.Client) -> None:
+    image = rest.get("/api/similar/shape-007", params={"k": 1}).json()[0]["image"]
+    assert image.startswith("/gradio_api/file=")  # from the app's root, never a bare server path
+    picture = rest.get(image)
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+
+
 @pytest.mark.parametrize(("request_", "status", "gradio_call"), [
     (("/api/search", {"q": "a red circle", "k": 2.5}), 400, ("a red circle", 2.5, 0.0, "/search_text")),
     (("/api/search", {"q": "a red circle", "k": 5000}), 400, ("a red circle", 5000, 0.0, "/search_text")),
