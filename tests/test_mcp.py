@@ -91,4 +91,6 @@ def test_mcp_image_urls_of_private_hosts_and_bad_ids_are_refused(app_url: str) -
         ])
         assert sum(internal.hits.values()) == 0  # never even asked
     assert private.isError and "not a public address" in private.content[0].text
+    # What applies to an app's caller: the build's --allow-private-hosts is no flag of app.py.
+    assert "upload the picture" in private.content[0].text and "--allow" not in private.content[0].text
     assert unknown.isError and "no item with id 'no-such-item'" in unknown.content[0].text
