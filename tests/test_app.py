@@ -312,7 +312,8 @@ def test_page_load_restores_deep_links_else_shows_the_first_example(demo_startup
     assert session.view.request is not None and session.view.request.item_id == "shape-007"
     assert query == "" and "more like shape-007" in status and '<div class="query-card">' in html
     query, _, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest(id="<script>"))  # unknown: the default instead
-    assert query == first and status.startswith(f"12 results for “{first}”")
+    assert query == first and f"12 results for “{first}”" in status
+    assert status.startswith("No item &#60;script&#62; in this collection")  # said, not a generic hint
 
 
 def test_ui_options_filter_fold_and_go_into_the_link(demo_startup: Startup) -> None:

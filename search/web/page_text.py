@@ -108,6 +108,11 @@ def served_path(image: str) -> str:
     return image if "://" in image else FILE_ROUTE + quote(image)
 
 
+def unknown_item_note(item_id: str) -> str:
+    """The status line's opening when a link names an item this collection lacks (the default search follows)."""
+    return f"No item {markdown_text(item_id)} in this collection; showing the default search instead. "
+
+
 def hits_json(hits: list[Hit]) -> list[dict]:
     """Hits as the API returns them (REST, the Gradio API and MCP alike): `image` is a URL a client can fetch,
     a bundle's own picture as a path from the app's root (`/gradio_api/file=…`), never a bare server path."""
