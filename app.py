@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ import gradio as gr
 
 from search.config import EngineConfig
 from search.web import rest
+from search.web.gradio_api import mcp_json_results
 from search.web.handlers import SearchUI
 from search.web.layout import CONCURRENCY_ID, UPLOAD_LIFETIME_S, build_app
 from search.web.page_assets import CSS
@@ -35,6 +37,7 @@ CONCURRENCY = 2
 # Waiting requests beyond this are refused at once ("queue is full") instead of waiting: at the measured rates,
 # 64 waiting is one or two seconds of work, so a caller is told quickly, not timed out.
 MAX_QUEUE = 64
+DEFAULT_PORT = 7860  # gradio's, when GRADIO_SERVER_PORT is not set
 
 
 def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI, **kwargs: Any) -> tuple[Any, str, Any]:
@@ -45,7 +48,8 @@ def launch(demo: gr.Blocks, startup: Startup, ui: SearchUI, **kwargs: Any) -> tu
     # The bundle's folder, and for a Hub snapshot its repo's blobs/ (its images/* are symlinks into it).
     served = [str(folder) for folder in startup.engine.bundle.served_folders]
     # The REST API (search/web/rest.py) is a route of gradio's own app: same port, same body limits, same handlers.
-    app_kwargs = {"middleware": [body_limits(), picture_files(served)], "routes": [rest.mounted(ui, startup)]}
+    app_kwargs = {"middleware": [body_limits(), picture_files(served)], "routes": [rest.mounted(ui, startup)],
+                  "lifespan": mcp_json_results(demo)}  # MCP tools answer JSON, structured too
     return demo.launch(allowed_paths=served, max_file_size=MAX_FILE_SIZE,
                        theme=gr.themes.Soft(), css=CSS, app_kwargs=app_kwargs,
                        mcp_server=True, **kwargs)  # the API endpoints are MCP tools too, at /gradio_api/mcp/
@@ -71,7 +75,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     startup = start_engine(parse_args(argv))
     ui = SearchUI(startup)
-    launch(build_app(startup, ui), startup, ui)
+    demo = build_app(startup, ui)
+    launch(demo, startup, ui, prevent_thread_lock=True)
+    note_port(demo.server_port)
+    demo.block_thread()
+
+
+def note_port(port: int | None) -> None:
+    """Say so when the app does not listen on the port asked for: gradio moves to the next free one silently."""
+    wanted = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
+    if port is not None and port != wanted:
+        logger.warning("port %d is taken, so the app listens on port %d instead; set GRADIO_SERVER_PORT to choose "
+                       "the port", wanted, port)
 
 
 if __name__ == "__main__":

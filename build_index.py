@@ -105,6 +105,9 @@ def encoder_spec(args: argparse.Namespace) -> EncoderSpec | None:
         return None
     model = args.model or DEFAULT_MODEL
     pretrained = args.pretrained
+    if pretrained is None and Path(model).expanduser().is_dir():  # a folder named without its prefix
+        raise SearchError(f"--model {model} is a folder: name it --model local-dir:{model} "
+                          "(a folder with open_clip_config.json and its weights)")
     if pretrained is None and not model.startswith(("hf-hub:", "local-dir:")):
         # A silent random-weights index would look fine and search badly: make the user say so.
         raise SearchError(f"--model {model} needs --pretrained TAG (see open_clip.list_pretrained()), "

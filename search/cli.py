@@ -6,12 +6,13 @@ import argparse
 import json
 import logging
 import sys
+import unicodedata
 from dataclasses import replace
 from typing import NoReturn
 
 from search.config import EngineConfig
 from search.errors import SearchError
-from search.query.engine import MAX_TOP_K, Query, Term, load_engine
+from search.query.engine import MAX_TOP_K, Query, SearchEngine, Term, load_engine
 from search.query.option_spec import OPTIONS
 from search.query.options import SearchOptions
 from search.types import Hit
@@ -72,12 +73,46 @@ def query_from_args(args: argparse.Namespace) -> Query:
     return Query(tuple(terms), tuple(args.negatives))
 
 
-def format_table(hits: list[Hit]) -> str:
-    """Hits as aligned text lines, best first; scores in full (6 decimals), the number --threshold compares."""
-    if not hits:
-        return "no results above the threshold; lower --threshold"
-    return "\n".join(f"{hit.score:9.6f}  {hit.id}  {hit.description}  {hit.image}"
-                     + (f"  (+{hit.duplicates} near-duplicates)" if hit.duplicates else "") for hit in hits)
+SORT_COLUMNS = {"date": "date", "popularity": "downloads"}
+"""The field a sort orders by, shown as a column when the hits are sorted by it."""
+MAX_DESCRIPTION = 60  # terminal columns; a longer description is cut with an ellipsis
+
+
+def text_width(text: str) -> int:
+    """Terminal columns `text` takes: wide (CJK, emoji) characters two, combining marks and controls none."""
+    return sum(0 if unicodedata.combining(char) or unicodedata.category(char) in ("Cc", "Cf", "Mn", "Me")
+               else 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1 for char in text)
+
+
+def fitted(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` columns with an ellipsis, padded to exactly `width` columns."""
+    text = " ".join(text.split())
+    if text_width(text) > width:
+        while text and text_width(text) > width - 1:
+            text = text[:-1]
+        text += "…"
+    return text + " " * (width - text_width(text))
+
+
+def format_table(hits: list[Hit], sort: str = "relevance") -> str:
+    """Hits as aligned columns, best first: score in full (6 decimals, the number --threshold compares), the sort's
+    own field when sorted by one (date, downloads), id, description, picture."""
+    key = SORT_COLUMNS.get(sort)
+    rows = [[f"{hit.score:9.6f}", *([str(getattr(hit, key) or "-")] if key else []), hit.id,
+             hit.description or "", hit.image + (f"  (+{hit.duplicates} near-duplicates)" if hit.duplicates else "")]
+            for hit in hits]
+    widths = [min(max(text_width(" ".join(row[col].split())) for row in rows), MAX_DESCRIPTION)
+              for col in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(fitted(cell, width) for cell, width in zip(row, widths, strict=False)), row[-1]])
+                     for row in rows)
+
+
+def nothing_found(engine: SearchEngine, query: Query, options: SearchOptions) -> str:
+    """Why no hit came back: the filters keep no item at all, or every kept item scores under --threshold."""
+    if options.filters.active and not engine.search(query, top_k=1, threshold=-1.0,
+                                                    options=replace(options, cutoff="flat", offset=0)):
+        return "no item passes the filters; loosen or drop them"
+    return "no results above the threshold; lower --threshold"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,5 +138,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
     else:
-        print(format_table(hits))
+        print(format_table(hits, options.sort) if hits else nothing_found(engine, query, options))
     return 0

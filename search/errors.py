@@ -44,6 +44,10 @@ class BlockedTargetError(FetchError):
     """A URL or redirect refused by policy: not http(s), or not a public address."""
 
 
+class PrivateHostError(BlockedTargetError):
+    """A host that is not a public address; what allows it depends on the surface (FetchConfig.private_hosts_hint)."""
+
+
 def one_line(exc: BaseException | str, limit: int | None = None) -> str:
     """An exception's message (or a text) folded onto one line, cut to `limit` characters; an exception with an
     empty message gives its type name."""

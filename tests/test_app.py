@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from search.web.page_text import credit_html, status_text, thumbnail
 from search.web.request_values import combined_query
 from search.web.startup import BUILD_COMMAND, ModeDefaults, Startup, mode_defaults, score_hint, start_engine
 from search.web.uploads import explain_unreadable_uploads
-from tests.app_server import assert_serving, free_port
+from tests.app_server import assert_serving
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 from tests.odd_images import (
     animated_gif,
@@ -312,7 +313,8 @@ def test_page_load_restores_deep_links_else_shows_the_first_example(demo_startup
     assert session.view.request is not None and session.view.request.item_id == "shape-007"
     assert query == "" and "more like shape-007" in status and '<div class="query-card">' in html
     query, _, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest(id="<script>"))  # unknown: the default instead
-    assert query == first and status.startswith(f"12 results for “{first}”")
+    assert query == first and f"12 results for “{first}”" in status
+    assert status.startswith("No item &#60;script&#62; in this collection")  # said, not a generic hint
 
 
 def test_ui_options_filter_fold_and_go_into_the_link(demo_startup: Startup) -> None:
@@ -451,19 +453,23 @@ def small_demo_bundle(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_python_app_py_serves_the_demo_offline_with_a_missing_repo(tmp_path: Path) -> None:
-    port = free_port()
+    taken = socket.create_server(("127.0.0.1", 0))  # the port asked for is taken: gradio moves to the next one
+    port = taken.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "GRADIO_SERVER_PORT": str(port),
            "SEARCH_INDEX": "nobody/missing-index", "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        client = wait_for_client(f"http://127.0.0.1:{port}/", process)
+        client = wait_for_client(f"http://127.0.0.1:{port + 1}/", process)
         hits = client.predict("a red circle", 5, 0.0, api_name="/search_text")
         assert len(hits) == 5 and all("red circle" in hit["description"] for hit in hits)
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
+        taken.close()
     assert "cannot load index nobody/missing-index" in output
+    assert ".;" not in output and "instead. " not in output  # the reason's own full stop ends the line
+    assert f"port {port} is taken, so the app listens on port {port + 1} instead; set GRADIO_SERVER_PORT" in output
 
 
 def wait_for_client(url: str, process: subprocess.Popen, timeout: float = 120) -> Client:

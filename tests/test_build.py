@@ -28,7 +28,7 @@ from search.bundle.colour import PALETTE
 from search.bundle.metadata import IMAGE_RULE
 from search.bundle.store import Bundle
 from search.config import REPO_ROOT, EncoderSpec, EngineConfig, HnswParams
-from search.errors import BundleError, EncoderLoadError
+from search.errors import BundleError, EncoderLoadError, SearchError
 from search.model.encoder import same_model
 from tests.conftest import DEMO_MODEL_DIR, DEMO_SPEC, tiny_model_dir
 from tests.loopback import LoopbackServer
@@ -509,3 +509,31 @@ def test_a_shard_written_but_not_yet_renamed_is_not_committed(tmp_path: Path) ->
     table = pq.read_table(tmp_path / "shard-000000.parquet")
     pq.write_table(table.set_column(0, "id", pa.array(["half-written"])), tmp_path / ".shard-000001.0a1b.tmp.parquet")
     assert ShardStore(tmp_path, dim=2).done_ids() == {"kept"}
+
+
+@pytest.mark.parametrize("flags", [
+    ["--images-dir", "no-such-folder", "--model", f"local-dir:{DEMO_MODEL_DIR}"],  # a source that is not there
+    ["--images-dir", str(DEMO_MODEL_DIR), "--model", "local-dir:no-such-model"],  # a model that cannot load
+], ids=["missing-folder", "missing-model"])
+def test_a_build_that_cannot_start_creates_nothing(tmp_path: Path, flags: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert build_index.main(["--out", str(out), "--device", "cpu", *flags]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "img" not in captured.err  # no progress bar drawn
+    assert not out.exists()
+
+
+def test_a_build_failing_every_item_for_one_reason_says_that_reason(server: LoopbackServer, tmp_path: Path) -> None:
+    rows = write_unsplash_parquet(tmp_path / "rows.parquet", [(f"p{n}", server.url("p.jpg")) for n in range(3)])
+    server.add("p.jpg", jpeg_bytes((10, 20, 30)))
+    guarded = replace(FAST_FETCH, allow_private_hosts=False)  # the loopback twin without --allow-private-hosts
+    with pytest.raises(SearchError, match="all 3 failed with the same reason: refused: the host is not a public "
+                                          r"address .*; --allow-private-hosts allows it"):
+        build_bundle(url_config(tmp_path / "out", rows, fetch=guarded))
+
+
+def test_a_model_folder_without_its_prefix_points_at_local_dir(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_index.main(["--out", str(tmp_path / "out"), "--model", str(DEMO_MODEL_DIR)]) == 1
+    assert f"name it --model local-dir:{DEMO_MODEL_DIR}" in capsys.readouterr().err

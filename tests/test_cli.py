@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
+from search.cli import format_table, main, text_width
 from search.config import REPO_ROOT
+from search.types import Hit
 from tests.conftest import DEMO_INDEX_DIR
 
 
@@ -138,3 +139,22 @@ def test_a_too_long_query_gets_the_same_answer_as_from_every_other_route(capsys:
     assert main(["x" * 1001, "--index", str(DEMO_INDEX_DIR)]) == 1
     assert capsys.readouterr().err == ("error: the query has 1001 characters; keep it under 1000 (CLIP reads only the "
                                        "first ~77 tokens)\n")
+
+
+def test_table_columns_line_up_and_show_the_sort_field() -> None:
+    hits = [Hit("a", 0.5, "/x/a.jpg", None, "a cat 猫猫 on a mat", None, date="2021-03-04T05:06:07"),
+            Hit("long-id-12", 0.25, "/x/b.jpg", None, "café", None, date=None),
+            Hit("c", 0.125, "/x/c.jpg", None, "x" * 100, None, date="1999-12-31T00:00:00")]
+    lines = format_table(hits, sort="date").splitlines()
+    assert [line.split()[1] for line in lines] == ["2021-03-04T05:06:07", "-", "1999-12-31T00:00:00"]
+    # The picture column starts at the same terminal column on every line, wide characters counted twice.
+    starts = {text_width(line[:line.index("/x/")]) for line in lines}
+    assert len(starts) == 1 and "…" in lines[2]
+    assert "2021-03-04" not in format_table(hits)  # by relevance: no date column
+
+
+def test_a_filter_keeping_nothing_says_so_not_lower_the_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["a red circle", "--index", str(DEMO_INDEX_DIR), "--colour", "pink"]) == 0
+    assert capsys.readouterr().out.strip() == "no item passes the filters; loosen or drop them"
+    assert main(["a red circle", "--index", str(DEMO_INDEX_DIR), "--threshold", "0.9999"]) == 0
+    assert capsys.readouterr().out.strip() == "no results above the threshold; lower --threshold"

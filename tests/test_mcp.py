@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from search.build import netguard
@@ -36,9 +37,11 @@ def call(app_url: str, steps: list[tuple[str, dict[str, Any]]]) -> tuple[dict[st
 
 
 def hits_of(result: Any) -> list[dict[str, Any]]:
-    """The hits a tool answered (gradio sends the JSON output as the text of its Python value)."""
+    """The hits a tool answered: JSON text, and the same hits as structured content."""
     assert not result.isError, result.content
-    return ast.literal_eval(result.content[0].text)
+    hits = json.loads(result.content[0].text)
+    assert result.structuredContent == {"hits": hits}
+    return hits
 
 
 @pytest.fixture
@@ -74,6 +77,9 @@ def test_mcp_lists_three_documented_typed_tools_and_each_finds_hits(app_url: str
     assert cdn.hits["/ok/shape.jpg"] == 1  # fetched once, by the app's own fetcher
     assert len(hits_of(similar)) == 3 and "shape-007" not in {hit["id"] for hit in hits_of(similar)}
     assert len(hits_of(blue)) == 4 and all(hit["colour"] == "blue" for hit in hits_of(blue))
+    assert "None" not in text.content[0].text and "'" not in text.content[0].text  # JSON, not a Python repr
+    picture = httpx.get(app_url.rstrip("/") + hits_of(similar)[0]["image"], timeout=10)
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
 
 
 def test_mcp_image_urls_of_private_hosts_and_bad_ids_are_refused(app_url: str) -> None:
@@ -85,4 +91,6 @@ def test_mcp_image_urls_of_private_hosts_and_bad_ids_are_refused(app_url: str) -
         ])
         assert sum(internal.hits.values()) == 0  # never even asked
     assert private.isError and "not a public address" in private.content[0].text
+    # What applies to an app's caller: the build's --allow-private-hosts is no flag of app.py.
+    assert "upload the picture" in private.content[0].text and "--allow" not in private.content[0].text
     assert unknown.isError and "no item with id 'no-such-item'" in unknown.content[0].text

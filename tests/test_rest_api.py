@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -56,6 +57,13 @@ def test_similar_leaves_the_item_out_and_matches_gradio(rest: httpx.Client, clie
     hits = rest.get("/api/similar/shape-007", params={"k": 6, "threshold": -1}).json()
     assert len(hits) == 6 and "shape-007" not in {hit["id"] for hit in hits}
     assert hits == client.predict("shape-007", 6, -1.0, api_name="/similar")
+
+
+def test_hit_images_are_urls_the_client_can_fetch(rest: httpx.Client) -> None:
+    image = rest.get("/api/similar/shape-007", params={"k": 1}).json()[0]["image"]
+    assert image.startswith("/gradio_api/file=")  # from the app's root, never a bare server path
+    picture = rest.get(image)
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
 
 
 @pytest.mark.parametrize(("request_", "status", "gradio_call"), [
@@ -117,6 +125,17 @@ def test_openapi_docs_list_the_routes(rest: httpx.Client) -> None:
     names = [p["name"] for p in paths["/search"]["get"]["parameters"]]
     assert names[:3] == ["q", "top_k", "threshold"] and {"colour", "sort", "offset", "keywords"} <= set(names)
     assert not {"k", "collapse", "color"} & set(names)  # earlier names: accepted, not documented
+
+
+def test_docs_page_loads_swagger_ui_from_this_server(rest: httpx.Client) -> None:
+    page = rest.get("/api/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    assert {url.rsplit("/", 1)[-1] for url in urls} >= {"swagger-ui-bundle.js", "swagger-ui.css", "openapi.json"}
+    assert all(url.startswith("/api/") for url in urls), urls  # offline: no CDN, nothing outside the app
+    for url in urls:
+        assert rest.get(url).status_code == 200, url
+    assert rest.get("/api/docs/assets/index.html").status_code == 404  # only the files the page needs
 
 
 def test_search_options_are_query_parameters_checked_like_the_gradio_api(rest: httpx.Client, client: Client) -> None:

@@ -23,7 +23,7 @@ import httpx
 
 from search.build.netguard import ATTEMPT_DEADLINE, GuardedBackend, clamped
 from search.build.sources import resized_url
-from search.errors import BlockedTargetError, FetchError, one_line
+from search.errors import BlockedTargetError, FetchError, PrivateHostError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class FetchConfig:
     user_agent: str = "semantic-image-search/0.1 (build_index.py)"
     max_redirects: int = 5
     allow_private_hosts: bool = False  # loopback and private addresses too: for local mirrors and tests
+    private_hosts_hint: str = "--allow-private-hosts allows it for local mirrors"
+    """What a refused private host's message adds: what allows it where this fetcher runs (the build's flag here)."""
 
 
 class ImageFetcher:
@@ -79,7 +81,10 @@ class ImageFetcher:
         """The bytes at an http(s) URL (the CDN rendition of `width`); anything else is refused."""
         if not url.lower().startswith(("http://", "https://")):
             raise BlockedTargetError("refused: only http(s) URLs are fetched")
-        return self._fetch_with_retries(resized_url(url, self.config.width))
+        try:
+            return self._fetch_with_retries(resized_url(url, self.config.width))
+        except PrivateHostError as exc:
+            raise PrivateHostError(f"{exc}; {self.config.private_hosts_hint}") from exc
 
     def read_file(self, path: Path) -> bytes:
         """The bytes of a local file within the size limit."""

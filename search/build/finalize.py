@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -107,8 +108,7 @@ def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: Bas
         metadata = pa.concat_tables([base.metadata, metadata], promote_options="default")
         failures = pa.concat_tables([base.failures, failures])
     if metadata.num_rows == 0:
-        raise FinalizeError(f"no item could be embedded ({failures.num_rows} failed); see the reasons with "
-                            f"--verbose and check the source and the network")
+        raise FinalizeError(nothing_embedded(failures))
     failures = _open_failures(failures, set(metadata.column("id").to_pylist()))
     out.mkdir(parents=True, exist_ok=True)
     pruned = prune_thumbnails(out, metadata.column("image").to_pylist())
@@ -121,6 +121,18 @@ def finalize_bundle(out: Path, collected: Collected, info: BundleInfo, base: Bas
     _verify(out, manifest)
     logger.info("wrote bundle %s: %d items, %d failures", out, manifest.count, failures.num_rows)
     return manifest
+
+
+def nothing_embedded(failures: pa.Table) -> str:
+    """Why a build has no item: the one reason when every item failed for it, else the commonest."""
+    reasons = Counter(failures.column("reason").to_pylist()) if failures.num_rows else Counter()
+    if not reasons:
+        return "no item could be embedded: the source gave none; check --images-dir or the data set"
+    (reason, count), = reasons.most_common(1)
+    if count == failures.num_rows:
+        return f"no item could be embedded: all {count} failed with the same reason: {reason}"
+    return (f"no item could be embedded ({failures.num_rows} failed; {count} of them: {reason}); see every reason "
+            "with --verbose")
 
 
 def _open_failures(failures: pa.Table, ok_ids: set[str]) -> pa.Table:

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 
 import httpcore
 
-from search.errors import BlockedTargetError
+from search.errors import BlockedTargetError, PrivateHostError
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 ATTEMPT_DEADLINE: ContextVar[float | None] = ContextVar("fetch_deadline", default=None)
@@ -54,8 +54,8 @@ def _resolve(host: str, port: int, allow_private: bool) -> list[str]:
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not allow_private and not all(is_public_address(address) for address in addresses):
         # No address in the reason: failures.parquet is published, and this must not map internal DNS.
-        raise BlockedTargetError("refused: the host is not a public address (loopback, private, link-local "
-                                 "or reserved); --allow-private-hosts allows it for local mirrors")
+        raise PrivateHostError("refused: the host is not a public address (loopback, private, link-local "
+                               "or reserved)")  # ImageFetcher adds what allows it where it runs
     return addresses
 
 

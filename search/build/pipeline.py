@@ -78,23 +78,30 @@ def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manif
     `embed` runs the items through fetch, encode and shards (default `embed_items`, in this process;
     search/build/ray_build.py passes one that runs them as a Ray Data job).
     """
+    source = _started(iter_items(config.source))  # a missing folder or data file stops here, before anything exists
     work = config.out / WORK_DIR
     _check_state(work, config, None)  # before --from is copied in: a refused build must leave no trace
     base = load_base(config.base, work / "base", config.out) if config.base else None
     spec = _encoder_spec(config, base)
+    encoder = ClipEncoder.load(spec, resolve_device(config.device))  # before the build folder is made
     _check_state(work, config, spec)
-    encoder = ClipEncoder.load(spec, resolve_device(config.device))
     if base is not None and base.dim != encoder.dim:
         raise BuildError(f"model {spec} makes {encoder.dim}-d vectors but --from bundle holds {base.dim}-d ones")
     store = ShardStore(work / "shards", encoder.dim)
     skip = store.done_ids(include_failed=not config.retry_failed) | (base.ids if base else set())
-    items = itertools.islice(_outside_bundle(iter_items(config.source), config), config.limit)
+    items = itertools.islice(_outside_bundle(source, config), config.limit)
     pipeline = _Pipeline(encoder, ImageFetcher(config.fetch), store, config)
     counts = (embed or embed_items)(pipeline, _refusing(items, pipeline, skip), skip)
     logger.info("embedded %d items this run, %d failed, %d rows refused by the bundle's rules", counts.ok,
                 counts.failed, pipeline.refused)
     info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
     return finalize_bundle(config.out, store.collect(), info, base, encoder)
+
+
+def _started(items: Iterator[Item]) -> Iterator[Item]:
+    """`items` with its first one already read: a source that cannot be read fails now, not under a progress bar."""
+    first = next(items, None)
+    return items if first is None else itertools.chain([first], items)
 
 
 def _refusing(items: Iterable[Item], pipeline: _Pipeline, skip: set[str]) -> Iterator[Item]:

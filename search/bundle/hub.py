@@ -26,6 +26,8 @@ BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FA
 # huggingface_hub's cache: REPO_CACHE/snapshots/REVISION/NAME is a symlink to REPO_CACHE/blobs/HASH, where
 # REPO_CACHE is named like "datasets--OWNER--NAME".
 REPO_CACHE_NAME = re.compile(r"(datasets|models|spaces)--([\w.-]+?)--([\w.-]+)")
+HUB_ANSWER_S = 10.0
+"""How long the Hub may take to answer whether a repo exists; huggingface_hub itself would wait without end."""
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None] | None:
@@ -89,13 +91,48 @@ def _download(repo_id: str, revision: str | None) -> Path:
 
     pin = f"{repo_id}@{revision}" if revision else repo_id
     try:
+        hub_answers = _hub_answers(repo_id, revision)  # a missing repo is refused here, within HUB_ANSWER_S
         folder = snapshot_download(repo_id, repo_type="dataset", revision=revision,
-                                   allow_patterns=BUNDLE_PATTERNS)
+                                   allow_patterns=BUNDLE_PATTERNS, local_files_only=not hub_answers)
     except (OSError, HfHubHTTPError, ValueError, httpx2.HTTPError) as exc:
         raise BundleError(f"cannot download index bundle {pin} from the Hub: {download_failure(exc, repo_id, revision)}"
                           ) from exc
     logger.info("index bundle %s is at %s", pin, folder)
     return Path(folder)
+
+
+def _hub_answers(repo_id: str, revision: str | None) -> bool:
+    """Whether the Hub says the repo exists, asked with a deadline (False, logged, when it does not answer in time:
+    the cached snapshot is used, if any); a missing repo or revision raises huggingface_hub's own error."""
+    import httpx2
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    logger.info("asking the Hub at %s for the index bundle %s (waiting at most %.0f s)", constants.ENDPOINT,
+                f"{repo_id}@{revision}" if revision else repo_id, HUB_ANSWER_S)
+    try:
+        HfApi().dataset_info(repo_id, revision=revision, timeout=HUB_ANSWER_S)
+    except httpx2.TransportError as exc:
+        logger.warning("the Hub did not answer (%s); looking for %s in the local cache", one_line(exc, 120),
+                       repo_id)
+        cached = _cached_snapshot(repo_id, revision)
+        if cached is None:
+            raise
+        return False
+    return True
+
+
+def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The cached snapshot huggingface_hub would use offline, else None."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
+                                      allow_patterns=BUNDLE_PATTERNS, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
 
 
 def download_failure(exc: BaseException, repo_id: str, revision: str | None) -> str:

@@ -7,8 +7,10 @@ checked by SearchOptions.from_params (the one place), like the CLI's flags and t
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import gradio as gr
@@ -61,3 +63,47 @@ def add_api(ui: SearchUI, images: ImageSearchEvents) -> None:
             handler, concurrency = images.fetching_first(handler, image), images.CONCURRENCY
         gr.on([], handler, [source, top_k, threshold, *options], result, api_name=name,
               api_description=(handler.__doc__ or "").split("\n")[0], **concurrency)
+
+
+TOOLS = ("search_text", "search_image", "similar")
+
+
+def mcp_json_results(demo: gr.Blocks) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan for launch's app_kwargs: once gradio has made its MCP server, the tools answer JSON.
+
+    Gradio writes a tool's output as `str(value)` (a Python repr: single quotes, None) with no structured content;
+    an MCP client wants the hits as JSON text and as `structuredContent` (`{"hits": [...]}`)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        server = getattr(demo, "mcp_server_obj", None)
+        if server is not None:  # gradio made it (and entered its own lifespan) before this one
+            answer_json(server)
+        yield
+
+    return lifespan
+
+
+def answer_json(server: Any) -> None:
+    """Make gradio's MCP server (gradio.mcp.GradioMCPServer) answer our tools' hits as JSON, text and structured."""
+    from mcp import types  # installed with gradio[mcp], which serves the tools at all
+
+    handlers = server.mcp_server.request_handlers
+    gradio_call = handlers[types.CallToolRequest]
+    gradio_output = server.postprocess_output_data
+
+    def output(data: Any, root_url: str) -> list[Any]:
+        if isinstance(data, list) and len(data) == 1 and isinstance(data[0], list):  # one gr.JSON list of hits
+            return [types.TextContent(type="text", text=json.dumps(data[0], ensure_ascii=False))]
+        return gradio_output(data, root_url)
+
+    async def call(request: Any) -> Any:
+        answer = await gradio_call(request)
+        result, tool = answer.root, request.params.name.removeprefix(server.tool_prefix)
+        if tool in TOOLS and isinstance(result, types.CallToolResult) and not result.isError \
+                and len(result.content) == 1 and isinstance(result.content[0], types.TextContent):
+            result.structuredContent = {"hits": json.loads(result.content[0].text)}
+        return answer
+
+    server.postprocess_output_data = output
+    handlers[types.CallToolRequest] = call

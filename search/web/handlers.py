@@ -17,7 +17,7 @@ from search.query.options import MAX_OFFSET, SearchOptions
 from search.types import Hit
 from search.web.links import LinkState, parse_link
 from search.web.options_panel import available_options, clean_options, link_options, search_options
-from search.web.page_text import hits_json, status_text
+from search.web.page_text import hits_json, status_text, unknown_item_note
 from search.web.public_errors import bug_message, shown_error
 from search.web.render import results_html
 from search.web.request_values import combined_query, negatives
@@ -237,16 +237,19 @@ class SearchUI:
                 ) -> tuple[str, str, str, Session]:
         """Page load: the search the URL asks for (`?q=`, `?id=`), else the first example; returns the query too."""
         link = parse_link(dict(request.query_params) if request is not None else {})
-        session, options = Session(), link_options(link.options, self.available)
+        session, options, note = Session(), link_options(link.options, self.available), ""
         if link.item_id:
             try:
                 return ("", *self.similar_to(link.item_id, top_k, image_threshold, session, options))
-            except UnknownItemError:  # an old link to another index: still never an empty page
+            except UnknownItemError:  # an old link to another index: say so, and still never an empty page
                 logger.info("a link asked for an item this index lacks; showing the default search")
+                note = unknown_item_note(link.item_id)
         text = link.text or next(iter(self.defaults.text_examples), "")
         if not text:  # no examples (a bundle without descriptions): open on a sample of it, never an empty page
-            return "", *self.opening_sample(session)
-        return (text, *self.ui_text(text, "", top_k, text_threshold, session, options))
+            html, status, session = self.opening_sample(session)
+            return "", html, note + status, session
+        html, status, session = self.ui_text(text, "", top_k, text_threshold, session, options)
+        return text, html, note + status, session
 
     def opening_sample(self, session: Session) -> Shown:
         """The pictures chosen at build time to show a collection's range (the manifest's `ui.sample`)."""

@@ -7,12 +7,13 @@ import html
 import re
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from search.build.sources import IMAGE_SUFFIXES, resized_url
 from search.types import Hit
 
 APP_NAME = "semantic_image_search"  # the utm_source Unsplash asks API users to send back
+FILE_ROUTE = "gradio_api/file="  # where gradio serves a bundle's own pictures (guarded by served_files.py)
 
 
 def is_unsplash(hit: Hit) -> bool:
@@ -132,6 +133,18 @@ def status_text(hits: list[Hit], seconds: float, threshold: float, best: float |
             f"Searched in {took}.")
 
 
+def served_path(image: str) -> str:
+    """The app's relative URL for a picture in a bundle's folder (a URL from the data set stays as it is)."""
+    return image if "://" in image else FILE_ROUTE + quote(image)
+
+
+def unknown_item_note(item_id: str) -> str:
+    """The status line's opening when a link names an item this collection lacks (the default search follows)."""
+    return f"No item {markdown_text(item_id)} in this collection; showing the default search instead. "
+
+
 def hits_json(hits: list[Hit]) -> list[dict]:
-    """Hits as the API returns them."""
-    return [hit.to_dict() for hit in hits]
+    """Hits as the API returns them (REST, the Gradio API and MCP alike): `image` is a URL a client can fetch,
+    a bundle's own picture as a path from the app's root (`/gradio_api/file=…`), never a bare server path."""
+    return [{**hit.to_dict(), "image": image if "://" in (image := served_path(hit.image)) else "/" + image}
+            for hit in hits]

@@ -8,7 +8,6 @@ as a <template>, so opening one, and moving between them with the arrow keys, co
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
 
 from search.types import Hit
 from search.web.page_text import (
@@ -17,6 +16,7 @@ from search.web.page_text import (
     html_text,
     is_unsplash,
     safe_link,
+    served_path,
     shown_score,
     thumbnail,
     with_utm,
@@ -34,7 +34,7 @@ def picture_url(hit: Hit, width: int) -> str:
     """A URL for the picture at `width`: the CDN's resized rendition, or a bundle file served by gradio."""
     if "://" in hit.image:
         return thumbnail(hit, width)
-    return "gradio_api/file=" + quote(hit.image)  # relative: works under a Space's root path too
+    return served_path(hit.image)  # relative: works under a Space's root path too
 
 
 def srcset(hit: Hit) -> str:

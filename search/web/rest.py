@@ -29,6 +29,7 @@ from search.errors import BadImageError, SearchError, UnknownItemError
 from search.model.limits import BusyError
 from search.query.option_spec import ALIASES, OPTIONS, canonical, refuse_unknown
 from search.types import Hit  # the response schema in the docs: every route answers hits_json
+from search.web.api_docs import add_docs
 from search.web.public_errors import bug_message, without_server_paths
 from search.web.startup import Startup
 
@@ -113,7 +114,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in
 
 def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
     """The REST routes over `handlers`, with OpenAPI docs at /api/docs."""
-    api = FastAPI(title="Semantic image search", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+    api = FastAPI(title="Semantic image search", docs_url=None, redoc_url=None, openapi_url="/openapi.json",
                   responses=ERRORS,
                   description="Search a photo collection by text, by example image or by a collection item.")
 
@@ -144,6 +145,7 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
     async def health() -> dict[str, Any]:  # on the event loop: no worker thread to wait for, however busy
         return health_record(startup)
 
+    add_docs(api)  # at /docs, with Swagger UI from this server, not a CDN
     add_error_handlers(api)
     return api
 

@@ -65,10 +65,11 @@ def _load_or_demo(config: EngineConfig) -> Startup:
         return Startup(load_engine(config), None, False)
     except SearchError as exc:
         reason = str(exc)
-        logger.warning("cannot load index %s: %s; serving the demo instead", config.index, reason)
+        # The reason last: it may end with its own full stop ("… try again."), which nothing should follow.
+        logger.warning("serving the demo: cannot load index %s: %s", config.index, reason)
     except Exception as exc:  # e.g. a network library's own error: the Space must still come up
         reason = without_server_paths(f"{type(exc).__name__}: {exc}")  # shown on the page: no server folders
-        logger.exception("unexpected failure loading index %s; serving the demo instead", config.index)
+        logger.exception("serving the demo: unexpected failure loading index %s", config.index)
     engine = load_engine(EngineConfig(index=str(DEMO_INDEX_DIR), device=config.device))
     return Startup(engine, demo_notice(config.index, reason), True)
 

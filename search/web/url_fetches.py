@@ -92,6 +92,9 @@ class FetchSlots:
             return self._by_client[client] if client is not None else sum(self._by_client.values())
 
 
+PRIVATE_HOSTS = "the app fetches pictures from public addresses only; upload the picture as a file instead"
+
+
 class UrlFetches:
     """Image URLs fetched by ImageFetcher on threads of their own, within `bounds`."""
 
@@ -99,7 +102,7 @@ class UrlFetches:
         self.bounds = bounds or FetchBounds()
         self.slots = FetchSlots(self.bounds.total, self.bounds.per_client)
         self.fetcher = ImageFetcher(FetchConfig(width=None, timeout_s=self.bounds.timeout_s, retries=0,
-                                                max_bytes=self.bounds.max_bytes))
+                                                max_bytes=self.bounds.max_bytes, private_hosts_hint=PRIVATE_HOSTS))
         # As many threads as fetches may be in flight: a fetch that was let in never waits for a thread.
         self._threads = ThreadPoolExecutor(max_workers=self.bounds.total, thread_name_prefix="url-fetch")
 
