@@ -15,12 +15,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
 from bench import common, load_test
 
 MODES = ("off", "on")
+
+
+def lone_overhead_ms(calls: int = 2000) -> dict[str, float]:
+    """Median time of one lone call through the Batcher and through the unbatched path, the model a no-op: what
+    batching adds to a lone visitor's query."""
+    import statistics
+
+    from search.model.batching import Batcher, Unbatched
+    from search.model.limits import WorkLimiter
+
+    limiter = WorkLimiter()
+    paths = {"batched": Batcher(lambda items: items, limiter, 16), "unbatched": Unbatched(lambda items: items, limiter)}
+    medians = {}
+    for name, call in paths.items():
+        times = []
+        for number in range(calls):
+            start = time.perf_counter()
+            call(number)
+            times.append((time.perf_counter() - start) * 1000)
+        medians[name] = statistics.median(times)
+    return {"lone_batched_ms": round(medians["batched"], 4), "lone_unbatched_ms": round(medians["unbatched"], 4)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,9 +125,12 @@ def report(args: argparse.Namespace, records: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run every pair, print the tables and the JSON line; 1 when any request failed."""
     args = parse_args(argv)
+    lone = lone_overhead_ms()
     records = compare(args)
     report(args, records)
-    common.emit_json({"bench": "batching", "records": [{key: value for key, value in record.items()
+    print(f"\na lone call, the model a no-op (median): batched {lone['lone_batched_ms']} ms, unbatched "
+          f"{lone['lone_unbatched_ms']} ms")
+    common.emit_json({"bench": "batching", **lone, "records": [{key: value for key, value in record.items()
                                                         if key not in MODES} | {
         mode: {key: value for key, value in record[mode].items() if key != "runs"} for mode in MODES}
         for record in records]})
