@@ -84,6 +84,7 @@ class EngineConfig:
     text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
     onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/model/onnx_text.py); CPU only
     cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept
+    batch: bool = True  # concurrent encodes of one kind run as one model call (search/model/batching.py)
     # Serve vectors from a Qdrant collection loaded from the bundle (search/query/qdrant_index.py) instead of its
     # hnswlib graph: a server URL, or `:memory:` for qdrant-client's embedded mode (loaded from the bundle). The
     # bundle still supplies the catalog.
@@ -93,8 +94,8 @@ class EngineConfig:
 
     @classmethod
     def from_env(cls) -> EngineConfig:
-        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_TEXT_THREADS, SEARCH_ONNX_TEXT, SEARCH_CACHE_DIR,
-        SEARCH_QDRANT_URL, SEARCH_QDRANT_COLLECTION and QDRANT_API_KEY."""
+        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_TEXT_THREADS, SEARCH_ONNX_TEXT, SEARCH_BATCH,
+        SEARCH_CACHE_DIR, SEARCH_QDRANT_URL, SEARCH_QDRANT_COLLECTION and QDRANT_API_KEY."""
         defaults = cls()
         return cls(
             index=os.environ.get("SEARCH_INDEX", defaults.index),
@@ -102,6 +103,7 @@ class EngineConfig:
             threads=_int_env("SEARCH_THREADS", defaults.threads),
             text_threads=_int_env("SEARCH_TEXT_THREADS", defaults.text_threads),
             onnx_text=bool(_int_env("SEARCH_ONNX_TEXT", int(defaults.onnx_text))),
+            batch=_switch_env("SEARCH_BATCH", defaults.batch),
             qdrant_url=os.environ.get("SEARCH_QDRANT_URL") or None,
             qdrant_collection=os.environ.get("SEARCH_QDRANT_COLLECTION") or None,
             qdrant_api_key=os.environ.get("QDRANT_API_KEY") or None,
@@ -119,3 +121,12 @@ def _int_env(name: str, default: int) -> int:
     if number < 0:  # every such setting is a count or a 0/1 switch
         raise SearchError(f"environment variable {name} must be a whole number, 0 or more, got {value!r}")
     return number
+
+
+def _switch_env(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in {"on", "off"}:
+        raise SearchError(f"environment variable {name} must be on or off, got {value[:40]!r}")
+    return value == "on"

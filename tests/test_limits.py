@@ -81,3 +81,12 @@ def test_calls_on_every_thread_at_the_same_time_all_finish() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert len(done) == 4  # two calls' barrier tasks, one thread each, used to wait for each other for ever
+
+
+def test_a_caller_that_already_waited_elsewhere_waits_only_what_is_left() -> None:
+    limiter = WorkLimiter(slots=1, wait_s=30)
+    with limiter.slot():
+        start = time.perf_counter()
+        with pytest.raises(BusyError, match="busy: 1 searches have been running for over 30 s"):
+            limiter.run(lambda: "never", wait_s=0.05)
+        assert time.perf_counter() - start < 5

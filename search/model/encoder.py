@@ -130,6 +130,10 @@ class ClipEncoder:
         with torch.inference_mode():
             return _normalised(self.model.encode_image(pixels.to(self.device)))
 
+    def encode_preprocessed(self, pictures: Sequence[torch.Tensor]) -> FeatureVector:
+        """Feature vectors for pictures each already through `preprocess_images` (3, H, W), as one batch."""
+        return self.encode_pixels(torch.stack(list(pictures)))
+
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> FeatureVector:
         """Feature vectors for RGB images (see `search.model.images.load_image`), encoded in batches."""
         if not images:

@@ -43,20 +43,25 @@ class WorkLimiter:
         self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-work")
         self._every_thread = threading.Lock()
 
+    def busy_error(self) -> BusyError:
+        """What a request is told when it waited `wait_s` for model work (here or in a batch queue)."""
+        return BusyError(f"the server is busy: {self.slots} searches have been running for over "
+                         f"{self.wait_s:.0f} s; try again in a minute")
+
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one slot for the duration of the block; BusyError when none frees up within `wait_s`."""
-        if not self._free.acquire(timeout=self.wait_s):
-            raise BusyError(f"the server is busy: {self.slots} searches have been running for over "
-                            f"{self.wait_s:.0f} s; try again in a minute")
+    def slot(self, wait_s: float | None = None) -> Iterator[None]:
+        """Hold one slot for the duration of the block; BusyError when none frees up within `wait_s` (default: the
+        limiter's; less for a caller that already waited part of it elsewhere)."""
+        if not self._free.acquire(timeout=self.wait_s if wait_s is None else max(wait_s, 0.0)):
+            raise self.busy_error()
         try:
             yield
         finally:
             self._free.release()
 
-    def run(self, work: Callable[[], T]) -> T:
+    def run(self, work: Callable[[], T], wait_s: float | None = None) -> T:
         """`work()` in a slot, on one of the limiter's threads (a slot held means one of them is free)."""
-        with self.slot():
+        with self.slot(wait_s):
             return self._threads.submit(work).result()
 
     def on_every_thread(self, work: Callable[[], object]) -> None:

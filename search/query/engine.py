@@ -16,6 +16,7 @@ from search.bundle.hub import fetch_bundle
 from search.bundle.store import Bundle
 from search.config import EngineConfig
 from search.errors import BadQueryError, EncoderMismatchError, SearchError
+from search.model.batching import MAX_PICTURE_BATCH, MAX_TEXT_BATCH, model_work
 from search.model.encoder import ClipEncoder, same_model
 from search.model.images import load_image
 from search.model.limits import WorkLimiter, shared_limiter
@@ -55,7 +56,7 @@ class SearchEngine:
     """Answers queries against one bundle with the encoder it was built with."""
 
     def __init__(self, encoder: ClipEncoder, bundle: Bundle, text_cache_size: int = 1024,
-                 limiter: WorkLimiter | None = None) -> None:
+                 limiter: WorkLimiter | None = None, batch: bool = True) -> None:
         expected = bundle.encoder_spec
         actual = encoder.spec.resolved(Path.cwd())
         if not same_model(actual, expected):
@@ -71,6 +72,12 @@ class SearchEngine:
         # Every decode and encode goes through one limiter, whichever route asked: that bounds a burst's memory.
         self.limiter = limiter or shared_limiter()
         self.decode_side = QUERY_DECODE_MARGIN * encoder.input_side
+        # Concurrent encodes of one kind share a model call (search/model/batching.py); a lone one runs at once.
+        # The encoder's methods are looked up per call, as a direct call would (tests wrap them on the instance).
+        self._text_work = model_work(lambda texts: self.encoder.encode_text(texts),  # noqa: PLW0108
+                                     self.limiter, MAX_TEXT_BATCH, batch)
+        self._picture_work = model_work(lambda pictures: self.encoder.encode_preprocessed(pictures),  # noqa: PLW0108
+                                        self.limiter, MAX_PICTURE_BATCH, batch)
         # Examples, slider moves and "more like this" round trips repeat the same texts; a hit costs
         # well under a millisecond instead of ~9-17 ms of model time. lru_cache is thread-safe for Gradio's workers.
         self._text_vector = functools.lru_cache(maxsize=text_cache_size)(self._encode_text)
@@ -78,7 +85,7 @@ class SearchEngine:
 
     def _encode_text(self, text: str) -> FeatureVector:
         # only on a cache miss: a cached text costs no model work
-        vector = self.limiter.run(lambda: self.encoder.encode_text([text])[0])
+        vector = self._text_work(text).copy()  # a row of its batch: kept alone, not with its batch-mates
         vector.flags.writeable = False  # shared between callers through the cache
         return vector
 
@@ -157,8 +164,9 @@ class SearchEngine:
         if (term.text is None) == (term.image is None):
             raise BadQueryError("each query term needs exactly one of a text or an image")
         if term.image is not None:
-            image, side = term.image, self.decode_side  # a slot from the decode on: the decode takes the memory
-            return self.limiter.run(lambda: self.encoder.encode_images([load_image(image, min_side=side)])[0])
+            image, side = term.image, self.decode_side  # the decode in a slot of its own: it takes the memory
+            pixels = self.limiter.run(lambda: self.encoder.preprocess_images([load_image(image, min_side=side)])[0])
+            return self._picture_work(pixels)
         return self._text_vector(_checked_text(term.text))
 
     def _nearest(self, vector: FeatureVector, top_k: int, threshold: float, exclude_row: int | None = None
@@ -238,4 +246,4 @@ def load_engine(config: EngineConfig) -> SearchEngine:
     else:
         bundle = Bundle.load(fetch_bundle(config.index), cache_dir=config.cache_dir)
     encoder = ClipEncoder.load(bundle.encoder_spec, config.device, config.threads)
-    return SearchEngine(encoder, bundle, config.text_cache_size)
+    return SearchEngine(encoder, bundle, config.text_cache_size, batch=config.batch)

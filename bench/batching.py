@@ -1,0 +1,141 @@
+"""Batched model work, off against on, side by side in one run: capacity, lone-visitor p50, errors, RSS growth.
+
+    python bench/batching.py                                         # random-init ViT-B-32, 25k items, REST
+    python bench/batching.py --mixes text-unique --clients 1,8,16,32 --rounds 2 --seconds 10
+
+Two servers, one with SEARCH_BATCH=off and one with SEARCH_BATCH=on (bench/load_test.py's server: app.py pinned
+to --server-cpus, the generator to --generator-cpus), both up for the whole run; for each mix, round and client
+count, a run against each in turn, so the machine's noise of the moment hits both alike (the idle one sleeps).
+Capacity is the highest requests/s with p95 <= 250 ms; the ratio on/off is taken within a round. Prints a table
+per mix and one JSON line. Also the lone visitor's p50 (1 client) and the RSS growth of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
+from bench import common, load_test
+
+MODES = ("off", "on")
+
+
+def lone_overhead_ms(calls: int = 2000) -> dict[str, float]:
+    """Median time of one lone call through the Batcher and through the unbatched path, the model a no-op: what
+    batching adds to a lone visitor's query."""
+    import statistics
+
+    from search.model.batching import Batcher, Unbatched
+    from search.model.limits import WorkLimiter
+
+    limiter = WorkLimiter()
+    paths = {"batched": Batcher(lambda items: items, limiter, 16), "unbatched": Unbatched(lambda items: items, limiter)}
+    medians = {}
+    for name, call in paths.items():
+        times = []
+        for number in range(calls):
+            start = time.perf_counter()
+            call(number)
+            times.append((time.perf_counter() - start) * 1000)
+        medians[name] = statistics.median(times)
+    return {"lone_batched_ms": round(medians["batched"], 4), "lone_unbatched_ms": round(medians["unbatched"], 4)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; the server options are load_test's."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mixes", default="text-unique,mixed", help="comma-separated load_gen mixes")
+    parser.add_argument("--rounds", type=int, default=1, help="off/on pairs per mix")
+    own, rest = parser.parse_known_args(argv)
+    defaults = ["--bundle", "synthetic", "--clients", "1,4,8,16,32,64", "--seconds", "10"]
+    server = load_test.parse_args(defaults + rest)
+    return argparse.Namespace(**vars(server), mixes=own.mixes.split(","), rounds=own.rounds)
+
+
+def capacity(runs: list[dict]) -> float:
+    """Highest requests/s with p95 within the budget (0 when none)."""
+    return max((run["rps"] for run in runs if run["p95_ms"] <= load_test.P95_BUDGET_MS), default=0.0)
+
+
+def summary(runs: list[dict]) -> dict:
+    """What the comparison reads from one sweep."""
+    lone = [run for run in runs if run["clients"] == 1]
+    return {"capacity_rps": capacity(runs), "p50_1_client_ms": lone[0]["p50_ms"] if lone else None,
+            "errors": sum(run["errors"] for run in runs),
+            "max_rss_growth_mb": max(run["rss_growth_idle_mb"] for run in runs),
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+
+
+def compare(args: argparse.Namespace) -> list[dict]:
+    """Both servers up at once (off and on); per mix, round and client count, a run on each, in turn (the order
+    swapped every run), so that the machine's noise of the moment hits both alike. One record per mix and round."""
+    bundle = load_test.bundle_path(args)
+    servers = {mode: load_test.start_server({**load_test.environment(args, bundle), "SEARCH_BATCH": mode})
+               for mode in MODES}
+    records = []
+    try:
+        for mix in args.mixes:
+            args.mix = mix
+            for round_ in range(args.rounds):
+                runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+                for turn, clients in enumerate(int(text) for text in args.clients.split(",")):
+                    for mode in MODES[::-1] if (turn + round_) % 2 else MODES:
+                        process, url = servers[mode]
+                        runs[mode].append(load_test.one_run(args, url, process.pid, clients))
+                pair = {mode: {"runs": runs[mode], **summary(runs[mode])} for mode in MODES}
+                off, on = pair["off"]["capacity_rps"], pair["on"]["capacity_rps"]
+                records.append({"mix": mix, "round": round_, **pair,
+                                "capacity_ratio": round(on / off, 2) if off else None,
+                                "p50_1_client_delta_ms": _delta(pair)})
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=60)
+    return records
+
+
+def _delta(pair: dict) -> float | None:
+    off, on = pair["off"]["p50_1_client_ms"], pair["on"]["p50_1_client_ms"]
+    return None if off is None or on is None else round(on - off, 2)
+
+
+def report(args: argparse.Namespace, records: list[dict]) -> None:
+    """Per mix and round: each sweep's rows, then the capacity and lone p50 side by side."""
+    print(f"REST, bundle {args.bundle}, {args.seconds:g} s per client count; server on CPUs {args.server_cpus}, "
+          f"generator on {args.generator_cpus}; load average {os.getloadavg()[0]:.1f}; {common.machine()}")
+    columns = ("clients", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "server_cpu_pct", "rss_growth_idle_mb")
+    for record in records:
+        for mode in MODES:
+            print(f"\nmix {record['mix']}, round {record['round']}, SEARCH_BATCH={mode}")
+            common.print_table(columns, [[run[key] for key in columns] for run in record[mode]["runs"]])
+    print()
+    head = ("mix", "round", "capacity off", "capacity on", "ratio", "p50 1 client off", "on", "errors off / on",
+            "RSS growth MiB off / on")
+    common.print_table(head, [[r["mix"], r["round"], r["off"]["capacity_rps"], r["on"]["capacity_rps"],
+                               r["capacity_ratio"], r["off"]["p50_1_client_ms"], r["on"]["p50_1_client_ms"],
+                               f"{r['off']['errors']} / {r['on']['errors']}",
+                               f"{r['off']['max_rss_growth_mb']} / {r['on']['max_rss_growth_mb']}"]
+                              for r in records])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every pair, print the tables and the JSON line; 1 when any request failed."""
+    args = parse_args(argv)
+    lone = lone_overhead_ms()
+    records = compare(args)
+    report(args, records)
+    print(f"\na lone call, the model a no-op (median): batched {lone['lone_batched_ms']} ms, unbatched "
+          f"{lone['lone_unbatched_ms']} ms")
+    common.emit_json({"bench": "batching", **lone, "records": [{key: value for key, value in record.items()
+                                                        if key not in MODES} | {
+        mode: {key: value for key, value in record[mode].items() if key != "runs"} for mode in MODES}
+        for record in records]})
+    return 1 if any(record[mode]["errors"] for record in records for mode in MODES) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
