@@ -162,10 +162,10 @@ class GatedImageTower:
     fp32; once they are in, int8 serves the rest if its image-to-image recall@10 over them passes the gate, else
     the build stops with Int8RefusedError and its figure (a resumed build may go on at fp32)."""
 
-    def __init__(self, encoder: Any, sample: int = IMAGE_SAMPLE, min_recall: float = MIN_RECALL) -> None:
+    def __init__(self, encoder: Any, sample: int | None = None, min_recall: float | None = None) -> None:
         self.encoder = encoder
-        self.sample = max(sample, RECALL_K + 1)
-        self.min_recall = min_recall
+        self.sample = max(sample or IMAGE_SAMPLE, RECALL_K + 1)
+        self.min_recall = MIN_RECALL if min_recall is None else min_recall
         self.decision: PrecisionDecision | None = None
         self._int8 = int8_visual(encoder.model.visual)
         self._seen: tuple[list[FeatureVector], list[FeatureVector]] = ([], [])
