@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     common.emit_json({"dram_gbs": round(dram[threads], 2), "cache_gbs": round(cache, 1),
                       "fp32_gops": round(rates["fp32"], 1), "int8_gops": round(rates["int8"], 1),
                       "fp32_ms": round(tower["fp32_ms"], 2), "int8_ms": round(tower["int8_ms"], 2),
-                      "weights_m": round(tower["weights"] / 1e6, 2), "cpu": cpu_line()})
+                      "weights_m": round(tower["weights"] / 1e6, 2)})
     return 0
 
 

@@ -171,7 +171,7 @@ def measure(args: argparse.Namespace, root: Path) -> tuple[dict, list[list], str
               "int8_p50_ms": round(common.p50(int8), 2), "int8_p95_ms": round(common.pct(int8, 95), 2),
               "int8_speedup": round(naive_p50 / common.p50(int8), 2),
               "int8_over_fp32": round(common.p50(opt) / common.p50(int8), 2),
-              "int8_recall_at_10": round(gate.recall, 4), "cpu": cpu_line()}
+              "int8_recall_at_10": round(gate.recall, 4)}
     return result, rows, extra
 
 

@@ -105,7 +105,7 @@ def test_text_gate_refuses_int8_that_ranks_the_demo_differently_and_accepts_what
     probes = bundle_probes(lambda row: demo_bundle.catalog.hit(row, 0.0).description, len(demo_bundle.catalog), ())
     with caplog.at_level(logging.INFO, logger="search.model.onnx_text"):
         refused = choose_text_precision(encoder, "auto", probes, index_top_rows(demo_bundle))
-    # The demo's tiny 64-d CLIP moves ~4 % of its top-10 slots at int8 (its items come in near-identical groups).
+    # The demo's tiny 64-d CLIP moves ~4 % of its top-10 slots at int8 (docs/performance.md).
     figure = refused.agreement.recall
     assert refused.serving == "fp32" and figure < MIN_RECALL and encoder.onnx_text is fp32
     assert f"recall@10 {figure:.4f} over 300 probes" in caplog.text and "ranks differently" in caplog.text
