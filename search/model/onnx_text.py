@@ -4,7 +4,9 @@ A short text query on a 2-core CPU takes ~15-17 ms in PyTorch's text tower and ~
 runs the same graph (bench/query_latency.py; docs/performance.md has what else was tried). The
 token-trimmed tower (`search.model.encoder.text_tower`) is exported once per model into a cache folder (8-9 s
 for ViT-B-32, in the background while the app already answers with PyTorch) and reused after. Every load
-is checked against PyTorch on probe texts, so a stale or damaged cache is re-exported, never trusted.
+is checked against PyTorch on probe texts, so a stale or damaged cache is re-exported, never trusted. An int8 copy
+of the export (`choose_text_precision`) serves instead only where the agreement gate of search/model/quantised.py,
+measured on the bundle being served, says it ranks that bundle as fp32 does (or where SEARCH_TEXT_PRECISION=int8).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from search.model.quantised import (
     MIN_RECALL,
     PROBE_COUNT,
     RECALL_K,
+    Agreement,
     PrecisionDecision,
     TopRows,
     agreement,
@@ -250,8 +253,8 @@ def load_int8_text(encoder: ClipEncoder, fp32: OnnxTextTower) -> OnnxTextTower:
 
 
 def measure_agreement(encoder: ClipEncoder, fp32: Callable[[np.ndarray], np.ndarray],
-                      int8: Callable[[np.ndarray], np.ndarray], probes: Sequence[str], top_rows: TopRows) -> Any:
-    """The gate's figures (an Agreement) for two towers' vectors of `probes` over one collection."""
+                      int8: Callable[[np.ndarray], np.ndarray], probes: Sequence[str], top_rows: TopRows) -> Agreement:
+    """The gate's figures for two towers' vectors of `probes` over one collection."""
     reference, candidate = [], []
     for start in range(0, len(probes), PROBE_BATCH):
         tokens = trim_tokens(encoder.tokenizer(list(probes[start:start + PROBE_BATCH]))).numpy()
