@@ -25,11 +25,13 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/...` from anywhere
 from bench import common
+from bench.bundles import CACHE
 
 QUERY = "a red car parked on a city street at night"  # 12 tokens with its start and end tokens
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -54,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each measurement; the best is kept")
     parser.add_argument("--mb", type=int, default=512, help="size of the array the DRAM bandwidth is read from")
     parser.add_argument("--cache-mb", type=int, default=8, help="size of the array that fits in the cache")
+    parser.add_argument("--onnx-cache", type=Path, default=CACHE / "onnx",
+                        help="where the text tower's export is kept between runs (checked on load, as the app does)")
     return parser.parse_args(argv)
 
 
@@ -107,7 +111,7 @@ def compute_rate(folder: Path, integer: bool, threads: int, repeats: int, rows: 
     return 2 * rows * 512 * 2048 / (best / 1000) / 1e9
 
 
-def text_tower_figures(folder: Path, repeats: int) -> dict[str, float]:
+def text_tower_figures(folder: Path, repeats: int) -> dict[str, Any]:
     """Weight bytes streamed per query, operations per query, and batch-1 milliseconds of both towers."""
     from search.model.encoder import trim_tokens
     from search.model.onnx_text import load_int8_text, load_onnx_text
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = read_bandwidth(args.cache_mb, threads, args.repeats * 20)
     with tempfile.TemporaryDirectory() as tmp:
         rates = {kind: compute_rate(Path(tmp), kind == "int8", threads, args.repeats) for kind in ("fp32", "int8")}
-        tower = text_tower_figures(Path(tmp), args.repeats)
+    tower = text_tower_figures(args.onnx_cache, args.repeats)
     print(f"physical limit of a text query; {cpu_line()}; {threads} threads; best of {args.repeats} runs "
           "(shared machine)")
     rows = []

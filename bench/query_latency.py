@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="passes over the 20 queries")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--probes", type=int, default=300, help="probe texts of the int8 agreement gate (as the app)")
     return parser.parse_args(argv)
 
 
@@ -132,7 +133,7 @@ def measure(args: argparse.Namespace, root: Path) -> tuple[dict, list[list], str
     hot = common.timed_each(lambda q: cached.search_text(q, k, -1.0), queries)
     knn = common.timed(lambda: bundle.index.query(vector, k), 200)
     drift = max(float(np.abs(encoder.encode_text([q]) - on_torch.encode_text([q])).max()) for q in queries)
-    gate = measure_agreement(encoder, encoder.onnx_text, on_int8.onnx_text, list(GENERIC_PROBES),
+    gate = measure_agreement(encoder, encoder.onnx_text, on_int8.onnx_text, list(GENERIC_PROBES[:args.probes]),
                              lambda vectors, k: np.stack([bundle.index.query(v, k)[0] for v in vectors]))
 
     def row(label: str, count: int, ms: list[float]) -> list:
