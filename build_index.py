@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pretrained", help="pretrained tag or weights file; '' or none for random weights")
     model.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda")
     model.add_argument("--batch-size", type=_positive, default=32)
+    model.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                       help="int8: the image tower on int8 weights (~2x faster on CPU) once the first pictures show "
+                            "it ranks them as fp32 does (image-to-image recall@10 >= 0.99), else the build stops "
+                            "with the figure (docs/building.md)")
     _add_tuning(parser)
     hub = parser.add_argument_group("publishing")
     hub.add_argument("--push-to", metavar="OWNER/NAME", help="upload the bundle to this Hub dataset repo")
@@ -126,7 +130,7 @@ def build_config(args: argparse.Namespace):  # -> BuildConfig; imported lazily s
                         args.max_bytes, allow_private_hosts=args.allow_private_hosts)
     return BuildConfig(args.out, source, encoder_spec(args), args.device, args.batch_size, args.shard_size,
                        args.workers, args.limit, HnswParams(args.hnsw_m, args.ef_construction, args.ef_search),
-                       fetch, args.base, args.retry_failed, not args.no_progress)
+                       fetch, args.base, args.retry_failed, not args.no_progress, args.precision)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -140,6 +144,8 @@ def run(args: argparse.Namespace) -> None:
 
         manifest = rebuild_index(args.base, args.out, HnswParams(args.hnsw_m, args.ef_construction, args.ef_search))
     elif args.ray:
+        if args.precision != "fp32":
+            raise SearchError("--precision int8 runs without Ray: leave out --ray or --precision")
         from search.build.ray_build import RayOptions, build_bundle_on_ray
 
         address = None if args.ray == LOCAL_RAY else args.ray

@@ -105,6 +105,9 @@ def rate(encode: Callable, pixels, batch_size: int) -> tuple[float, np.ndarray]:
     return len(pixels) / (time.perf_counter() - start), vectors
 
 
+INT8 = "int8 dynamic (Linear; --precision int8)"
+
+
 def variants(encoder, batch_size: int) -> dict[str, tuple[Callable, int]]:
     """Model-only variants: name -> (encode function, batch size)."""
     import torch
@@ -116,15 +119,13 @@ def variants(encoder, batch_size: int) -> dict[str, tuple[Callable, int]]:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return encoder.encode_pixels(pixels)
 
-    quantized = torch.ao.quantization.quantize_dynamic(encoder.model.visual, {torch.nn.Linear}, dtype=torch.qint8)
+    from search.model.quantised import GatedImageTower
 
-    def int8(pixels):
-        with torch.inference_mode():
-            return torch.nn.functional.normalize(quantized(pixels).float(), dim=-1).numpy()
+    int8 = GatedImageTower(encoder).int8  # what build_index.py --precision int8 runs once the gate has passed
 
     return {"fp32 batch 8": (encoder.encode_pixels, 8), "fp32 batch 64": (encoder.encode_pixels, 64),
             "fp32 channels_last": (channels_last, batch_size), "bf16 autocast": (bf16, batch_size),
-            "int8 dynamic (Linear)": (int8, batch_size)}
+            INT8: (int8, batch_size)}
 
 
 def model_rows(args: argparse.Namespace) -> tuple[float, list[list]]:
@@ -155,7 +156,18 @@ def model_rows(args: argparse.Namespace) -> tuple[float, list[list]]:
     base = vectors[plain]
     rows = [[name, runs[name][2], common.p50(speeds[name]), " ".join(f"{v:.1f}" for v in speeds[name]),
              float(np.min(np.sum(vectors[name] * base, axis=1)))] for name in runs]
+    if INT8 in vectors:
+        rows.append([f"  int8 gate on these {len(base)} pictures: {int8_gate(base, vectors[INT8]).summary()}",
+                     None, None, None, None])
     return common.p50(speeds[plain]), rows
+
+
+def int8_gate(reference: np.ndarray, candidate: np.ndarray):
+    """The build's agreement gate (image to image, recall@10) for int8 vectors against fp32 ones."""
+    from search.model.quantised import RECALL_K, agreement, exact_top_rows
+
+    return agreement(exact_top_rows(reference, True)(reference, RECALL_K),
+                     exact_top_rows(candidate, True)(reference, RECALL_K), reference, candidate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from search.errors import SearchError
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 LOCAL_DIR_PREFIX = "local-dir:"
+TEXT_PRECISIONS = ("auto", "int8", "fp32")  # auto: int8 only where it ranks the bundle as fp32 does
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_INDEX_DIR = REPO_ROOT / "assets" / "demo" / "index"
 
@@ -83,6 +84,7 @@ class EngineConfig:
     text_threads: int = 0  # ONNX Runtime threads per text query; 0: torch's (search/model/onnx_text.py)
     text_cache_size: int = 1024  # repeated text queries (examples, slider re-runs) skip the model
     onnx_text: bool = True  # text queries on ONNX Runtime once exported (search/model/onnx_text.py); CPU only
+    text_precision: str = "auto"  # one of TEXT_PRECISIONS: the ONNX text tower's weights (search/model/quantised.py)
     cache_dir: Path = field(default_factory=default_cache_dir)  # where the ONNX export is kept
     batch: bool = True  # concurrent encodes of one kind run as one model call (search/model/batching.py)
     # Serve vectors from a Qdrant collection loaded from the bundle (search/query/qdrant_index.py) instead of its
@@ -94,8 +96,9 @@ class EngineConfig:
 
     @classmethod
     def from_env(cls) -> EngineConfig:
-        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_TEXT_THREADS, SEARCH_ONNX_TEXT, SEARCH_BATCH,
-        SEARCH_CACHE_DIR, SEARCH_QDRANT_URL, SEARCH_QDRANT_COLLECTION and QDRANT_API_KEY."""
+        """Read SEARCH_INDEX, SEARCH_DEVICE, SEARCH_THREADS, SEARCH_TEXT_THREADS, SEARCH_ONNX_TEXT,
+        SEARCH_TEXT_PRECISION, SEARCH_BATCH, SEARCH_CACHE_DIR, SEARCH_QDRANT_URL, SEARCH_QDRANT_COLLECTION and
+        QDRANT_API_KEY."""
         defaults = cls()
         return cls(
             index=os.environ.get("SEARCH_INDEX", defaults.index),
@@ -103,7 +106,8 @@ class EngineConfig:
             threads=_int_env("SEARCH_THREADS", defaults.threads),
             text_threads=_int_env("SEARCH_TEXT_THREADS", defaults.text_threads),
             onnx_text=bool(_int_env("SEARCH_ONNX_TEXT", int(defaults.onnx_text))),
-            batch=_switch_env("SEARCH_BATCH", defaults.batch),
+            text_precision=_choice_env("SEARCH_TEXT_PRECISION", TEXT_PRECISIONS, defaults.text_precision),
+            batch=_choice_env("SEARCH_BATCH", ("on", "off"), "on" if defaults.batch else "off") == "on",
             qdrant_url=os.environ.get("SEARCH_QDRANT_URL") or None,
             qdrant_collection=os.environ.get("SEARCH_QDRANT_COLLECTION") or None,
             qdrant_api_key=os.environ.get("QDRANT_API_KEY") or None,
@@ -123,10 +127,10 @@ def _int_env(name: str, default: int) -> int:
     return number
 
 
-def _switch_env(name: str, default: bool) -> bool:
+def _choice_env(name: str, choices: tuple[str, ...], default: str) -> str:
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default
-    if value not in {"on", "off"}:
-        raise SearchError(f"environment variable {name} must be on or off, got {value[:40]!r}")
-    return value == "on"
+    if value not in choices:
+        raise SearchError(f"environment variable {name} must be one of {', '.join(choices)}, got {value[:40]!r}")
+    return value

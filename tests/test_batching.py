@@ -146,5 +146,5 @@ def test_search_batch_switch_is_read_once_from_the_environment(monkeypatch: pyte
     monkeypatch.setenv("SEARCH_BATCH", "off")
     assert EngineConfig.from_env().batch is False
     monkeypatch.setenv("SEARCH_BATCH", "sometimes")
-    with pytest.raises(SearchError, match="SEARCH_BATCH must be on or off, got 'sometimes'"):
+    with pytest.raises(SearchError, match="SEARCH_BATCH must be one of on, off, got 'sometimes'"):
         EngineConfig.from_env()

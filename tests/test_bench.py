@@ -16,7 +16,11 @@ from search.config import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 SCRIPTS = {
-    "query_latency.py": (["--n", "300", "--rounds", "1"], {"p50_ms", "p95_ms", "naive_p50_ms", "speedup"}),
+    "query_latency.py": (["--n", "300", "--rounds", "1", "--probes", "20"],
+                         {"p50_ms", "p95_ms", "naive_p50_ms", "speedup", "int8_p50_ms", "int8_p95_ms", "int8_speedup",
+                          "int8_over_fp32", "int8_recall_at_10"}),
+    "machine_limits.py": (["--repeats", "1", "--mb", "64", "--cache-mb", "1"],
+                          {"dram_gbs", "cache_gbs", "fp32_gops", "int8_gops", "fp32_ms", "int8_ms", "weights_m"}),
     "knn.py": (["--n", "1500", "--queries", "20", "--grid", "defaults"],
                {"n", "recall_at_10", "p50_ms", "exact_p50_ms", "bytes_per_vector", "build_s"}),
     "startup.py": (["--n", "200", "--runs", "1", "--random-weights"],
@@ -54,6 +58,10 @@ def check_values(script: str, result: dict) -> None:
         assert result["t2i_r1"] >= 0.8  # measured 0.967 on the demo model
     if script == "query_latency.py":
         assert result["speedup"] == pytest.approx(result["naive_p50_ms"] / result["p50_ms"], rel=0.02)
+        assert result["int8_speedup"] == pytest.approx(result["naive_p50_ms"] / result["int8_p50_ms"], rel=0.02)
+        assert 0 <= result["int8_recall_at_10"] <= 1
+    if script == "machine_limits.py":
+        assert 30 < result["weights_m"] < 45  # ViT-B-32's text transformer and projection: 37.8 M
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))

@@ -126,7 +126,7 @@ def test_model_without_a_trimmable_text_tower_stays_on_pytorch(tmp_path: Path,
 def test_app_start_switches_text_queries_to_onnx_in_the_background(tmp_path: Path) -> None:
     from search.web.startup import start_engine
 
-    startup = start_engine(EngineConfig(cache_dir=tmp_path))
+    startup = start_engine(EngineConfig(cache_dir=tmp_path, text_precision="fp32"))  # int8: tests/test_quantised.py
     encoder = startup.engine.encoder
     before = startup.engine.search_text("a red circle", 5, -1.0)  # answered at once, by PyTorch meanwhile
     by_pytorch = {hit.id: hit.score for hit in startup.engine.search_text("a red circle", 1000, -1.0)}

@@ -30,6 +30,7 @@ from search.config import EncoderSpec, HnswParams
 from search.errors import BadImageError, SearchError
 from search.model.encoder import ClipEncoder, resolve_device, same_model
 from search.model.images import load_image
+from search.model.quantised import GatedImageTower
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class BuildConfig:
     base: str | None = None  # --from: a bundle folder or Hub repo whose items are kept and skipped
     retry_failed: bool = False
     progress: bool = True
+    precision: str = "fp32"  # int8: the image tower quantised, if it passes the gate (search/model/quantised.py)
 
 
 @dataclass(slots=True)
@@ -222,9 +224,12 @@ class _Pipeline:
     refused: int = 0  # rows recorded as failed before fetching: they break a bundle rule
     transform: SplitTransform = field(init=False)
     preparer: Preparer = field(init=False)
+    encode_pixels: Callable[[Any], np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
         self.transform = split_transform(self.encoder.preprocess)
+        int8 = self.config.precision == "int8"
+        self.encode_pixels = GatedImageTower(self.encoder) if int8 else self.encoder.encode_pixels
         self.preparer = Preparer(self.fetcher, self.transform.in_worker, self.encoder.input_side, self.config.out,
                                  self.config.source.images_dir is not None)
 
@@ -249,7 +254,7 @@ class _Pipeline:
         """Encode the queued items; commit a shard once enough rows are waiting."""
         if self.batch:
             pixels = self.transform.in_batch([prepared for _, prepared in self.batch])
-            self.vectors.append(self.encoder.encode_pixels(pixels))
+            self.vectors.append(self.encode_pixels(pixels))
             self.rows.extend(_row(item, STATUS_OK) for item, _ in self.batch)
             self.batch.clear()
         if len(self.rows) >= self.config.shard_size:

@@ -4,7 +4,9 @@ A short text query on a 2-core CPU takes ~15-17 ms in PyTorch's text tower and ~
 runs the same graph (bench/query_latency.py; docs/performance.md has what else was tried). The
 token-trimmed tower (`search.model.encoder.text_tower`) is exported once per model into a cache folder (8-9 s
 for ViT-B-32, in the background while the app already answers with PyTorch) and reused after. Every load
-is checked against PyTorch on probe texts, so a stale or damaged cache is re-exported, never trusted.
+is checked against PyTorch on probe texts, so a stale or damaged cache is re-exported, never trusted. An int8 copy
+of the export (`choose_text_precision`) serves instead only where the agreement gate of search/model/quantised.py,
+measured on the bundle being served, says it ranks that bundle as fp32 does (or where SEARCH_TEXT_PRECISION=int8).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -25,10 +28,26 @@ import torch
 
 from search.errors import SearchError, one_line
 from search.model.encoder import ClipEncoder, text_tower, trim_tokens
+from search.model.quantised import (
+    MIN_RECALL,
+    PROBE_COUNT,
+    RECALL_K,
+    Agreement,
+    PrecisionDecision,
+    TopRows,
+    agreement,
+    decide,
+    probe_texts,
+    quantise_onnx,
+    unit_rows,
+)
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "text_tower.onnx"  # its weights go beside it in text_tower.onnx.data
+INT8_FILE = "text_tower.int8.onnx"  # the same tower with int8 weights, made from MODEL_FILE (one file)
+MIN_INT8_COSINE = 0.9  # int8 rounding moves a probe's vector by ~1e-3; a file further off is damaged or stale
+PROBE_BATCH = 32
 MAX_ABS_DIFF = 1e-4  # allowed distance from PyTorch's normalised vectors, per coordinate
 PROBES = ("", "a photo of a dog", "an aerial view of a winding river through green fields, " * 12)
 _TEXT_PARTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
@@ -45,6 +64,9 @@ class OnnxTextTower:
 
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime
+
+        self.path, self.threads = path, threads
+        self.decision: PrecisionDecision | None = None  # set once the int8 gate has decided which tower serves
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
@@ -184,3 +206,87 @@ class _TextTower(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return text_tower(self, tokens)
+
+
+def choose_text_precision(encoder: ClipEncoder, asked: str, probes: Sequence[str], top_rows: TopRows,
+                          min_recall: float = MIN_RECALL) -> PrecisionDecision:
+    """Quantise the encoder's ONNX text tower (cached beside its export), measure the gate with `probes` over the
+    collection (`top_rows`), and move text queries to int8 when `asked` (auto, int8, fp32) and the figure say so;
+    whatever fails, fp32 keeps answering. The decision is logged and kept on the serving tower."""
+    fp32 = encoder.onnx_text
+    if not isinstance(fp32, OnnxTextTower):
+        raise OnnxTextError("text queries are not on ONNX Runtime, so there is no tower to quantise")
+    if asked == "fp32":
+        decision = PrecisionDecision(asked, "fp32", "fp32 was asked for (SEARCH_TEXT_PRECISION=fp32)")
+    else:
+        try:
+            int8 = load_int8_text(encoder, fp32)
+            decision = decide(asked, measure_agreement(encoder, fp32, int8, probes, top_rows), min_recall)
+        except Exception as exc:  # an optional speed-up: fp32 keeps answering
+            decision = PrecisionDecision(asked, "fp32", f"no int8 text tower: {one_line(exc, 300)}")
+    serving = int8 if decision.serving == "int8" else fp32
+    serving.decision = decision
+    encoder.onnx_text = serving
+    passed = decision.agreement is not None and decision.agreement.passes(min_recall)
+    log = logger.info if passed or asked == "fp32" else logger.warning  # int8 was wanted and fell short
+    log("text queries at %s: %s", decision.serving, decision.reason)
+    return decision
+
+
+def load_int8_text(encoder: ClipEncoder, fp32: OnnxTextTower) -> OnnxTextTower:
+    """The int8 copy of a checked fp32 export, from the cache or freshly quantised, checked against it."""
+    target = fp32.path.with_name(INT8_FILE)
+
+    def open_checked() -> OnnxTextTower:
+        return _checked_int8(encoder, fp32, OnnxTextTower(target, fp32.threads))
+
+    with _CACHE_LOCK:
+        if target.is_file():
+            try:
+                return open_checked()
+            except Exception as exc:  # damaged or stale: quantise again below
+                logger.warning("quantising the ONNX text tower again: %s", one_line(exc, 300))
+        start = time.perf_counter()
+        quantise_onnx(fp32.path, target)
+        logger.info("quantised the ONNX text tower to int8 in %.1f s", time.perf_counter() - start)
+        return open_checked()
+
+
+def measure_agreement(encoder: ClipEncoder, fp32: Callable[[np.ndarray], np.ndarray],
+                      int8: Callable[[np.ndarray], np.ndarray], probes: Sequence[str], top_rows: TopRows) -> Agreement:
+    """The gate's figures for two towers' vectors of `probes` over one collection."""
+    reference, candidate = [], []
+    for start in range(0, len(probes), PROBE_BATCH):
+        tokens = trim_tokens(encoder.tokenizer(list(probes[start:start + PROBE_BATCH]))).numpy()
+        reference.append(fp32(tokens))
+        candidate.append(int8(tokens))
+    ref, got = (unit_rows(np.concatenate(parts)) for parts in (reference, candidate))
+    return agreement(top_rows(ref, RECALL_K), top_rows(got, RECALL_K), ref, got)
+
+
+def bundle_probes(describe: Callable[[int], str | None], count: int, examples: Sequence[str]) -> list[str]:
+    """Probe texts for a collection of `count` items: its example queries and the descriptions of an even sample
+    of its items (generic probes when it has too few)."""
+    rows = np.unique(np.linspace(0, count - 1, min(PROBE_COUNT, count)).astype(int)) if count else []
+    return probe_texts([*examples, *(describe(int(row)) or "" for row in rows)])
+
+
+def text_precision_record(encoder: ClipEncoder) -> dict[str, Any]:
+    """What /api/health shows about the text tower's weights."""
+    tower = encoder.onnx_text
+    decision = getattr(tower, "decision", None)
+    if isinstance(decision, PrecisionDecision):
+        return decision.record()
+    reason = "text queries run on PyTorch" if tower is None else "the int8 agreement gate has not decided yet"
+    return {"serving": "fp32", "reason": reason}
+
+
+def _checked_int8(encoder: ClipEncoder, fp32: OnnxTextTower, int8: OnnxTextTower) -> OnnxTextTower:
+    """The int8 tower, if its vectors for the fixed probe texts stay near the fp32 export's."""
+    tokens = trim_tokens(encoder.tokenizer(list(PROBES))).numpy()
+    got = int8(tokens)
+    cosine = np.sum(unit_rows(fp32(tokens)) * unit_rows(got), axis=1) if got.shape[0] == len(PROBES) else np.zeros(1)
+    if not float(cosine.min()) >= MIN_INT8_COSINE:
+        raise OnnxTextError(f"int8 text tower is off its fp32 export (cosine {float(cosine.min()):.3g}, allowed "
+                            f"{MIN_INT8_COSINE} or more)")
+    return int8

@@ -27,6 +27,7 @@ from starlette.routing import Mount
 from search.bundle.hub import snapshot_label
 from search.errors import BadImageError, SearchError, UnknownItemError
 from search.model.limits import BusyError
+from search.model.onnx_text import text_precision_record
 from search.query.option_spec import ALIASES, OPTIONS, canonical, refuse_unknown
 from search.types import Hit  # the response schema in the docs: every route answers hits_json
 from search.web.api_docs import add_docs
@@ -193,7 +194,8 @@ def health_record(startup: Startup) -> dict[str, Any]:
     name, _, revision = (snapshot_label(bundle.root) or Path(bundle.root).name).partition("@")
     return {"ready": True, "index": name, "revision": revision or bundle.manifest.info.source_revision,
             "count": len(bundle.catalog), "model": str(bundle.manifest.info.encoder), "demo": startup.is_demo,
-            "text_encoder": "onnx" if startup.engine.encoder.onnx_text is not None else "torch"}
+            "text_encoder": "onnx" if startup.engine.encoder.onnx_text is not None else "torch",
+            "text_precision": text_precision_record(startup.engine.encoder)}
 
 
 def add_error_handlers(api: FastAPI) -> None:

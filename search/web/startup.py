@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from search.build.measured_hints import ui_hints
 from search.bundle.hub import parse_hub_source
 from search.config import DEMO_INDEX_DIR, EngineConfig
 from search.errors import SearchError
-from search.model.onnx_text import enable_onnx_text_in_background
+from search.model.onnx_text import bundle_probes, choose_text_precision, enable_onnx_text_in_background
 from search.query.engine import SearchEngine, load_engine
 from search.web.page_text import markdown_text
 from search.web.process_settings import pin_blas_threads
@@ -52,8 +54,24 @@ def start_engine(config: EngineConfig) -> Startup:
     engine = startup.engine
     engine.warm_up()
     if config.onnx_text and engine.encoder.device.type == "cpu":  # on a GPU, PyTorch is the fast path
-        enable_onnx_text_in_background(engine.encoder, config.cache_dir, config.text_threads, then=engine.warm_up)
+        enable_onnx_text_in_background(engine.encoder, config.cache_dir, config.text_threads,
+                                       then=lambda: _choose_text_precision(engine, config.text_precision))
     return startup
+
+
+def _choose_text_precision(engine: SearchEngine, asked: str) -> None:
+    """Once the fp32 ONNX tower serves: warm it up, then let the int8 gate decide on this bundle's own probes."""
+    engine.warm_up()
+    bundle = engine.bundle
+    examples = bundle.manifest.ui.examples if bundle.manifest.ui is not None else ()
+    probes = bundle_probes(lambda row: bundle.catalog.hit(row, 0.0).description, len(bundle.catalog), examples)
+
+    def top_rows(vectors: np.ndarray, k: int) -> np.ndarray:
+        return np.stack([bundle.index.query(vector, k)[0] for vector in vectors])
+
+    if choose_text_precision(engine.encoder, asked, probes, top_rows).serving == "int8":
+        engine.clear_text_cache()  # vectors cached from fp32 would answer a repeat unlike a fresh query
+        engine.warm_up()
 
 
 def _load_or_demo(config: EngineConfig) -> Startup:
