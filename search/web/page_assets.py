@@ -178,3 +178,14 @@ async () => {
 MORE_FAILED_JS = ("() => { const button = document.querySelector('#results button.load-more');"
                   " if (button) { button.disabled = false; button.textContent = 'Load more'; } }")
 FOCUS_MIX_TEXT_JS = "() => { document.querySelector('#mix-text textarea, #mix-text input')?.focus(); }"
+
+# The options panel is one Gradio row holding forms (runs of controls) and notes (score hint, filters not
+# offered). Each gets the row's full width, and controls wrap at a width where every label word and dropdown
+# choice fits: squeezed side by side, a note became one word-breaking column and the Cut-off choice was cut.
+OPTIONS_CSS = """
+#options .row { flex-wrap: wrap; }
+#options .row > * { flex: 1 1 100%; min-width: 0; }
+#options .row > .form > * { flex: 1 1 14em; min-width: min(14em, 100%); }
+#options-missing, #score-hint { overflow-wrap: normal; word-break: normal; }
+"""
+CSS += OPTIONS_CSS
