@@ -8,6 +8,7 @@ gives the demo's pictures every optional column, so every filter the panel has i
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 from PIL import ExifTags, Image
 
 import build_index
-from scripts.synthetic_shapes import ShapeSpec, make_samples
+from scripts.synthetic_shapes import BACKGROUNDS, ShapeSpec, render
 from search.bundle.store import BundleInfo, write_bundle
 from search.config import HnswParams
 from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR, DEMO_SPEC
@@ -28,6 +29,7 @@ from tests.conftest import DEMO_INDEX_DIR, DEMO_MODEL_DIR, DEMO_SPEC
 TRIPS = (("2019 Lisbon", 2019, "Canon", "EOS 80D", 38.7223, -9.1393),
          ("2021 Kyoto", 2021, "FUJIFILM", "X-T30", 35.0116, 135.7681),
          ("2023 Reykjavik", 2023, "Apple", "iPhone 13", 64.1466, -21.9426))
+COLOURS, SHAPES = ("red", "green", "blue", "yellow"), ("circle", "square", "triangle", "star")
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,17 @@ def _exif(trip: tuple, day: int) -> Image.Exif:
     return exif
 
 
-def write_photo_folder(root: Path, count: int, seed: int) -> PhotoFolder:
-    """`count` shape pictures as EXIF-tagged JPEGs under root/<trip>/<colour>-<shape>-<n>.jpg."""
+def write_photo_folder(root: Path, seed: int) -> PhotoFolder:
+    """Each trip holds every COLOURS x SHAPES picture once (background drawn at random), as an EXIF-tagged JPEG
+    root/<trip>/<colour>-<shape>-<n>.jpg."""
     rng, specs, trips = random.Random(seed), {}, {}
-    for number, (spec, image) in enumerate(make_samples(count, seed)):
-        trip = TRIPS[number % len(TRIPS)]
-        name = f"{trip[0]}/{spec.colour}-{spec.shape}-{number:02d}.jpg"
+    for trip in TRIPS:
         (root / trip[0]).mkdir(parents=True, exist_ok=True)
-        image.save(root / name, quality=90, exif=_exif(trip, rng.randint(1, 28)))
-        specs[name], trips[name] = spec, trip
+        for colour, shape in itertools.product(COLOURS, SHAPES):
+            spec = ShapeSpec(colour, shape, rng.choice(BACKGROUNDS))
+            name = f"{trip[0]}/{colour}-{shape}-{len(specs):02d}.jpg"
+            render(spec, rng).save(root / name, quality=90, exif=_exif(trip, rng.randint(1, 28)))
+            specs[name], trips[name] = spec, trip
     return PhotoFolder(root, specs, trips)
 
 

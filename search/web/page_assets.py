@@ -190,10 +190,10 @@ OPTIONS_CSS = """
 """
 CSS += OPTIONS_CSS
 
-# Light theme colours under 4.5:1 against their background (axe, with no dialog open): the labels' indigo on
-# pale indigo, white on the primary button's indigo-500, the sliders' and footer's grey-400.
+# Light theme colours under 4.5:1 against their background (axe, with no dialog open): the labels' and chosen
+# tab's indigo on pale indigo or grey, white on the primary button's indigo-500, the sliders' and footer's grey-400.
 CONTRAST_CSS = """
-body:not(.dark) [data-testid="block-info"] { color: #3730a3; }
+body:not(.dark) [data-testid="block-info"], body:not(.dark) button[role="tab"][aria-selected="true"] { color: #3730a3; }
 body:not(.dark) button.primary { background: #4f46e5; border-color: #4f46e5; color: #ffffff; }
 body:not(.dark) button.primary:hover { background: #4338ca; }
 body:not(.dark) [data-testid="min-value"], body:not(.dark) [data-testid="max-value"],
