@@ -25,7 +25,6 @@ from tests.test_browser import DESKTOP, PHONE, TILES, TIMEOUT_MS, browser, open_
 from tests.test_options_layout import MIN_CONTROL_CHARS, PANEL_PROBLEMS_JS, accessibility_problems
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")]
-SIZES = pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 
 
 class Folder:
@@ -101,8 +100,7 @@ def wait_for_ids(page, folder: Folder, keep, what: str, tries: int = 60) -> list
 
 
 def open_detail(page, folder: Folder, index: int) -> tuple[str, str]:
-    """Click tile `index`; the clicked tile's id and the id the open dialog shows, once its picture is the
-    clicked one or 5 s have passed."""
+    """Click tile `index`; the clicked tile's id and the id the dialog that opens shows."""
     tile = page.locator(TILES).nth(index)
     clicked = folder.id_of(tile.locator("img").get_attribute("src"))
     tile.click()
@@ -123,10 +121,11 @@ def close_errors(page, text: str) -> int:
     return count
 
 
-@SIZES
-def test_search_filter_search_again_open_close_and_change_the_filter(open_folder, folder: Folder,
-                                                                      viewport: dict) -> None:
-    page = open_folder(viewport)
+@pytest.mark.parametrize(("viewport", "dark"), [(DESKTOP, False), (PHONE, True)], ids=["desktop-light", "phone-dark"])
+def test_search_filter_search_again_open_close_and_change_the_filter(open_folder, folder: Folder, viewport: dict,
+                                                                      dark: bool) -> None:
+    page = open_folder(viewport, "?__theme=dark" if dark else "", dark)
+    assert page.evaluate("document.body.classList.contains('dark')") == dark
     search(page, "a blue square")
     assert len(folder.ids_shown(page)) == 12  # every trip: no filter yet
     open_options(page)
@@ -138,7 +137,8 @@ def test_search_filter_search_again_open_close_and_change_the_filter(open_folder
     search(page, "a red circle")
     kyoto = wait_for_ids(page, folder, lambda item: item.startswith("2021 Kyoto/"), "the Kyoto trip (FUJIFILM)")
     assert folder.photos.specs[kyoto[0]].label == "red circle" and "camera=fuji" in page.url
-    clicked, _ = open_detail(page, folder, 0)  # what it shows: test_the_detail_view_shows_the_clicked_tile
+    # Whether the dialog shows the clicked picture after a second search: the xfail test below, until it is fixed.
+    clicked, _ = open_detail(page, folder, 0)
     assert page.locator("dialog.detail[open] img.detail-img").get_attribute("alt")
     page.keyboard.press("Escape")
     page.locator("dialog.detail[open]").wait_for(state="detached")
@@ -146,6 +146,8 @@ def test_search_filter_search_again_open_close_and_change_the_filter(open_folder
     lisbon = wait_for_ids(page, folder, lambda item: item.startswith("2019 Lisbon/"), "the Lisbon trip (Canon)")
     assert folder.photos.specs[lisbon[0]].label == "red circle" and "camera=canon" in page.url
     assert clicked not in lisbon
+    assert accessibility_problems(page) == []
+    open_detail(page, folder, 1)  # and with the detail view open
     assert accessibility_problems(page) == []
 
 
@@ -165,9 +167,8 @@ def test_the_detail_view_shows_the_clicked_tile_after_a_filtered_search_again(op
         page.keyboard.press("Escape")
 
 
-@SIZES
-def test_a_bad_typed_date_then_a_good_one(open_folder, folder: Folder, viewport: dict) -> None:
-    page = open_folder(viewport)
+def test_a_bad_typed_date_then_a_good_one_on_a_phone(open_folder, folder: Folder) -> None:
+    page = open_folder(PHONE)
     search(page, "a green triangle")
     before = folder.ids_shown(page)
     open_options(page)
@@ -180,9 +181,8 @@ def test_a_bad_typed_date_then_a_good_one(open_folder, folder: Folder, viewport:
     assert page.locator("[data-testid='toast-body']").count() == 0
 
 
-@SIZES
-def test_a_copied_link_opens_the_same_screen_in_a_fresh_page(open_folder, folder: Folder, viewport: dict) -> None:
-    page = open_folder(viewport)
+def test_a_copied_link_opens_the_same_screen_in_a_fresh_page(open_folder, folder: Folder) -> None:
+    page = open_folder(DESKTOP)
     search(page, "a yellow circle")
     open_options(page)
     type_filter(page, "date-to", "2021-12-31")
@@ -191,7 +191,7 @@ def test_a_copied_link_opens_the_same_screen_in_a_fresh_page(open_folder, folder
     page.locator("#copy-link").click()
     page.locator("#copy-note").filter(has_text="Link copied").wait_for()
     link = page.evaluate("navigator.clipboard.readText()")
-    fresh = open_folder(viewport, link[link.index("?"):])
+    fresh = open_folder(DESKTOP, link[link.index("?"):])
     status_after(fresh, re.escape(status.split(" in ")[0]))
     assert folder.ids_shown(fresh) == shown
     open_options(fresh)
@@ -210,7 +210,7 @@ def test_a_copied_link_keeps_the_threshold_and_exclude(open_folder, folder: Fold
     status_after(page, r"threshold 0\.30")
     link = page.url
     fresh = open_folder(DESKTOP, link[link.index("?"):])
-    fresh.set_default_timeout(5_000)  # the page has loaded: its status says which threshold it used
+    fresh.set_default_timeout(3_000)  # the page has loaded: its status says which threshold it used
     status_after(fresh, r"threshold 0\.30")
     open_options(fresh)
     assert fresh.locator("#exclude input, #exclude textarea").first.input_value() == "circle"
