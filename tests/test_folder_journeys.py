@@ -82,10 +82,17 @@ def search(page, text: str) -> str:
 
 
 def type_filter(page, key: str, value: str) -> None:
-    """Type a filter value in the options panel and press Enter (the panel is open)."""
+    """Type a filter value in the options panel (open), press Enter and leave the box, as a person moving on does;
+    return once the searches that started have ended (leaving the box re-runs the search too), in results or in
+    an error."""
     box = page.locator(f"#opt-{key} input, #opt-{key} textarea").first
     box.fill(value)
     box.press("Enter")
+    box.blur()
+    page.wait_for_timeout(100)
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#results [data-testid=status-tracker], "
+                           "#status [data-testid=status-tracker]'))"
+                           ".every((e) => e.classList.contains('hide') || e.textContent.includes('Error'))")
 
 
 def wait_for_ids(page, folder: Folder, keep, what: str, tries: int = 60) -> list[str]:

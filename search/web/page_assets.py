@@ -190,10 +190,12 @@ OPTIONS_CSS = """
 """
 CSS += OPTIONS_CSS
 
-# Light theme colours under 4.5:1 against their background (axe, with no dialog open): the labels' and chosen
-# tab's indigo on pale indigo or grey, white on the primary button's indigo-500, the sliders' and footer's grey-400.
+# Theme colours under 4.5:1 against their background (axe, with no dialog open): in light, the labels' and chosen
+# tab's indigo on pale indigo or grey, white on the primary button's indigo-500, the sliders' and footer's grey-400;
+# in dark, the chosen tab's indigo-500 on near-black.
 CONTRAST_CSS = """
 body:not(.dark) [data-testid="block-info"], body:not(.dark) button[role="tab"][aria-selected="true"] { color: #3730a3; }
+.dark button[role="tab"][aria-selected="true"] { color: #a5b4fc; }
 body:not(.dark) button.primary { background: #4f46e5; border-color: #4f46e5; color: #ffffff; }
 body:not(.dark) button.primary:hover { background: #4338ca; }
 body:not(.dark) [data-testid="min-value"], body:not(.dark) [data-testid="max-value"],
