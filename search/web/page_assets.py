@@ -178,3 +178,27 @@ async () => {
 MORE_FAILED_JS = ("() => { const button = document.querySelector('#results button.load-more');"
                   " if (button) { button.disabled = false; button.textContent = 'Load more'; } }")
 FOCUS_MIX_TEXT_JS = "() => { document.querySelector('#mix-text textarea, #mix-text input')?.focus(); }"
+
+# The options panel is one Gradio row holding forms (runs of controls) and notes (score hint, filters not
+# offered). Each gets the row's full width, and controls wrap at a width where every label word and dropdown
+# choice fits: squeezed side by side, a note became one word-breaking column and the Cut-off choice was cut.
+OPTIONS_CSS = """
+#options .row { flex-wrap: wrap; }
+#options .row > * { flex: 1 1 100%; min-width: 0; }
+#options .row > .form > * { flex: 1 1 16em; min-width: min(16em, 100%); }
+#options-missing, #score-hint { overflow-wrap: normal; word-break: normal; }
+"""
+CSS += OPTIONS_CSS
+
+# Theme colours under 4.5:1 against their background (axe, with no dialog open): in light, the labels' and chosen
+# tab's indigo on pale indigo or grey, white on the primary button's indigo-500, the sliders' and footer's grey-400;
+# in dark, the chosen tab's indigo-500 on near-black.
+CONTRAST_CSS = """
+body:not(.dark) [data-testid="block-info"], body:not(.dark) button[role="tab"][aria-selected="true"] { color: #3730a3; }
+.dark button[role="tab"][aria-selected="true"] { color: #a5b4fc; }
+body:not(.dark) button.primary { background: #4f46e5; border-color: #4f46e5; color: #ffffff; }
+body:not(.dark) button.primary:hover { background: #4338ca; }
+body:not(.dark) [data-testid="min-value"], body:not(.dark) [data-testid="max-value"],
+body:not(.dark) footer, body:not(.dark) footer a, body:not(.dark) footer button { color: #4b5563; }
+"""
+CSS += CONTRAST_CSS
