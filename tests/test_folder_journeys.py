@@ -223,8 +223,6 @@ def test_a_copied_link_keeps_the_threshold_and_exclude(open_folder, folder: Fold
     assert fresh.locator("#exclude input, #exclude textarea").first.input_value() == "circle"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 deliverable 3: a folder collection opens on an empty page "
-                                       "(opening on a sample is being built in another worktree)")
 def test_a_folder_collection_opens_on_a_sample_of_its_pictures(open_folder, folder: Folder) -> None:
     page = open_folder(PHONE)
     ids = wait_for_ids(page, folder, lambda item: True, "any picture", tries=12)
