@@ -96,14 +96,17 @@ function blurhashURL(hash, w = 32, h = 32) {
 """
 
 RESULTS_JS = BLURHASH_JS + r"""
-let current = -1, focusFrom = -1;
+let current = -1, focusFrom = -1, shownOnce = false, restoring = false;
 const dialog = () => element.querySelector("dialog.detail");
 const tiles = () => Array.from(element.querySelectorAll("button.tile-open"));
+// The detail is read from the tile shown now, every time: gradio updates the results in place.
 function openDetail(index) {
-  const template = element.querySelector(`template[data-index="${index}"]`), box = dialog();
-  if (!template || !box) return;
+  const tile = element.querySelector(`button.tile-open[data-index="${index}"]`), box = dialog();
+  if (!tile || !box) return;
   current = index;
-  box.querySelector(".detail-body").replaceChildren(template.content.cloneNode(true));
+  const detail = document.createElement("template");
+  detail.innerHTML = tile.dataset.detail || "";  // the server's HTML, every text in it escaped (render.py)
+  box.querySelector(".detail-body").replaceChildren(detail.content);
   box.querySelector('[data-action="prev"]').disabled = index <= 0;
   box.querySelector('[data-action="next"]').disabled = index >= tiles().length - 1;
   if (!box.open) box.showModal();
