@@ -14,6 +14,14 @@ CSS = """
 #examples { flex-wrap: nowrap; overflow-x: auto; gap: 6px; }
 #examples button { flex: 0 0 auto; width: auto; white-space: nowrap; }
 #status p { margin: 0; }
+/* "Link copied" floats just above the button, out of the row's flow: it neither wraps over the button nor moves
+   the status line. */
+#status-row { position: relative; overflow: visible; }
+#copy-note-box { position: absolute; right: 0; bottom: 100%; width: auto; min-width: 0; min-height: 0; padding: 0;
+                 pointer-events: none; z-index: 2; }
+#copy-note:not(:empty) { display: inline-block; white-space: nowrap; padding: 2px 8px; border-radius: 6px;
+    background: var(--background-fill-primary); color: var(--body-text-color); font-size: 0.85em;
+    border: 1px solid var(--border-color-primary); }
 #results .grid { list-style: none; margin: 0; padding: 0; display: grid; gap: 12px;
                  grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); }
 @media (max-width: 600px) { #results .grid { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 8px; } }
@@ -120,7 +128,12 @@ function rendered() {
   const url = new URL(window.location.href), theme = url.searchParams.get("__theme");
   url.search = results.dataset.link || "";
   if (theme) url.searchParams.set("__theme", theme);
-  window.history.replaceState(null, "", url);
+  // A new search is a step in the browser's history; the first results, Back/Forward and "Load more" are not.
+  if (url.href !== window.location.href) {
+    if (shownOnce && !restoring) window.history.pushState(null, "", url);
+    else window.history.replaceState(null, "", url);
+  }
+  shownOnce = true; restoring = false;
   element.querySelectorAll("img[data-blurhash]").forEach((img) => {
     const data = blurhashURL(img.dataset.blurhash);
     if (data) img.style.backgroundImage = `url(${data})`;
@@ -159,6 +172,10 @@ element.addEventListener("keydown", (event) => {
 element.addEventListener("close", () => {
   if (!document.activeElement?.classList.contains("tile-open")) tiles()[current]?.focus();
 }, true);
+// Back/Forward: the server runs the search of the address the browser went to, and sets the controls to it.
+window.addEventListener("popstate", () => {
+  dialog()?.close(); restoring = true; trigger("restore", { search: window.location.search });
+});
 watch("value", rendered);
 rendered();
 """
@@ -172,7 +189,10 @@ async () => {
     field.select(); document.execCommand("copy"); field.remove();
   }
   const note = document.querySelector("#copy-note");
-  if (note) note.textContent = "Link copied: " + url;
+  if (note) {  // a short note beside the button, the link itself in its tooltip; it goes after a few seconds
+    note.textContent = "Link copied"; note.title = url;
+    clearTimeout(note.hideTimer); note.hideTimer = setTimeout(() => { note.textContent = ""; }, 4000);
+  }
   if (button) button.dataset.copied = url;
 }
 """
@@ -181,3 +201,12 @@ async () => {
 MORE_FAILED_JS = ("() => { const button = document.querySelector('#results button.load-more');"
                   " if (button) { button.disabled = false; button.textContent = 'Load more'; } }")
 FOCUS_MIX_TEXT_JS = "() => { document.querySelector('#mix-text textarea, #mix-text input')?.focus(); }"
+
+
+def rerun_once_js(state_at: int) -> str:
+    """Run before a re-run: cancels it (a throw stops gradio's call) when its values are those of the last one, as
+    with Enter and then leaving a typed filter, so a refused value is said once. `state_at`: the session's input,
+    left out of the comparison."""
+    return ("(...values) => { const key = JSON.stringify(values.filter((value, at) => at !== " + str(state_at) +
+            ")); if (key === window.searchLastRerun) throw new Error('unchanged: already run');"
+            " window.searchLastRerun = key; return values; }")
