@@ -110,13 +110,13 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any], images: ImageSearchE
                      **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
     c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE).failure(
         None, js=MORE_FAILED_JS, **PRIVATE)
-    # change, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
-    # filters re-run on Enter or leaving the box, not on every key; Exclude on Enter. Chosen options re-run on a
-    # visitor's input only: their change event also fires when the page sets them (a deep link, Back), which
-    # re-runs nothing; a slider set so re-runs nothing either, the search being the one already shown.
+    # input, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
+    # filters re-run on Enter or leaving the box, not on every key; Exclude on Enter. Sliders and chosen options
+    # re-run on a visitor's input only: their change event also fires when the page sets them (a deep link, Back),
+    # one control at a time, and would re-run the search with the others not yet set.
     typed = [event for opt in opts if isinstance(opt, gr.Textbox | gr.Number) for event in (opt.submit, opt.blur)]
     chosen = [opt.input for opt in opts if not isinstance(opt, gr.Textbox | gr.Number)]
-    sliders = [slider.change for slider in (*thresholds, c["weight"])]
+    sliders = [slider.input for slider in (*thresholds, c["weight"])]
     rerun_in = [*thresholds, c["weight"], c["exclude"], c["session"], *opts]
     gr.on([*sliders, c["exclude"].submit, *typed, *chosen], _with_options(_rerun(ui), names), rerun_in, shown,
           js=rerun_once_js(rerun_in.index(c["session"])), trigger_mode="always_last", **RERUN)

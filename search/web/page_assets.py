@@ -14,6 +14,15 @@ CSS = """
 #examples { flex-wrap: nowrap; overflow-x: auto; gap: 6px; }
 #examples button { flex: 0 0 auto; width: auto; white-space: nowrap; }
 #status p { margin: 0; }
+/* Contrast of at least 4.5:1 (axe) where the default theme falls short: labels, primary and hovered buttons, the
+   selected tab in dark mode, the footer's API link. */
+[data-testid="block-info"] { color: #3730a3; }
+.dark [data-testid="block-info"] { color: #e0e7ff; }
+button.primary, button.primary:hover, #copy-link:hover, #copy-link:active { background: #4f46e5; color: #ffffff; }
+.dark #tabs button[role="tab"][aria-selected="true"] { color: #a5b4fc; }
+.show-api, .slider_input_container .min_value, .slider_input_container .max_value { color: #4b5563 !important; }
+.dark .show-api, .dark .slider_input_container .min_value, .dark .slider_input_container .max_value {
+    color: #d1d5db !important; }
 /* "Link copied" floats just above the button, out of the row's flow: it neither wraps over the button nor moves
    the status line. */
 #status-row { position: relative; overflow: visible; }
@@ -128,12 +137,16 @@ function rendered() {
   const url = new URL(window.location.href), theme = url.searchParams.get("__theme");
   url.search = results.dataset.link || "";
   if (theme) url.searchParams.set("__theme", theme);
-  // A new search is a step in the browser's history; the first results, Back/Forward and "Load more" are not.
-  if (url.href !== window.location.href) {
-    if (shownOnce && !restoring) window.history.pushState(null, "", url);
+  // A new search is a step in the browser's history; the first results, "Load more" and Back/Forward are not. After
+  // Back/Forward the address is the browser's: results of an address left already (Back twice) leave it alone.
+  if (restoring) {  // gradio may drop a restore sent while one runs: ask again for where the browser is now
+    restoring = url.href !== window.location.href;
+    if (restoring && retries-- > 0) restore();
+  } else if (url.href !== window.location.href) {
+    if (shownOnce) window.history.pushState(null, "", url);
     else window.history.replaceState(null, "", url);
   }
-  shownOnce = true; restoring = false;
+  shownOnce = true;
   element.querySelectorAll("img[data-blurhash]").forEach((img) => {
     const data = blurhashURL(img.dataset.blurhash);
     if (data) img.style.backgroundImage = `url(${data})`;
@@ -173,8 +186,11 @@ element.addEventListener("close", () => {
   if (!document.activeElement?.classList.contains("tile-open")) tiles()[current]?.focus();
 }, true);
 // Back/Forward: the server runs the search of the address the browser went to, and sets the controls to it.
-window.addEventListener("popstate", () => {
-  dialog()?.close(); restoring = true; trigger("restore", { search: window.location.search });
+let retries = 0, restoreTimer = null;
+const restore = () => trigger("restore", { search: window.location.search });
+window.addEventListener("popstate", () => {  // Back pressed twice quickly: the second address only
+  dialog()?.close(); restoring = true; retries = 2;
+  clearTimeout(restoreTimer); restoreTimer = setTimeout(restore, 100);
 });
 watch("value", rendered);
 rendered();
