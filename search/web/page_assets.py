@@ -20,9 +20,10 @@ CSS = """
 .dark [data-testid="block-info"] { color: #e0e7ff; }
 button.primary, button.primary:hover, #copy-link:hover, #copy-link:active { background: #4f46e5; color: #ffffff; }
 .dark #tabs button[role="tab"][aria-selected="true"] { color: #a5b4fc; }
-.show-api, .slider_input_container .min_value, .slider_input_container .max_value { color: #4b5563 !important; }
-.dark .show-api, .dark .slider_input_container .min_value, .dark .slider_input_container .max_value {
-    color: #d1d5db !important; }
+.show-api, footer a, footer button, .slider_input_container .min_value, .slider_input_container .max_value {
+    color: #4b5563 !important; }
+.dark .show-api, .dark footer a, .dark footer button, .dark .slider_input_container .min_value,
+.dark .slider_input_container .max_value { color: #d1d5db !important; }
 /* "Link copied" floats just above the button, out of the row's flow: it neither wraps over the button nor moves
    the status line. */
 #status-row { position: relative; overflow: visible; }
