@@ -219,8 +219,8 @@ def test_ui_text_renders_results_status_and_rerun_state(demo_startup: Startup) -
     ui = SearchUI(demo_startup)
     html, status, session = ui.ui_text("a red circle", "", 6, 0.5, Session())
     assert html.count('<li class="tile">') == len(shown_hits((html, status, session))) == 6
-    assert 'data-link="?q=a+red+circle"' in html and 'alt="a red circle' in html
-    assert "gradio_api/file=" in html and "local file <code>images/shape-" in html  # the detail view's credit
+    assert 'data-link="?q=a+red+circle&amp;top_k=6&amp;threshold=0.5"' in html and 'alt="a red circle' in html
+    assert "gradio_api/file=" in html and "local file &lt;code&gt;images/shape-" in html  # the detail, in its tile
     assert status.startswith("6 results for “a red circle” in ") and " ms " in status
     again = ui.ui_rerun(6, 0.999, 0.0, session)
     assert again[0].count('<li class="tile">') == 0 and again[1].startswith("Nothing above 1.00")  # text threshold
@@ -273,7 +273,8 @@ def test_more_like_this_keeps_the_picture_in_view_and_links_to_it(demo_startup: 
     picked = session.view.hits[1]
     html, status, after = ui.ui_similar(5, 0.0, session, FakeEvent({"index": 1}))
     assert status.startswith(f"5 results for more like {picked.id}")
-    assert '<div class="query-card">' in html and f"({picked.id})" in html and f'data-link="?id={picked.id}"' in html
+    assert '<div class="query-card">' in html and f"({picked.id})" in html
+    assert f'data-link="?id={picked.id}&amp;top_k=5&amp;threshold=0"' in html
     assert picked.id not in {hit.id for hit in after.view.hits}
     for bad in ({"index": 99}, {"index": "1"}, {}, None):
         with pytest.raises(BadQueryError, match="no longer shown"):
@@ -305,14 +306,14 @@ class FakeRequest:
 def test_page_load_restores_deep_links_else_shows_the_first_example(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
     first = ui.defaults.text_examples[0]
-    query, html, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest())
+    query, _, html, status, _ = ui.ui_load(FakeRequest())
     assert query == first and status.startswith(f"12 results for “{first}”") and html.count('class="tile"') == 12
-    query, html, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest(q="a blue square", __theme="dark"))
+    query, _, html, status, _ = ui.ui_load(FakeRequest(q="a blue square", __theme="dark"))
     assert query == "a blue square" and "“a blue square”" in status
-    query, html, status, session = ui.ui_load(12, 0.3, 0.3, FakeRequest(id="shape-007", q="ignored"))
+    query, _, html, status, session = ui.ui_load(FakeRequest(id="shape-007", q="ignored"))
     assert session.view.request is not None and session.view.request.item_id == "shape-007"
     assert query == "" and "more like shape-007" in status and '<div class="query-card">' in html
-    query, _, status, _ = ui.ui_load(12, 0.3, 0.3, FakeRequest(id="<script>"))  # unknown: the default instead
+    query, _, _, status, _ = ui.ui_load(FakeRequest(id="<script>"))  # unknown: the default instead
     assert query == first and f"12 results for “{first}”" in status
     assert status.startswith("No item &#60;script&#62; in this collection")  # said, not a generic hint
 
@@ -324,7 +325,7 @@ def test_ui_options_filter_fold_and_go_into_the_link(demo_startup: Startup) -> N
                                                                      "cutoff": "flat", "date_from": "2020-01-01"})
     assert all(hit.colour == "green" for hit in shown_hits((html, "", session)))
     # defaults and absent filters left out
-    assert 'data-link="?q=a+circle&amp;colour=green&amp;collapse_radius=off"' in html
+    assert 'data-link="?q=a+circle&amp;top_k=6&amp;threshold=0&amp;colour=green&amp;collapse_radius=off"' in html
     folded = shown_hits(ui.ui_similar(6, 0.0, session, FakeEvent({"index": 0}),
                                       {"colour": "any", "collapse_radius": True}))
     assert sum(hit.duplicates for hit in folded) > 0  # folding is the page's default
@@ -353,12 +354,12 @@ def test_load_more_appends_the_next_page_in_a_stable_order(demo_startup: Startup
 
 def test_page_load_restores_the_options_of_a_link_and_ignores_bad_ones(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
-    _, html, _, session = ui.ui_load(12, 0.0, 0.0, FakeRequest(q="a circle", colour="Red", collapse="off",
-                                                               sort="date", country="France"))
+    _, _, html, _, session = ui.ui_load(FakeRequest(q="a circle", colour="Red", collapse="off",
+                                                sort="date", country="France"))
     # `collapse`, the option's earlier name, still read; no date or country data here
     assert session.view.request.options == {"colour": "Red", "collapse_radius": "off"}
     assert all(hit.colour == "red" for hit in session.view.hits) and "colour=Red" in html
-    _, _, _, session = ui.ui_load(12, 0.0, 0.0, FakeRequest(q="a circle", colour="plaid"))
+    _, _, _, _, session = ui.ui_load(FakeRequest(q="a circle", colour="plaid"))
     assert session.view.request.options == {} and len(session.view.hits) == 12  # still a page of results
 
 

@@ -281,7 +281,8 @@ def test_options_panel_deep_link_load_more_and_copy_link(open_page, viewport: di
     status_after(page, r"24 results for “a circle”")
     assert tile_count(page) == 24 and page.evaluate("document.activeElement.dataset.index") == "12"
     page.locator("#copy-link").click()
-    page.locator("#copy-note").filter(has_text="colour=green").wait_for()
+    page.locator("#copy-note").filter(has_text="Link copied").wait_for()
+    assert "colour=green" in page.evaluate("navigator.clipboard.readText()")
 
 
 @pytest.mark.parametrize(("viewport", "dark"), [(DESKTOP, False), (DESKTOP, True), (PHONE, False), (PHONE, True)],

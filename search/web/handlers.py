@@ -25,6 +25,10 @@ from search.web.startup import Startup, mode_defaults
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_TOP_K = 12
+DEFAULT_WEIGHT = 0.5
+TABS = ("text", "image")
+
 
 def checked_exclude(text: str | None) -> str | None:
     """Refuse an Exclude field that would cost more than a few text encodes, before any of them runs."""
@@ -36,6 +40,13 @@ def checked_exclude(text: str | None) -> str | None:
         raise BadQueryError(f"the Exclude field lists {count} terms; keep it to {MAX_NEGATIVES} or fewer, "
                             "separated by commas")
     return text
+
+
+def checked_weight(value: Any) -> float:
+    """A text weight for mixing with a picture: a number from 0 (the picture only) to 1 (the text only)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise BadQueryError(f"the text weight must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def api_options(params: Mapping[str, Any] | None) -> SearchOptions | None:
@@ -66,6 +77,8 @@ class Request:
     mode: str  # "text", "image" or "similar"
     what: str  # for the status line
     query: Query | None = None
+    parts: tuple[str, str | None, float, str] = ("", None, 1.0, "")
+    """The query's text, picture, text weight and Exclude field: what a changed weight or Exclude rebuilds it from."""
     item_id: str | None = None
     link: LinkState = field(default_factory=LinkState)
     options: dict[str, str] = field(default_factory=dict)
@@ -102,6 +115,30 @@ class Session:
 
 
 Shown = tuple[str, str, Session]  # results HTML, status line, session
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The page's own controls a link sets: results, thresholds, Exclude, the mix weight and the open tab."""
+
+    top_k: int
+    text_threshold: float
+    image_threshold: float
+    exclude: str = ""
+    weight: float = DEFAULT_WEIGHT
+    tab: str = "text"
+
+
+def _tab(value: str) -> str:
+    if value not in TABS:
+        raise BadQueryError(f"tab must be one of {', '.join(TABS)}")
+    return value
+
+
+SETTING_CHECKS: dict[str, Callable[[str], Any]] = {
+    "top_k": lambda text: checked_top_k(float(text)), "threshold": lambda text: checked_threshold(float(text)),
+    "exclude": checked_exclude, "weight": lambda text: checked_weight(float(text)), "tab": _tab}
+"""Each linked setting's one check (a link's values are text)."""
 
 
 class SearchUI:
@@ -158,7 +195,8 @@ class SearchUI:
         session = session or Session()
         text = str(query or "").strip()
         request = Request("text", f"“{text[:60]}”", link=LinkState(text=text), options=self.options(options),
-                          query=combined_query(query, None, 1.0, checked_exclude(exclude)))
+                          query=combined_query(query, None, 1.0, checked_exclude(exclude)),
+                          parts=(str(query or ""), None, 1.0, exclude or ""))
         return self.show(replace(session, tab="text"), request, top_k, threshold)
 
     def ui_image(self, image: str | None, text: str, weight: float, exclude: str, top_k: float,  # noqa: PLR0917
@@ -170,7 +208,8 @@ class SearchUI:
         if image is None:
             raise BadQueryError("no image yet: upload one, paste one or take a webcam picture")
         request = Request("image", "the image", options=self.options(options),
-                          query=combined_query(text, image, weight, checked_exclude(exclude)))
+                          query=combined_query(text, image, checked_weight(weight), checked_exclude(exclude)),
+                          parts=(text or "", image, weight, exclude or ""))
         return self.show(replace(session, tab="image"), request, top_k, threshold)
 
     def ui_similar(self, top_k: float, threshold: float, session: Session, evt: gr.EventData,
@@ -199,14 +238,20 @@ class SearchUI:
             raise BadQueryError("that result is no longer shown; search again")
         return hits[position]
 
-    def ui_rerun(self, top_k: float, text_threshold: float, image_threshold: float, session: Session,
-                 options: Mapping[str, Any] | None = None) -> Shown:
-        """A moved slider or a changed option: repeat the open tab's search with them (from its first page)."""
+    def ui_rerun(self, top_k: float, text_threshold: float, image_threshold: float, session: Session,  # noqa: PLR0917
+                 options: Mapping[str, Any] | None = None, mix: tuple[float, str] | None = None) -> Shown:
+        """A moved slider, a changed option or Exclude: repeat the open tab's search with them (from its first page).
+        mix: the text weight and the Exclude field (None: the search's own)."""
         last = session.view.request
         if last is None:  # nothing to repeat: leave the page as it is (a search may be on its way)
             return gr.skip(), gr.skip(), gr.skip()
         if options is not None:
             last = replace(last, options=self.options(options))
+        if mix is not None and last.mode != "similar":  # "more like this" has no text to weigh or steer
+            text, image, weight, _ = last.parts
+            weight = checked_weight(mix[0]) if last.mode == "image" else weight
+            last = replace(last, parts=(text, image, weight, mix[1] or ""),
+                           query=combined_query(text, image, weight, checked_exclude(mix[1])))
         threshold = text_threshold if last.mode == "text" else image_threshold
         page = (checked_top_k(top_k), checked_threshold(threshold))
         if (last, page) == (session.view.request, session.view.page):  # e.g. a deep link setting the panel
@@ -233,23 +278,32 @@ class SearchUI:
         session = replace(session, tab=tab)
         return session.view.html, session.view.status, session
 
-    def ui_load(self, top_k: float, text_threshold: float, image_threshold: float, request: gr.Request
-                ) -> tuple[str, str, str, Session]:
-        """Page load: the search the URL asks for (`?q=`, `?id=`), else the first example; returns the query too."""
-        link = parse_link(dict(request.query_params) if request is not None else {})
-        session, options, note = Session(), link_options(link.options, self.available), ""
+    def ui_load(self, request: gr.Request) -> tuple[str, Settings, str, str, Session]:
+        """Page load: the search the URL asks for (`?q=`, `?id=`), else the first example."""
+        return self.ui_open(parse_link(dict(request.query_params) if request is not None else {}), Session())
+
+    def ui_open(self, link: LinkState, session: Session) -> tuple[str, Settings, str, str, Session]:
+        """What a link shows (page load, browser Back/Forward): its search with its settings and options, and the
+        query and settings for the page's controls; a bad value is left at its default, so the page still loads."""
+        settings, options = self.link_settings(link), link_options(link.options, self.available)
+        session, note = replace(session, tab=settings.tab), ""
         if link.item_id:
             try:
-                return ("", *self.similar_to(link.item_id, top_k, image_threshold, session, options))
+                shown = self.similar_to(link.item_id, settings.top_k, settings.image_threshold, session, options)
+                return "", settings, *shown
             except UnknownItemError:  # an old link to another index: say so, and still never an empty page
                 logger.info("a link asked for an item this index lacks; showing the default search")
                 note = unknown_item_note(link.item_id)
+        if not link.text and settings.tab == "image":  # an uploaded picture's search: the tab's own results
+            return "", settings, session.view.html, session.view.status, session
         text = link.text or next(iter(self.defaults.text_examples), "")
+        settings = replace(settings, tab="text")
         if not text:  # no examples (a bundle without descriptions): open on a sample of it, never an empty page
             html, status, session = self.opening_sample(session)
-            return "", html, note + status, session
-        html, status, session = self.ui_text(text, "", top_k, text_threshold, session, options)
-        return text, html, note + status, session
+        else:
+            html, status, session = self.ui_text(text, settings.exclude, settings.top_k, settings.text_threshold,
+                                                 session, options)
+        return text, settings, html, note + status, session
 
     def opening_sample(self, session: Session) -> Shown:
         """The pictures chosen at build time to show a collection's range (the manifest's `ui.sample`)."""
@@ -261,6 +315,32 @@ class SearchUI:
         status = (f"{len(hits)} pictures that show the range of this collection: type a description, or open one "
                   "and choose More like this.")
         return html, status, session.showing(View(html, status, hits))
+
+    def link_settings(self, link: LinkState) -> Settings:
+        """The page's settings a link sets, each checked by its one check; a bad one keeps its default."""
+        values: dict[str, Any] = {}
+        for key, text in link.settings.items():
+            try:
+                values[key] = SETTING_CHECKS[key](text)
+            except (BadQueryError, ValueError, OverflowError) as exc:
+                logger.info("a link carried a bad %s (%s); using the default", key, exc)
+        text_threshold, image_threshold = self.defaults.text_threshold, self.defaults.image_threshold
+        if "threshold" in values:  # the threshold of the search linked: a picture's for "more like", else a text's
+            text_threshold, image_threshold = ((text_threshold, values["threshold"]) if link.item_id
+                                               else (values["threshold"], image_threshold))
+        return Settings(values.get("top_k", DEFAULT_TOP_K), text_threshold, image_threshold,
+                        values.get("exclude", ""), values.get("weight", DEFAULT_WEIGHT), values.get("tab", "text"))
+
+    def linked_settings(self, tab: str, request: Request, page: tuple[int, float]) -> dict[str, str]:
+        """The settings on screen that differ from the page's defaults, as a link carries them."""
+        default = self.defaults.text_threshold if request.mode == "text" else self.defaults.image_threshold
+        _, _, weight, exclude = request.parts
+        values = {"top_k": str(page[0]) if page[0] != DEFAULT_TOP_K else "",
+                  "threshold": f"{page[1]:g}" if abs(page[1] - default) > 1e-9 else "",
+                  "exclude": exclude.strip(),
+                  "weight": f"{weight:g}" if request.mode == "image" and weight != DEFAULT_WEIGHT else "",
+                  "tab": tab if tab != "text" else ""}
+        return {key: value for key, value in values.items() if value}
 
     def show(self, session: Session, request: Request, top_k: float, threshold: float) -> Shown:
         """Search, time it, and render the results, the status line and the session."""
@@ -279,7 +359,8 @@ class SearchUI:
         status = status_text(list(hits), seconds, limit, best, request.what, closest.filters.active)
         catalog = self.engine.bundle.catalog
         query_hit = catalog.hit(catalog.row_of(request.item_id), 1.0) if request.item_id else None
-        link = replace(request.link, options=request.options).query_string()
+        link = replace(request.link, options=request.options,
+                       settings=self.linked_settings(session.tab, request, page)).query_string()
         more = full and page[0] > 0 and len(hits) <= MAX_OFFSET
         html = results_html(list(hits), self.engine.bundle.root, link, query_hit, more)
         view = View(html, status, hits, request, page)

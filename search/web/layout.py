@@ -13,9 +13,10 @@ from search.query.engine import SearchEngine
 from search.query.option_spec import BY_NAME
 from search.query.options import ORIENTATIONS
 from search.web.gradio_api import CONCURRENCY_ID, add_api
-from search.web.handlers import SearchUI, Session, as_gr_error
+from search.web.handlers import DEFAULT_TOP_K, DEFAULT_WEIGHT, SearchUI, Session, Settings, as_gr_error
+from search.web.links import parse_query_string
 from search.web.options_panel import FILTER_COLUMNS, available_sorts, control_value
-from search.web.page_assets import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, MORE_FAILED_JS, RESULTS_JS
+from search.web.page_assets import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, MORE_FAILED_JS, RESULTS_JS, rerun_once_js
 from search.web.render import picture_url
 from search.web.startup import Startup, notice_summary, score_hint
 from search.web.uploads import explain_unreadable_uploads
@@ -23,6 +24,8 @@ from search.web.url_fetches import ImageSearchEvents, UrlFetches, url_inputs_for
 
 UPLOAD_LIFETIME_S = (300, 1800)  # gradio's delete_cache: (how often to look, how old a file may get) in seconds
 PRIVATE = {"api_visibility": "private", "show_progress": "minimal", "concurrency_id": CONCURRENCY_ID}
+# A re-run's refusal (a bad typed filter) is said once, in its toast: no "Error" badge drawn over the results.
+RERUN = PRIVATE | {"show_progress": "hidden"}
 
 
 def build_app(startup: Startup, ui: SearchUI | None = None, fetches: UrlFetches | None = None) -> gr.Blocks:
@@ -65,12 +68,13 @@ def _controls(ui: SearchUI) -> dict[str, Any]:
             if examples := [[path] for path in example_images(ui.engine)]:
                 gr.Examples(examples, [c["image"]], cache_examples=False, label="Example pictures")
     with gr.Accordion("Options", open=False, elem_id="options"), gr.Row():
-        c["top_k"] = gr.Slider(1, 100, value=12, step=1, label="Results (top k)", elem_id="top-k")
+        c["top_k"] = gr.Slider(1, 100, value=DEFAULT_TOP_K, step=1, label="Results (top k)", elem_id="top-k")
         c["text_threshold"] = gr.Slider(-1, 1, value=d.text_threshold, step=0.01, elem_id="text-threshold",
                                         label="Similarity threshold (text)")
         c["image_threshold"] = gr.Slider(-1, 1, value=d.image_threshold, step=0.01, elem_id="image-threshold",
                                          label="Similarity threshold (picture and “more like this”)")
-        c["weight"] = gr.Slider(0, 1, value=0.5, step=0.05, label="Text weight when mixing with a picture")
+        c["weight"] = gr.Slider(0, 1, value=DEFAULT_WEIGHT, step=0.05, label="Text weight when mixing with a picture",
+                                elem_id="weight")
         c["exclude"] = gr.Textbox(label="Exclude (comma-separated terms to steer away from)", max_lines=1,
                                   elem_id="exclude")
         gr.Markdown(score_hint(d), elem_id="score-hint")
@@ -106,17 +110,23 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any], images: ImageSearchE
                      **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
     c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE).failure(
         None, js=MORE_FAILED_JS, **PRIVATE)
-    # change, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
-    # filters re-run on Enter or leaving the box, not on every key. Chosen options re-run on a visitor's input only:
-    # their change event also fires when the page sets them (a deep link, the page load), which re-runs nothing.
+    # input, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
+    # filters re-run on Enter or leaving the box, not on every key; Exclude on Enter. Sliders and chosen options
+    # re-run on a visitor's input only: their change event also fires when the page sets them (a deep link, Back),
+    # one control at a time, and would re-run the search with the others not yet set.
     typed = [event for opt in opts if isinstance(opt, gr.Textbox | gr.Number) for event in (opt.submit, opt.blur)]
     chosen = [opt.input for opt in opts if not isinstance(opt, gr.Textbox | gr.Number)]
-    gr.on([*(slider.change for slider in thresholds), *typed, *chosen], _with_options(ui.ui_rerun, names),
-          [*thresholds, c["session"], *opts], shown, trigger_mode="always_last", **PRIVATE)
+    sliders = [slider.input for slider in (*thresholds, c["weight"])]
+    rerun_in = [*thresholds, c["weight"], c["exclude"], c["session"], *opts]
+    gr.on([*sliders, c["exclude"].submit, *typed, *chosen], _with_options(_rerun(ui), names), rerun_in, shown,
+          js=rerun_once_js(rerun_in.index(c["session"])), trigger_mode="always_last", **RERUN)
     for tab, name in ((c["text_tab"], "text"), (c["image_tab"], "image")):
         tab.select(lambda session, name=name: ui.ui_tab(name, session), c["session"], shown, **PRIVATE)
     c["copy"].click(None, js=COPY_LINK_JS, **PRIVATE)
-    demo.load(as_gr_error(_load(ui, names)), thresholds, [c["query"], *opts, *shown], **PRIVATE)
+    settings = [c["query"], c["exclude"], *thresholds, c["weight"], c["tabs"], *opts, *shown]
+    demo.load(as_gr_error(_load(ui, names)), None, settings, **PRIVATE)
+    c["results"].restore(as_gr_error(_restore(ui, names)), [c["session"]], settings, trigger_mode="always_last",
+                         **PRIVATE)  # Back twice quickly: the second address counts
 
 
 def _with_options(fn: Any, names: list[str], event: bool = False) -> Any:
@@ -168,14 +178,41 @@ def _option_control(key: str, ui: SearchUI) -> Any:
     return gr.Dropdown(choices, **common)
 
 
+def _controls_for(opened: tuple[str, Settings, str, str, Session], names: list[str]) -> tuple:
+    """The page's controls, results and session for a link opened (ui_open): the controls show the link's values."""
+    query, settings, html, status, session = opened
+    options = session.view.request.options if session.view.request is not None else {}
+    return (query, settings.exclude, settings.top_k, settings.text_threshold, settings.image_threshold,
+            settings.weight, gr.Tabs(selected=session.tab), *(control_value(name, options) for name in names),
+            html, status, session)
+
+
 def _load(ui: SearchUI, names: list[str]) -> Any:
-    def load(top_k: float, text_threshold: float, image_threshold: float, request: gr.Request) -> tuple:
-        """Page load: the linked (or default) search, with the options panel showing the link's options."""
-        query, html, status, session = ui.ui_load(top_k, text_threshold, image_threshold, request)
-        options = session.view.request.options if session.view.request is not None else {}
-        return (query, *(control_value(name, options) for name in names), html, status, session)
+    def load(request: gr.Request) -> tuple:
+        """Page load: the linked (or default) search, with the page's controls showing the link's values."""
+        return _controls_for(ui.ui_load(request), names)
 
     return load
+
+
+def _restore(ui: SearchUI, names: list[str]) -> Any:
+    def restore(session: Session, evt: gr.EventData) -> tuple:
+        """Browser Back or Forward: the search of the address the browser went to (its query string)."""
+        data = getattr(evt, "_data", None)
+        search = data.get("search") if isinstance(data, dict) else None
+        return _controls_for(ui.ui_open(parse_query_string(search if isinstance(search, str) else ""), session),
+                             names)
+
+    return restore
+
+
+def _rerun(ui: SearchUI) -> Any:
+    def rerun(top_k: float, text_threshold: float, image_threshold: float, weight: float,  # noqa: PLR0917
+              exclude: str, session: Session, options: dict[str, Any]) -> Any:
+        """A moved slider, a changed option or Enter in Exclude: the open tab's search again, with them."""
+        return ui.ui_rerun(top_k, text_threshold, image_threshold, session, options, (weight, exclude))
+
+    return rerun
 
 
 def _example(ui: SearchUI) -> Any:

@@ -1,15 +1,15 @@
-"""Deep links: the query string that restores a search (`?q=TEXT`, `?id=ITEM`, plus options such as
-`&colour=red&sort=date`), parsed as untrusted input.
+"""Deep links: the query string that restores what is on screen (`?q=TEXT`, `?id=ITEM`, the page's settings such as
+`&top_k=24&threshold=0.3&exclude=red&tab=image`, plus options such as `&colour=red&sort=date`), parsed as untrusted
+input: raw strings here, each checked by its one check where the page uses it (handlers.py).
 
-One dataclass both ways, so a new parameter (filters, sort) is one field, one line in `parse_link` and one in
-`LinkState.query_string`.
+One dataclass both ways, so a new parameter is one name in SETTING_KEYS or the options, read and written here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from search.query.option_spec import canonical
 from search.query.options import MAX_FILTER_TEXT
@@ -17,6 +17,8 @@ from search.web.options_panel import OPTION_KEYS
 
 MAX_ID_CHARS = 512
 MAX_LINK_CHARS = 8192  # what a browser's address bar holds; a longer value is not a link anyone shared
+SETTING_KEYS = ("top_k", "threshold", "exclude", "weight", "tab")
+"""The page's own settings a link carries, under the API's names where it has them (top_k, threshold)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,8 @@ class LinkState:
     item_id: str = ""
     options: dict[str, str] = field(default_factory=dict)
     """Search options that differ from the page's defaults (options_panel.py), raw: the page checks them."""
+    settings: dict[str, str] = field(default_factory=dict)
+    """The page's settings (SETTING_KEYS) that differ from its defaults, raw: the page checks them."""
 
     @property
     def empty(self) -> bool:
@@ -34,10 +38,14 @@ class LinkState:
         return not (self.text or self.item_id)
 
     def query_string(self) -> str:
-        """`?q=…` or `?id=…`, then the options (empty for nothing shareable, e.g. an uploaded picture)."""
+        """`?q=…` or `?id=…`, then the settings and options; an uploaded picture is not shareable, so its search
+        links only to its tab and settings (`?tab=image&weight=0.7`)."""
         pairs = [("id", self.item_id)] if self.item_id else [("q", self.text)] if self.text else []
-        pairs += [(key, self.options[key]) for key in OPTION_KEYS if key in self.options] if pairs else []
-        return f"?{urlencode(pairs)}" if pairs else ""
+        settings = [(key, self.settings[key]) for key in SETTING_KEYS if key in self.settings]
+        if not pairs:  # the open tab and its settings, e.g. the mix weight of an uploaded picture's search
+            return f"?{urlencode(settings)}" if "tab" in self.settings else ""
+        pairs += settings + [(key, self.options[key]) for key in OPTION_KEYS if key in self.options]
+        return f"?{urlencode(pairs)}"
 
 
 def _param(params: Mapping[str, str], name: str, limit: int) -> str:
@@ -52,6 +60,14 @@ def parse_link(params: Mapping[str, str]) -> LinkState:
     """The search a page URL's query parameters ask for; unknown parameters (e.g. `__theme`) are ignored."""
     params = canonical(params)  # a link shared before an option was renamed still works
     options = {key: value for key in OPTION_KEYS if (value := _param(params, key, MAX_FILTER_TEXT))}
+    settings = {key: value for key in SETTING_KEYS if (value := _param(params, key, MAX_LINK_CHARS))}
     # The query is not cut here: the engine refuses one that is too long, with the same message as every route.
     return LinkState(text=_param(params, "q", MAX_LINK_CHARS), item_id=_param(params, "id", MAX_ID_CHARS),
-                     options=options)
+                     options=options, settings=settings)
+
+
+def parse_query_string(search: str) -> LinkState:
+    """The search a page URL's query string (`?q=…&top_k=…`, as the browser's address bar has it) asks for."""
+    if not isinstance(search, str) or len(search) > 4 * MAX_LINK_CHARS:  # 4: room for %-escapes
+        return LinkState()
+    return parse_link(dict(parse_qsl(search.removeprefix("?"), max_num_fields=64)))

@@ -14,6 +14,25 @@ CSS = """
 #examples { flex-wrap: nowrap; overflow-x: auto; gap: 6px; }
 #examples button { flex: 0 0 auto; width: auto; white-space: nowrap; }
 #status p { margin: 0; }
+/* Contrast of at least 4.5:1 (axe) where the default theme falls short: labels, primary and hovered buttons, the
+   selected tab in dark mode, the footer's API link. */
+[data-testid="block-info"] { color: #3730a3; }
+.dark [data-testid="block-info"] { color: #e0e7ff; }
+button.primary, button.primary:hover, #copy-link:hover, #copy-link:active { background: #4f46e5; color: #ffffff; }
+body:not(.dark) #tabs button[role="tab"][aria-selected="true"] { color: #3730a3; }
+.dark #tabs button[role="tab"][aria-selected="true"] { color: #a5b4fc; }
+.show-api, footer a, footer button, .slider_input_container .min_value, .slider_input_container .max_value {
+    color: #4b5563 !important; }
+.dark .show-api, .dark footer a, .dark footer button, .dark .slider_input_container .min_value,
+.dark .slider_input_container .max_value { color: #d1d5db !important; }
+/* "Link copied" floats just above the button, out of the row's flow: it neither wraps over the button nor moves
+   the status line. */
+#status-row { position: relative; overflow: visible; }
+#copy-note-box { position: absolute; right: 0; bottom: 100%; width: auto; min-width: 0; min-height: 0; padding: 0;
+                 pointer-events: none; z-index: 2; }
+#copy-note:not(:empty) { display: inline-block; white-space: nowrap; padding: 2px 8px; border-radius: 6px;
+    background: var(--background-fill-primary); color: var(--body-text-color); font-size: 0.85em;
+    border: 1px solid var(--border-color-primary); }
 #results .grid { list-style: none; margin: 0; padding: 0; display: grid; gap: 12px;
                  grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); }
 @media (max-width: 600px) { #results .grid { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 8px; } }
@@ -96,14 +115,17 @@ function blurhashURL(hash, w = 32, h = 32) {
 """
 
 RESULTS_JS = BLURHASH_JS + r"""
-let current = -1, focusFrom = -1;
+let current = -1, focusFrom = -1, shownOnce = false, restoring = false;
 const dialog = () => element.querySelector("dialog.detail");
 const tiles = () => Array.from(element.querySelectorAll("button.tile-open"));
+// The detail is read from the tile shown now, every time: gradio updates the results in place.
 function openDetail(index) {
-  const template = element.querySelector(`template[data-index="${index}"]`), box = dialog();
-  if (!template || !box) return;
+  const tile = element.querySelector(`button.tile-open[data-index="${index}"]`), box = dialog();
+  if (!tile || !box) return;
   current = index;
-  box.querySelector(".detail-body").replaceChildren(template.content.cloneNode(true));
+  const detail = document.createElement("template");
+  detail.innerHTML = tile.dataset.detail || "";  // the server's HTML, every text in it escaped (render.py)
+  box.querySelector(".detail-body").replaceChildren(detail.content);
   box.querySelector('[data-action="prev"]').disabled = index <= 0;
   box.querySelector('[data-action="next"]').disabled = index >= tiles().length - 1;
   if (!box.open) box.showModal();
@@ -117,7 +139,16 @@ function rendered() {
   const url = new URL(window.location.href), theme = url.searchParams.get("__theme");
   url.search = results.dataset.link || "";
   if (theme) url.searchParams.set("__theme", theme);
-  window.history.replaceState(null, "", url);
+  // A new search is a step in the browser's history; the first results, "Load more" and Back/Forward are not. After
+  // Back/Forward the address is the browser's: results of an address left already (Back twice) leave it alone.
+  if (restoring) {  // gradio may drop a restore sent while one runs: ask again for where the browser is now
+    restoring = url.href !== window.location.href;
+    if (restoring && retries-- > 0) restore();
+  } else if (url.href !== window.location.href) {
+    if (shownOnce) window.history.pushState(null, "", url);
+    else window.history.replaceState(null, "", url);
+  }
+  shownOnce = true;
   element.querySelectorAll("img[data-blurhash]").forEach((img) => {
     const data = blurhashURL(img.dataset.blurhash);
     if (data) img.style.backgroundImage = `url(${data})`;
@@ -156,6 +187,13 @@ element.addEventListener("keydown", (event) => {
 element.addEventListener("close", () => {
   if (!document.activeElement?.classList.contains("tile-open")) tiles()[current]?.focus();
 }, true);
+// Back/Forward: the server runs the search of the address the browser went to, and sets the controls to it.
+let retries = 0, restoreTimer = null;
+const restore = () => trigger("restore", { search: window.location.search });
+window.addEventListener("popstate", () => {  // Back pressed twice quickly: the second address only
+  dialog()?.close(); restoring = true; retries = 2;
+  clearTimeout(restoreTimer); restoreTimer = setTimeout(restore, 100);
+});
 watch("value", rendered);
 rendered();
 """
@@ -169,7 +207,10 @@ async () => {
     field.select(); document.execCommand("copy"); field.remove();
   }
   const note = document.querySelector("#copy-note");
-  if (note) note.textContent = "Link copied: " + url;
+  if (note) {  // a short note beside the button, the link itself in its tooltip; it goes after a few seconds
+    note.textContent = "Link copied"; note.title = url;
+    clearTimeout(note.hideTimer); note.hideTimer = setTimeout(() => { note.textContent = ""; }, 4000);
+  }
   if (button) button.dataset.copied = url;
 }
 """
@@ -190,15 +231,11 @@ OPTIONS_CSS = """
 """
 CSS += OPTIONS_CSS
 
-# Theme colours under 4.5:1 against their background (axe, with no dialog open): in light, the labels' and chosen
-# tab's indigo on pale indigo or grey, white on the primary button's indigo-500, the sliders' and footer's grey-400;
-# in dark, the chosen tab's indigo-500 on near-black.
-CONTRAST_CSS = """
-body:not(.dark) [data-testid="block-info"], body:not(.dark) button[role="tab"][aria-selected="true"] { color: #3730a3; }
-.dark button[role="tab"][aria-selected="true"] { color: #a5b4fc; }
-body:not(.dark) button.primary { background: #4f46e5; border-color: #4f46e5; color: #ffffff; }
-body:not(.dark) button.primary:hover { background: #4338ca; }
-body:not(.dark) [data-testid="min-value"], body:not(.dark) [data-testid="max-value"],
-body:not(.dark) footer, body:not(.dark) footer a, body:not(.dark) footer button { color: #4b5563; }
-"""
-CSS += CONTRAST_CSS
+
+def rerun_once_js(state_at: int) -> str:
+    """Run before a re-run: cancels it (a throw stops gradio's call) when its values are those of the last one, as
+    with Enter and then leaving a typed filter, so a refused value is said once. `state_at`: the session's input,
+    left out of the comparison."""
+    return ("(...values) => { const key = JSON.stringify(values.filter((value, at) => at !== " + str(state_at) +
+            ")); if (key === window.searchLastRerun) throw new Error('unchanged: already run');"
+            " window.searchLastRerun = key; return values; }")

@@ -1,8 +1,10 @@
 """HTML for the results grid and the detail view (pure: no gradio). Every text is escaped, every link http(s).
 
 The grid asks for pictures at the size shown (Unsplash's CDN resizes with `?w=`), lazily, with the item's
-blur_hash (when the bundle has one) decoded in the browser as the placeholder. Each tile carries its detail view
-as a <template>, so opening one, and moving between them with the arrow keys, costs no round trip.
+blur_hash (when the bundle has one) decoded in the browser as the placeholder. Each tile's button carries its detail
+view in an attribute, so opening one, and moving between them with the arrow keys, costs no round trip. Not in a
+<template>: gradio updates the results in place, node by node, and a template's content is no child node, so it would
+keep the first search's details.
 """
 
 from __future__ import annotations
@@ -69,15 +71,16 @@ def credit_line(hit: Hit) -> str:
     return ""
 
 
-def tile_html(index: int, hit: Hit) -> str:
-    """One result: a button with the picture (opens the detail view), its description and credit below."""
+def tile_html(index: int, hit: Hit, detail: str = "") -> str:
+    """One result: a button with the picture (opens the `detail` view), its description and credit below."""
     alt = html_text(alt_text(hit))
     sources = srcset(hit)
     extra = f' srcset="{html_text(sources)}" sizes="(max-width: 600px) 45vw, 220px"' if sources else ""
     hash_attr = f' data-blurhash="{html_text(code)}"' if (code := blur_hash(hit)) else ""
     credit = credit_line(hit)
     return (f'<li class="tile"><button type="button" class="tile-open" data-index="{index}" '
-            f'aria-label="Details: {alt}"><img src="{html_text(picture_url(hit, TILE_WIDTHS[0]))}"{extra} alt="{alt}" '
+            f'data-detail="{html_text(detail)}" aria-label="Details: {alt}">'
+            f'<img src="{html_text(picture_url(hit, TILE_WIDTHS[0]))}"{extra} alt="{alt}" '
             f'loading="lazy" decoding="async" width="240" height="240"{hash_attr}></button>'
             f'<p class="tile-text" title="{alt}">{alt}</p>'
             f'<p class="tile-meta"><span class="score">{shown_score(hit.score, 2)}</span>'
@@ -125,11 +128,9 @@ def results_html(hits: list[Hit], root: Path, link: str, query_hit: Hit | None =
                  more: bool = False) -> str:
     """The results area: the query picture (more like this), the grid, "Load more", each tile's detail, the dialog."""
     card = query_card(query_hit) if query_hit is not None else ""
-    tiles = "".join(tile_html(index, hit) for index, hit in enumerate(hits))
-    details = "".join(f'<template data-index="{index}">{detail_html(hit, root)}</template>'
-                      for index, hit in enumerate(hits))
+    tiles = "".join(tile_html(index, hit, detail_html(hit, root)) for index, hit in enumerate(hits))
     grid = f'<ul class="grid" aria-label="Results">{tiles}</ul>' if hits else ""
     grid += MORE if more and hits else ""
     page = (f'<div class="results" data-link="{html_text(link)}" data-count="{len(hits)}">'
-            f'{card}{grid}{details}{DIALOG}</div>')
+            f'{card}{grid}{DIALOG}</div>')
     return page.replace("{", "&#123;").replace("}", "&#125;")  # braces only come from data: credit lines too

@@ -1,0 +1,366 @@
+"""Journeys on the demo in real Chromium: what a person sees at every step of a search, the tenth click as the first.
+
+Each journey runs at 1400×900 (light) and 390×844 (dark) against one app server for the module, and checks
+axe-core (no serious or critical violation) in its states. JOURNEY_SHOTS=DIR saves screenshots of key states there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
+from tests.test_browser import DESKTOP, PHONE, TILES, browser, expect_error, open_options, status_after  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")]
+SIZES = [pytest.param((DESKTOP, False), id="desktop-light"), pytest.param((PHONE, True), id="phone-dark")]
+QUERY = "#query textarea, #query input"
+DIALOG = "dialog.detail[open]"
+
+
+@pytest.fixture(params=SIZES)
+def journey(request, browser, app_url: str):  # noqa: F811
+    """Factory: a fresh page on the app at this journey's size and theme (plus a query string), results shown."""
+    viewport, dark = request.param
+    contexts = []
+
+    def open_at(query: str = "", url: str = app_url):
+        context = browser.new_context(viewport=viewport, color_scheme="dark" if dark else "light")
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url.rstrip("/"))
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(url.rstrip("/") + "/" + query)
+        page.locator(TILES).first.wait_for()
+        return page
+
+    yield open_at
+    for context in contexts:
+        context.close()
+
+
+def screen(page) -> tuple:
+    """What a person sees of a search: the query box, the status (less its timing) and the pictures in order."""
+    lines = [line for line in page.locator("#status").inner_text().splitlines() if line.strip()]
+    status = re.sub(r" in \d+ ms", "", lines[-1] if lines else "")  # not a progress timer drawn above it
+    pictures = [img.get_attribute("src") for img in page.locator(f"{TILES} img").all()]
+    return page.locator(QUERY).first.input_value(), status, pictures
+
+
+def search(page, text: str) -> tuple:
+    """Type a query, press Enter, wait for its results; returns the screen."""
+    box = page.locator(QUERY).first
+    box.fill(text)
+    box.press("Enter")
+    status_after(page, rf"results? for “{re.escape(text)}”")
+    page.wait_for_function(f"document.querySelector('{TILES} img')?.alt.includes({text.rsplit(maxsplit=1)[-1]!r})")
+    return screen(page)
+
+
+def detail_matches_tile(page, index: int, click: bool = True) -> str:
+    """Open (or, with click=False, expect open) the detail of result `index`: its picture, title and id are the
+    tile's own. Returns the id."""
+    tile = page.locator(TILES).nth(index)
+    src, alt = tile.locator("img").get_attribute("src"), tile.locator("img").get_attribute("alt")
+    if click:
+        tile.click()
+    dialog = page.locator(DIALOG)
+    dialog.wait_for()
+    assert dialog.locator("img.detail-img").get_attribute("src") == src
+    assert dialog.locator(".detail-title").inner_text() == alt
+    shown_id = dialog.locator("dd").nth(1).inner_text()
+    assert f"{shown_id}.jpg" in src  # the demo's pictures are named by their id
+    return shown_id
+
+
+def close_detail(page) -> None:
+    page.keyboard.press("Escape")
+    page.locator(DIALOG).wait_for(state="detached")
+
+
+def threshold_box(page, which: str = "text"):
+    return page.locator(f"#{which}-threshold input[type=number]")
+
+
+def accessible(page, name: str = "") -> None:
+    """No serious or critical axe-core violation in this state; a screenshot of it under JOURNEY_SHOTS."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    violations = Axe().run(page).response["violations"]
+    bad = [(v["id"], v["impact"], [(n["target"], n.get("failureSummary")) for n in v["nodes"]][:3])
+           for v in violations if v["impact"] in ("serious", "critical")]
+    assert bad == []
+    if name and (folder := os.environ.get("JOURNEY_SHOTS")):
+        size = page.viewport_size
+        page.screenshot(path=str(Path(folder) / f"{name}-{size['width']}.png"))
+
+
+def no_error_badges(page) -> None:
+    """Gradio draws a red "Error" badge over an output whose event failed: none over the status line or grid."""
+    drawn = page.evaluate("""() => Array.from(document.querySelectorAll('#status-row .error, #results .error'))
+        .filter((badge) => {
+            const box = badge.getBoundingClientRect();
+            for (let node = badge; node; node = node.parentElement) {
+                const style = getComputedStyle(node);
+                if (style.display === 'none' || style.visibility === 'hidden' || style.opacity === '0') return false;
+            }
+            return box.width > 0 && box.height > 0;
+        }).map((badge) => badge.textContent)""")
+    assert drawn == []
+
+
+def test_second_and_third_searches_open_the_clicked_picture(journey) -> None:
+    page = journey()
+    search(page, "a blue square")
+    detail_matches_tile(page, 0)
+    page.keyboard.press("ArrowRight")  # ← and → walk this search's results
+    detail_matches_tile(page, 1, click=False)
+    page.keyboard.press("ArrowLeft")
+    detail_matches_tile(page, 0, click=False)
+    close_detail(page)
+    search(page, "a green circle")
+    detail_matches_tile(page, 2)
+    accessible(page, "third-search-detail")
+
+
+def test_an_example_button_then_the_detail(journey) -> None:
+    page = journey()
+    example = page.locator("#examples button").nth(1)
+    text = example.inner_text()
+    example.click()
+    status_after(page, rf"results? for “{re.escape(text)}”")
+    page.wait_for_function(f"document.querySelector('{TILES} img')?.alt === {text!r}")
+    assert page.locator(QUERY).first.input_value() == text
+    detail_matches_tile(page, 1)
+    accessible(page)
+
+
+def test_more_like_this_then_its_detail_then_back(journey) -> None:
+    page = journey()
+    before = search(page, "a yellow star")
+    picked = detail_matches_tile(page, 1)
+    page.locator(DIALOG).get_by_role("button", name="More like this").click()
+    status_after(page, rf"results? for more like {picked}")
+    assert f"?id={picked}" in page.url
+    assert detail_matches_tile(page, 0) != picked  # the new results' first picture, not the old list's
+    accessible(page, "more-like-this-detail")
+    close_detail(page)
+    page.go_back()
+    status_after(page, r"results? for “a yellow star”")
+    page.wait_for_function(f"document.querySelectorAll('{TILES}').length === {len(before[2])}")
+    assert screen(page) == before
+    assert detail_matches_tile(page, 1) == picked
+
+
+def test_back_and_forward_step_through_searches_and_their_options(journey) -> None:
+    page = journey()
+    first = screen(page)
+    blue = search(page, "a blue square")
+    open_options(page)
+    threshold_box(page).fill("0.5")
+    threshold_box(page).press("Enter")
+    status_after(page, r"for “a blue square”.*threshold 0\.50")
+    stricter = screen(page)
+    assert "threshold=0.5" in page.url and len(stricter[2]) < len(blue[2])
+    page.go_back()
+    status_after(page, r"for “a blue square”.*threshold 0\.42")
+    assert threshold_box(page).input_value() == "0.42" and screen(page) == blue
+    page.go_back()
+    status_after(page, rf"for “{re.escape(first[0])}”")
+    assert screen(page) == first
+    page.go_forward()
+    page.go_forward()
+    status_after(page, r"for “a blue square”.*threshold 0\.50")
+    assert threshold_box(page).input_value() == "0.5" and screen(page) == stricter
+    accessible(page, "forward-with-threshold")
+
+
+def test_a_copied_link_reproduces_the_screen_in_a_fresh_page(journey) -> None:
+    page = journey()
+    search(page, "a circle")
+    open_options(page)
+    exclude = page.locator("#exclude textarea, #exclude input").first
+    exclude.fill("blue")
+    exclude.press("Enter")  # Enter in Exclude runs the search
+    page.wait_for_function("location.search.includes('exclude=blue')")
+    threshold_box(page).fill("0.45")
+    threshold_box(page).press("Enter")
+    status_after(page, r"for “a circle”.*threshold 0\.45")
+    shown = screen(page)
+    assert not any("blue" in (img.get_attribute("alt") or "") for img in page.locator(f"{TILES} img").all())
+    page.locator("#copy-link").click()
+    page.locator("#copy-note").filter(has_text="Link copied").wait_for()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == page.url and "threshold=0.45" in copied and "exclude=blue" in copied
+    fresh = journey(copied[copied.index("?"):])
+    status_after(fresh, r"for “a circle”.*threshold 0\.45")
+    assert screen(fresh) == shown
+    open_options(fresh)
+    assert threshold_box(fresh).input_value() == "0.45"
+    assert fresh.locator("#exclude textarea, #exclude input").first.input_value() == "blue"
+    accessible(fresh, "copied-link-fresh-page")
+
+
+def test_load_more_then_the_detail_of_item_15(journey) -> None:
+    page = journey("?q=a+circle&threshold=0")
+    status_after(page, r"12 results for “a circle”.*threshold 0\.00")
+    steps = page.evaluate("history.length")
+    page.locator("#results button.load-more").click()
+    status_after(page, r"24 results for “a circle”")
+    assert page.evaluate("history.length") == steps  # another page of the same search is no step back
+    detail_matches_tile(page, 14)
+    page.keyboard.press("ArrowRight")
+    detail_matches_tile(page, 15, click=False)
+    accessible(page, "load-more-detail-15")
+
+
+def test_search_with_this_picture_then_back_to_the_text_tab(journey) -> None:
+    page = journey()
+    text = search(page, "a red triangle")
+    picked = detail_matches_tile(page, 0)
+    page.locator(DIALOG).get_by_role("button", name="Search with this picture and a text").click()
+    status_after(page, rf"results? for more like {picked}")
+    assert page.get_by_role("tab", name="Image").get_attribute("aria-selected") == "true"
+    assert "tab=image" in page.url
+    detail_matches_tile(page, 0)
+    close_detail(page)
+    page.go_back()
+    status_after(page, r"results? for “a red triangle”")
+    assert page.get_by_role("tab", name="Text").get_attribute("aria-selected") == "true"
+    assert screen(page) == text
+    accessible(page)
+
+
+def test_an_error_then_a_good_search(journey) -> None:
+    page = journey()
+    before = search(page, "a purple circle")
+    open_options(page)
+    exclude = page.locator("#exclude textarea, #exclude input").first
+    exclude.fill(",".join("abcdefghijkl"))  # 12 terms: more than the engine takes
+    exclude.press("Enter")
+    expect_error(page, "lists 12 terms")
+    no_error_badges(page)
+    assert screen(page) == before  # the results stay as they were
+    exclude.fill("dark")
+    exclude.press("Enter")
+    page.wait_for_function("location.search.includes('exclude=dark')")
+    status_after(page, r"results? for “a purple circle”")
+    assert page.locator("[data-testid='toast-body']").count() == 0
+    accessible(page, "error-then-good")
+
+
+def test_the_image_and_text_tabs_keep_their_own_results(journey) -> None:
+    page = journey()
+    text = search(page, "a green triangle")
+    page.get_by_role("tab", name="Image").click()
+    page.wait_for_function(f"document.querySelectorAll('{TILES}').length === 0")
+    page.locator("#image input[type=file]").set_input_files(str(DEMO_INDEX_DIR / "images" / "shape-007.jpg"))
+    status_after(page, r"results? for the image")
+    picture = screen(page)
+    detail_matches_tile(page, 1)
+    close_detail(page)
+    page.get_by_role("tab", name="Text").click()
+    status_after(page, r"results? for “a green triangle”")
+    assert screen(page) == text
+    detail_matches_tile(page, 2)
+    close_detail(page)
+    page.get_by_role("tab", name="Image").click()
+    status_after(page, r"results? for the image")
+    assert screen(page)[1:] == picture[1:]
+    detail_matches_tile(page, 0)
+    accessible(page, "image-tab-detail")
+
+
+def test_the_text_weight_and_exclude_rerun_a_mixed_search(journey) -> None:
+    page = journey()
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#image input[type=file]").set_input_files(str(DEMO_INDEX_DIR / "images" / "shape-007.jpg"))
+    status_after(page, r"results? for the image")
+    picture = screen(page)
+    mix = page.locator("#mix-text textarea, #mix-text input").first
+    mix.fill("a red square")
+    mix.press("Enter")
+    page.wait_for_function(f"document.querySelector('{TILES} img')?.src !== {picture[2][0]!r}")
+    open_options(page)
+    weight = page.locator("#weight input[type=number]")
+    weight.fill("1")
+    weight.press("Enter")  # all text: the picture no longer counts
+    page.wait_for_function(f"Array.from(document.querySelectorAll('{TILES} img')).slice(0, 3)"
+                           ".every((img) => img.alt.includes('red square'))")
+    assert "weight=1" in page.url
+    detail_matches_tile(page, 0)
+    accessible(page)
+
+
+def test_a_more_like_this_link_with_its_settings_in_a_fresh_page(journey) -> None:
+    page = journey("?id=shape-121&top_k=5&threshold=0.6")
+    status_after(page, r"results? for more like shape-121.*threshold 0\.60")
+    assert page.locator(TILES).count() <= 5
+    open_options(page)
+    assert threshold_box(page, "image").input_value() == "0.6"
+    assert page.locator("#top-k input[type=number]").input_value() == "5"
+    detail_matches_tile(page, 0)
+    accessible(page)
+
+
+def test_link_copied_note_leaves_the_button_and_status_line_in_place(journey) -> None:
+    page = journey()
+    status, button = page.locator("#status"), page.locator("#copy-link")
+    before = status.bounding_box(), button.bounding_box()
+    button.click()
+    note = page.locator("#copy-note").filter(has_text="Link copied")
+    note.wait_for()
+    box = note.bounding_box()
+    assert (status.bounding_box(), button.bounding_box()) == before
+    for other in before:  # the note overlaps neither
+        assert (box["x"] + box["width"] <= other["x"] or other["x"] + other["width"] <= box["x"]
+                or box["y"] + box["height"] <= other["y"] or other["y"] + other["height"] <= box["y"]), (box, other)
+    assert box["height"] < 2 * page.evaluate("parseFloat(getComputedStyle(document.querySelector('#copy-note'))"
+                                             ".lineHeight)")  # one line, not wrapped
+    accessible(page, "link-copied")
+
+
+@pytest.fixture(scope="module")
+def dated_url(demo_startup, tmp_path_factory) -> str:
+    """The app on 40 demo pictures given dates, so the page offers the typed date filters."""
+    from search.bundle.manifest import BundleInfo
+    from search.bundle.store import Bundle, write_bundle
+    from search.query.engine import SearchEngine
+    from search.web.startup import Startup
+    from tests.app_server import serve
+
+    root = tmp_path_factory.mktemp("dated") / "bundle"
+    table = pq.read_table(DEMO_INDEX_DIR / "metadata.parquet").slice(0, 40)
+    table = table.append_column("date", pa.array([f"2021-0{1 + row % 9}-1{row % 10}T10:00:00" for row in range(40)]))
+    for image in table.column("image").to_pylist():
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DEMO_INDEX_DIR / image, root / image)
+    write_bundle(root, np.load(DEMO_INDEX_DIR / "embeddings.npy")[:40], table, BundleInfo(DEMO_SPEC, source="t"))
+    engine = SearchEngine(demo_startup.engine.encoder, Bundle.load(root))
+    with serve(Startup(engine, None, False)) as url:
+        yield url
+
+
+def test_a_bad_typed_date_is_said_once_without_error_badges(journey, dated_url: str) -> None:
+    page = journey("?q=a+circle", url=dated_url)
+    before = screen(page)
+    open_options(page)
+    date = page.locator("#opt-date-from textarea, #opt-date-from input").first
+    date.fill("2021-13-45")
+    date.press("Enter")
+    toast = page.locator("[data-testid='toast-body']")
+    toast.first.wait_for()
+    page.keyboard.press("Tab")  # leaving the box after Enter: no second run, no second message
+    page.wait_for_timeout(800)
+    no_error_badges(page)
+    assert toast.count() == 1 and toast.first.inner_text().count("date_from must be a date") == 1
+    toast.locator("[data-testid='toast-close']").click()  # gradio's toast nests a button in a focusable header
+    assert screen(page) == before
+    accessible(page, "bad-date")
