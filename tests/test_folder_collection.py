@@ -21,7 +21,7 @@ from search.build.sources import name_words
 from search.bundle.attributes import DATE_PATTERN
 from search.bundle.metadata import ItemCatalog
 from search.bundle.store import Bundle
-from search.config import EngineConfig
+from search.config import REPO_ROOT, EngineConfig
 from search.errors import BundleError
 from search.query.engine import SearchEngine, load_engine
 from search.types import Hit
@@ -154,9 +154,10 @@ def test_a_collection_without_examples_opens_on_a_diverse_sample(camera_folder: 
     engine = SearchEngine(demo_encoder, Bundle.load(camera_folder))
     ui = engine.bundle.manifest.ui
     assert ui is not None and ui.examples == () and len(ui.sample) == len(set(ui.sample)) == 6
-    query, page, status, session = SearchUI(Startup(engine, None, False)).ui_load(12, 0.2, 0.8, None)
+    query, _, page, status, session = SearchUI(Startup(engine, None, False)).ui_load(None)
     assert query == "" and [hit.id for hit in session.view.hits] == list(ui.sample)
     assert page.count('class="tile"') == 6 and "range of this collection" in status
+    assert page.count('<span class="score"></span>') == 6  # not a query's hits: no similarity to show
 
 
 def test_a_moved_folder_bundle_carries_its_model(named_folder: Path, tmp_path: Path,
@@ -183,3 +184,44 @@ def test_a_model_folder_that_is_not_there_is_refused_with_what_to_do(named_folde
             as refused:
         load_engine(EngineConfig(index=str(copy), onnx_text=False))
     assert "builders-checkout" not in str(refused.value)  # names no path outside the bundle
+
+
+def test_a_hub_download_fetches_the_model_the_bundle_carries(named_folder: Path) -> None:
+    from huggingface_hub.utils import filter_repo_objects
+
+    from search.bundle.hub import BUNDLE_PATTERNS
+
+    listed = sorted(json.loads((named_folder / "manifest.json").read_text())["files"])
+    assert any(name.startswith("model/") for name in listed)
+    assert sorted(filter_repo_objects(listed, allow_patterns=BUNDLE_PATTERNS)) == listed
+
+
+def test_a_model_file_the_manifest_does_not_list_is_refused(named_folder: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "index"
+    shutil.copytree(named_folder, copy)
+    (copy / "model" / "other.safetensors").write_bytes(b"planted")
+    with pytest.raises(BundleError, match=r"model files its manifest does not list \(other.safetensors\)"):
+        load_engine(EngineConfig(index=str(copy), onnx_text=False))
+
+
+def test_a_hub_snapshot_may_not_name_a_model_folder_outside_itself(tmp_path: Path) -> None:
+    # The huggingface_hub cache layout: the demo bundle names `local-dir:../model`, a folder beside the snapshot.
+    repo = tmp_path / "datasets--someone--index"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(REPO_ROOT / "assets" / "demo" / "index", snapshot)
+    shutil.copytree(REPO_ROOT / "assets" / "demo" / "model", snapshot.parent / "model")
+    with pytest.raises(BundleError, match="names a model folder outside itself"):
+        Bundle.load(snapshot).encoder_spec  # noqa: B018
+
+
+def test_a_build_never_deletes_someone_elses_files_in_its_model_folder(tmp_path: Path) -> None:
+    from search.build.bundled_model import ModelCopyError, bundled_encoder
+    from search.config import EncoderSpec
+
+    notes = tmp_path / "out" / "model" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    with pytest.raises(ModelCopyError, match="holds 'notes.txt'"):
+        bundled_encoder(EncoderSpec(f"local-dir:{REPO_ROOT / 'assets' / 'demo' / 'model'}", None), tmp_path / "out")
+    assert notes.read_text() == "mine"

@@ -2,8 +2,7 @@
 --images-dir`), at 1400x900 and 390x844: many steps, each checked against what the folder holds.
 
 A tile is known by its picture: the thumbnail file in its src maps to the item id through the bundle's metadata,
-so the checks hold whatever captions the page writes. Steps waiting on fixes in flight elsewhere (issue 23) are
-their own small tests, marked xfail(strict=True) so they flip when those land. One build, one server per module.
+so the checks hold whatever captions the page writes. One build, one server per module.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from search.bundle.store import Bundle
 from search.query.engine import SearchEngine
 from search.web.startup import Startup
 from tests.app_server import serve
-from tests.folder_gallery import PhotoFolder, build_folder_bundle, write_photo_folder
+from tests.folder_gallery import TRIPS, PhotoFolder, build_folder_bundle, write_photo_folder
 from tests.test_browser import DESKTOP, PHONE, TILES, TIMEOUT_MS, browser, open_options, status_after  # noqa: F401
 from tests.test_options_layout import MIN_CONTROL_CHARS, PANEL_PROBLEMS_JS, accessibility_problems
 
@@ -134,7 +133,8 @@ def test_search_filter_search_again_open_close_and_change_the_filter(open_folder
     page = open_folder(viewport, "?__theme=dark" if dark else "", dark)
     assert page.evaluate("document.body.classList.contains('dark')") == dark
     search(page, "a blue square")
-    assert len(folder.ids_shown(page)) == 12  # every trip: no filter yet
+    # every trip, no filter yet
+    assert {folder.photos.trips[item][0] for item in folder.ids_shown(page)} == {trip[0] for trip in TRIPS}
     open_options(page)
     assert page.evaluate(PANEL_PROBLEMS_JS, MIN_CONTROL_CHARS) == []  # the many-filter panel reads well
     assert "country, city" in page.locator("#options-missing").inner_text()  # no data for them in a folder
@@ -144,7 +144,7 @@ def test_search_filter_search_again_open_close_and_change_the_filter(open_folder
     search(page, "a red circle")
     kyoto = wait_for_ids(page, folder, lambda item: item.startswith("2021 Kyoto/"), "the Kyoto trip (FUJIFILM)")
     assert folder.photos.specs[kyoto[0]].label == "red circle" and "camera=fuji" in page.url
-    # Whether the dialog shows the clicked picture after a second search: the xfail test below, until it is fixed.
+    # Whether the dialog shows the clicked picture after a second search: its own test below.
     clicked, _ = open_detail(page, folder, 0)
     assert page.locator("dialog.detail[open] img.detail-img").get_attribute("alt")
     page.keyboard.press("Escape")
@@ -158,8 +158,6 @@ def test_search_filter_search_again_open_close_and_change_the_filter(open_folder
     assert accessibility_problems(page) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 HIGH: after a second search the detail view clones the previous "
-                                       "results' <template>s (stale-dialog fix in another worktree)")
 def test_the_detail_view_shows_the_clicked_tile_after_a_filtered_search_again(open_folder, folder: Folder) -> None:
     page = open_folder(DESKTOP)
     search(page, "a blue square")
@@ -205,8 +203,6 @@ def test_a_copied_link_opens_the_same_screen_in_a_fresh_page(open_folder, folder
     assert fresh.locator("#opt-date-to input, #opt-date-to textarea").first.input_value() == "2021-12-31"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 MEDIUM: the link drops the threshold and Exclude (link-state fix "
-                                       "in another worktree)")
 def test_a_copied_link_keeps_the_threshold_and_exclude(open_folder, folder: Folder) -> None:
     page = open_folder(DESKTOP)
     search(page, "a blue triangle")

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 from search.bundle.durable import atomic_write
-from search.bundle.store import MODEL_FOLDER
+from search.bundle.manifest import MODEL_FOLDER
+from search.bundle.store import is_model_file
 from search.config import LOCAL_DIR_PREFIX, EncoderSpec
 from search.errors import SearchError
 from search.model.encoder import model_files
@@ -34,11 +35,14 @@ def bundled_encoder(spec: EncoderSpec, out: Path) -> EncoderSpec:
             raise ModelCopyError(f"model folder {folder} has no open_clip_config.json to carry into the bundle; "
                                  "pass local-dir: with the folder open_clip loads the model from")
         target.mkdir(parents=True, exist_ok=True)
-        for stale in set(target.iterdir()) - {target / path.name for path in files}:
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink()
+        stale = set(target.iterdir()) - {target / path.name for path in files}
+        foreign = sorted(path.name for path in stale if not is_model_file(f"{MODEL_FOLDER}/{path.name}")
+                         or path.is_symlink() or not path.is_file())
+        if foreign:  # someone's own files: never deleted, the build stops before touching them
+            raise ModelCopyError(f"{target} holds {foreign[0]!r}, which is not a model file a build wrote; move it "
+                                 "out of the way, or build into another --out folder")
+        for path in stale:  # an earlier copy's weights the model no longer has
+            path.unlink()
         for path in files:
             atomic_write(target / path.name, lambda tmp, source=path: shutil.copyfile(source, tmp))
         logger.info("copied model %s into %s, so the bundle carries it", folder, target)

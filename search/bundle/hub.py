@@ -14,6 +14,7 @@ from search.bundle.manifest import (
     KEYWORD_FILES,
     MANIFEST_FILE,
     METADATA_FILE,
+    MODEL_FOLDER,
 )
 from search.errors import BundleError, one_line
 
@@ -21,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Owner and name start with a letter, digit or underscore: "./x", "../x" and "~/x" are paths, never repo ids.
 HUB_REPO_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
+# `model/*`: the `local-dir:` model a bundle carries (search/build/bundled_model.py), checked on load like the rest.
 BUNDLE_PATTERNS = [MANIFEST_FILE, INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE, FAILURES_FILE, *KEYWORD_FILES,
-                   "images/*"]
+                   "images/*", f"{MODEL_FOLDER}/*"]
 # huggingface_hub's cache: REPO_CACHE/snapshots/REVISION/NAME is a symlink to REPO_CACHE/blobs/HASH, where
 # REPO_CACHE is named like "datasets--OWNER--NAME".
 REPO_CACHE_NAME = re.compile(r"(datasets|models|spaces)--([\w.-]+?)--([\w.-]+)")

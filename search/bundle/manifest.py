@@ -21,6 +21,8 @@ INDEX_FILE = "index.hnsw"
 EMBEDDINGS_FILE = "embeddings.npy"
 METADATA_FILE = "metadata.parquet"
 FAILURES_FILE = "failures.parquet"
+MODEL_FOLDER = "model"
+"""Where a bundle carries its own model (a `local-dir:` model copied in by the build, so the bundle travels whole)."""
 # The keyword (BM25) index, written when the metadata has text (search/bundle/keywords.py); optional: older bundles
 # lack it.
 KEYWORD_VOCAB_FILE = "keywords.json"

@@ -36,6 +36,7 @@ from search.bundle.manifest import (
     MANIFEST_FILE,
     MAX_MANIFEST_BYTES,
     METADATA_FILE,
+    MODEL_FOLDER,
     BundleInfo,
     Manifest,
     UiHints,
@@ -45,7 +46,7 @@ from search.bundle.manifest import (
 )
 from search.bundle.metadata import ItemCatalog, load_catalog
 from search.bundle.verified import UnreadableFileError, VerificationRecord, sha256_of
-from search.config import EncoderSpec, default_cache_dir
+from search.config import REPO_ROOT, EncoderSpec, default_cache_dir
 from search.errors import REBUILD_HINT, BundleError, UnknownItemError
 from search.types import FeatureVector
 
@@ -63,9 +64,15 @@ PICTURE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png
 browser shows as a picture and none runs script in (SVG, HTML and XML can; the builder writes .jpg thumbnails)."""
 
 
-MODEL_FOLDER = "model"
-"""Where a bundle carries its own model (a `local-dir:` model copied in by the build, so the bundle travels whole)."""
 MODEL_SUFFIXES = frozenset({".json", ".safetensors"})  # open_clip_config.json and its weights: never pickles
+
+
+SHIPPED_MODELS = REPO_ROOT / "assets"
+"""This repository's own models (the demo's): trusted as code is, whichever bundle names them."""
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
 
 
 def is_model_file(name: str) -> bool:
@@ -150,12 +157,33 @@ class Bundle:
         when that relative folder is not there (a bundle moved away from a model it does not carry)."""
         recorded = self.manifest.info.encoder
         spec = recorded.resolved(self.root)
+        if spec.local_dir is not None:
+            self._check_model_folder(spec.local_dir)
         relative = recorded.local_dir is not None and not recorded.local_dir.is_absolute()
         if relative and spec.local_dir is not None and not spec.local_dir.is_dir():
             raise BundleError(f"index {self.label} names its model by a local-dir: folder that is not there from "
                               "where the index now is; put that model folder there, or rebuild the index with "
                               "build_index.py, which copies a local-dir: model into the index so it moves along")
         return spec
+
+    def _check_model_folder(self, folder: Path) -> None:
+        """A model inside the bundle is its `model/` folder, every file listed (so checksummed); a Hub snapshot names
+        no folder outside itself but this repository's own models: someone else's data must not pick a model folder
+        on this machine."""
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(folder)
+        if _inside(real, root):
+            if real != os.path.join(root, MODEL_FOLDER):
+                raise BundleError(f"index {self.label} names a model folder inside itself other than "
+                                  f"{MODEL_FOLDER}/; {REBUILD_HINT}")
+            unlisted = sorted(path.name for path in Path(real).iterdir()
+                              if f"{MODEL_FOLDER}/{path.name}" not in self.manifest.files)
+            if unlisted:
+                raise BundleError(f"index {self.label} holds model files its manifest does not list "
+                                  f"({shown_name(unlisted[0])}); {REBUILD_HINT}")
+        elif snapshot_blobs(self.root) is not None and not _inside(real, os.path.realpath(SHIPPED_MODELS)):
+            raise BundleError(f"Hub index {self.label} names a model folder outside itself; a Hub index carries its "
+                              f"model in {MODEL_FOLDER}/ or names a Hub model (hf-hub:ID); {REBUILD_HINT}")
 
     @property
     def served_folders(self) -> tuple[Path, ...]:

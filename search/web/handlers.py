@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -308,7 +309,7 @@ class SearchUI:
     def opening_sample(self, session: Session) -> Shown:
         """The pictures chosen at build time to show a collection's range (the manifest's `ui.sample`)."""
         catalog = self.engine.bundle.catalog
-        hits = tuple(catalog.hit(catalog.row_of(item_id), 1.0) for item_id in self.defaults.sample)
+        hits = tuple(catalog.hit(catalog.row_of(item_id), math.nan) for item_id in self.defaults.sample)  # no score
         if not hits:
             return "", "Type a description, or give an example picture in the Image tab.", session
         html = results_html(list(hits), self.engine.bundle.root, "")

@@ -21,7 +21,8 @@ CSS = """
 button.primary, button.primary:hover, #copy-link:hover, #copy-link:active { background: #4f46e5; color: #ffffff; }
 body:not(.dark) #tabs button[role="tab"][aria-selected="true"] { color: #3730a3; }
 .dark #tabs button[role="tab"][aria-selected="true"] { color: #a5b4fc; }
-.show-api, footer a, footer button, .slider_input_container .min_value, .slider_input_container .max_value {
+body:not(.dark) .show-api, body:not(.dark) footer a, body:not(.dark) footer button,
+body:not(.dark) .slider_input_container .min_value, body:not(.dark) .slider_input_container .max_value {
     color: #4b5563 !important; }
 .dark .show-api, .dark footer a, .dark footer button, .dark .slider_input_container .min_value,
 .dark .slider_input_container .max_value { color: #d1d5db !important; }

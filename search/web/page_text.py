@@ -4,6 +4,7 @@ picture URLs, the status line and the hits' JSON. Pure: nothing here imports gra
 from __future__ import annotations
 
 import html
+import math
 import re
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -36,6 +37,8 @@ def thumbnail(hit: Hit, width: int = 480) -> str:
 def shown_score(score: float, decimals: int) -> str:
     """A score cut (not rounded) to `decimals`: set as the threshold, the shown number keeps that hit."""
     # Rounding would show 0.8399 as 0.84, and a threshold of 0.84 drops it; the cut shows 0.83.
+    if not math.isfinite(score):  # a hit no query scored (a collection's opening sample): nothing to show
+        return ""
     return str(Decimal(repr(score)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR))
 
 
