@@ -77,6 +77,39 @@ def test_one_failing_item_fails_only_its_own_request() -> None:
     assert ["a", "b", "bad", "c"] in map(sorted, model.calls)  # it did fail as a batch, then each ran alone
 
 
+class Stop(BaseException):
+    """Not an Exception (as KeyboardInterrupt or SystemExit are not): the batch cannot hand it to each item."""
+
+
+def test_a_batch_stopped_by_a_base_exception_leaves_no_batch_mate_waiting() -> None:
+    def model(items: list[str]) -> list[str]:
+        gate.calls.append(list(items))
+        gate.release.wait(10)
+        if "bad" in items:
+            raise Stop
+        return [item.upper() for item in items]
+
+    def one(item: str) -> object:
+        try:
+            return batcher(item)
+        except BaseException as exc:  # the test compares what each caller got
+            return exc
+
+    gate, batcher = GatedModel(), None
+    batcher = Batcher(model, WorkLimiter(slots=1, wait_s=10), max_batch=8)
+    with ThreadPoolExecutor(4) as callers:
+        futures = [callers.submit(one, "first")]
+        while not gate.calls:
+            time.sleep(0.001)
+        futures += [callers.submit(one, item) for item in ("a", "bad", "b")]
+        time.sleep(0.3)
+        gate.release.set()
+        answers = [future.result(timeout=5) for future in futures]  # before the fix: the batch-mates never answer
+    assert answers[0] == "FIRST"
+    assert sum(isinstance(answer, Stop) for answer in answers[1:]) == 1  # the caller that ran the batch
+    assert sum(isinstance(answer, RuntimeError) for answer in answers[1:]) == 2
+
+
 def test_a_lone_request_runs_at_once_with_no_added_wait() -> None:
     limiter = WorkLimiter(slots=2, wait_s=10)
     batched, alone = Batcher(lambda items: items, limiter, max_batch=16), Unbatched(lambda items: items, limiter)

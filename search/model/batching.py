@@ -97,8 +97,13 @@ class Batcher(Generic[T, R]):
         with self._changed:
             batch = self._take(own)
             self._changed.notify_all()  # their callers stop waiting for a turn and wait for the answer
-        if batch:
+        try:
             self._answer(batch)
+        finally:  # whatever stopped the batch (even a BaseException), no batch-mate waits on it for ever
+            for pending in batch:
+                if not pending.done.is_set():
+                    pending.error = RuntimeError("the model work this request was batched with stopped")
+                    pending.done.set()
 
     def _take(self, own: _Pending[T, R]) -> list[_Pending[T, R]]:
         """Under the lock: `own` (unless a batch already took it) and the oldest queued items, up to max_batch."""
