@@ -303,6 +303,15 @@ class FakeRequest:
         self.query_params = params
 
 
+def test_a_link_whose_search_is_refused_opens_on_the_default_search_and_says_why(demo_startup: Startup) -> None:
+    ui = SearchUI(demo_startup)
+    first = ui.defaults.text_examples[0]
+    for params in ({"q": "a" * 1200}, {"q": "a red circle", "exclude": "a red circle"}):
+        query, _, html, status, _ = ui.ui_load(FakeRequest(**params))
+        assert query == first and html.count('class="tile"') == 12, params
+        assert status.startswith("This link's search cannot run (") and f"results for “{first}”" in status
+
+
 def test_page_load_restores_deep_links_else_shows_the_first_example(demo_startup: Startup) -> None:
     ui = SearchUI(demo_startup)
     first = ui.defaults.text_examples[0]

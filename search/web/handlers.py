@@ -18,7 +18,7 @@ from search.query.options import MAX_OFFSET, SearchOptions
 from search.types import Hit
 from search.web.links import LinkState, parse_link
 from search.web.options_panel import available_options, clean_options, link_options, search_options
-from search.web.page_text import hits_json, status_text, unknown_item_note
+from search.web.page_text import hits_json, refused_link_note, status_text, unknown_item_note
 from search.web.public_errors import bug_message, shown_error
 from search.web.render import results_html
 from search.web.request_values import combined_query, negatives
@@ -302,8 +302,15 @@ class SearchUI:
         if not text:  # no examples (a bundle without descriptions): open on a sample of it, never an empty page
             html, status, session = self.opening_sample(session)
         else:
-            html, status, session = self.ui_text(text, settings.exclude, settings.top_k, settings.text_threshold,
-                                                 session, options)
+            try:
+                html, status, session = self.ui_text(text, settings.exclude, settings.top_k, settings.text_threshold,
+                                                     session, options)
+            except BadQueryError as exc:  # the link's search as a whole cannot run: say why, never an empty page
+                if link.empty:
+                    raise
+                logger.info("a link's search was refused (%s); showing the default search", exc)
+                text, settings, html, status, session = self.ui_open(LinkState(), session)
+                note = refused_link_note(str(exc))
         return text, settings, html, note + status, session
 
     def opening_sample(self, session: Session) -> Shown:

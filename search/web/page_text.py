@@ -146,6 +146,11 @@ def unknown_item_note(item_id: str) -> str:
     return f"No item {markdown_text(item_id)} in this collection; showing the default search instead. "
 
 
+def refused_link_note(reason: str) -> str:
+    """The status line's opening when a link's search is refused as a whole (the default search follows)."""
+    return f"This link's search cannot run ({markdown_text(reason)}); showing the default search instead. "
+
+
 def hits_json(hits: list[Hit]) -> list[dict]:
     """Hits as the API returns them (REST, the Gradio API and MCP alike): `image` is a URL a client can fetch,
     a bundle's own picture as a path from the app's root (`/gradio_api/file=…`), never a bare server path."""
