@@ -13,41 +13,20 @@ from typing import Any
 import gradio as gr
 
 from search.errors import BadQueryError, SearchError, UnknownItemError
-from search.query.engine import MAX_NEGATIVES, MAX_QUERY_CHARS, Query, SearchEngine, checked_threshold, checked_top_k
+from search.query.engine import Query, SearchEngine, checked_threshold, checked_top_k
 from search.query.options import MAX_OFFSET, SearchOptions
 from search.types import Hit
 from search.web.links import LinkState, parse_link
 from search.web.options_panel import available_options, clean_options, link_options, search_options
+from search.web.page_settings import Settings, settings_for_link, settings_from_link
 from search.web.page_text import hits_json, refused_link_note, status_text, unknown_item_note
 from search.web.public_errors import bug_message, shown_error
 from search.web.render import results_html
-from search.web.request_values import combined_query, negatives
+from search.web.request_values import checked_exclude, checked_weight, combined_query
 from search.web.startup import Startup, mode_defaults
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOP_K = 12
-DEFAULT_WEIGHT = 0.5
-TABS = ("text", "image")
-
-
-def checked_exclude(text: str | None) -> str | None:
-    """Refuse an Exclude field that would cost more than a few text encodes, before any of them runs."""
-    if not isinstance(text, str):
-        return text
-    if len(text) > MAX_QUERY_CHARS:
-        raise BadQueryError(f"the Exclude field has {len(text)} characters; keep it under {MAX_QUERY_CHARS}")
-    if (count := len(negatives(text))) > MAX_NEGATIVES:
-        raise BadQueryError(f"the Exclude field lists {count} terms; keep it to {MAX_NEGATIVES} or fewer, "
-                            "separated by commas")
-    return text
-
-
-def checked_weight(value: Any) -> float:
-    """A text weight for mixing with a picture: a number from 0 (the picture only) to 1 (the text only)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise BadQueryError(f"the text weight must be a number from 0 to 1, got {value!r}")
-    return float(value)
 
 
 def api_options(params: Mapping[str, Any] | None) -> SearchOptions | None:
@@ -118,28 +97,6 @@ class Session:
 Shown = tuple[str, str, Session]  # results HTML, status line, session
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The page's own controls a link sets: results, thresholds, Exclude, the mix weight and the open tab."""
-
-    top_k: int
-    text_threshold: float
-    image_threshold: float
-    exclude: str = ""
-    weight: float = DEFAULT_WEIGHT
-    tab: str = "text"
-
-
-def _tab(value: str) -> str:
-    if value not in TABS:
-        raise BadQueryError(f"tab must be one of {', '.join(TABS)}")
-    return value
-
-
-SETTING_CHECKS: dict[str, Callable[[str], Any]] = {
-    "top_k": lambda text: checked_top_k(float(text)), "threshold": lambda text: checked_threshold(float(text)),
-    "exclude": checked_exclude, "weight": lambda text: checked_weight(float(text)), "tab": _tab}
-"""Each linked setting's one check (a link's values are text)."""
 
 
 class SearchUI:
@@ -286,7 +243,8 @@ class SearchUI:
     def ui_open(self, link: LinkState, session: Session) -> tuple[str, Settings, str, str, Session]:
         """What a link shows (page load, browser Back/Forward): its search with its settings and options, and the
         query and settings for the page's controls; a bad value is left at its default, so the page still loads."""
-        settings, options = self.link_settings(link), link_options(link.options, self.available)
+        settings = settings_from_link(link, self.defaults.text_threshold, self.defaults.image_threshold)
+        options = link_options(link.options, self.available)
         session, note = replace(session, tab=settings.tab), ""
         if link.item_id:
             try:
@@ -324,31 +282,9 @@ class SearchUI:
                   "and choose More like this.")
         return html, status, session.showing(View(html, status, hits))
 
-    def link_settings(self, link: LinkState) -> Settings:
-        """The page's settings a link sets, each checked by its one check; a bad one keeps its default."""
-        values: dict[str, Any] = {}
-        for key, text in link.settings.items():
-            try:
-                values[key] = SETTING_CHECKS[key](text)
-            except (BadQueryError, ValueError, OverflowError) as exc:
-                logger.info("a link carried a bad %s (%s); using the default", key, exc)
-        text_threshold, image_threshold = self.defaults.text_threshold, self.defaults.image_threshold
-        if "threshold" in values:  # the threshold of the search linked: a picture's for "more like", else a text's
-            text_threshold, image_threshold = ((text_threshold, values["threshold"]) if link.item_id
-                                               else (values["threshold"], image_threshold))
-        return Settings(values.get("top_k", DEFAULT_TOP_K), text_threshold, image_threshold,
-                        values.get("exclude", ""), values.get("weight", DEFAULT_WEIGHT), values.get("tab", "text"))
-
-    def linked_settings(self, tab: str, request: Request, page: tuple[int, float]) -> dict[str, str]:
-        """The settings on screen that differ from the page's defaults, as a link carries them."""
+    def _linked(self, tab: str, request: Request, page: tuple[int, float]) -> dict[str, str]:
         default = self.defaults.text_threshold if request.mode == "text" else self.defaults.image_threshold
-        _, _, weight, exclude = request.parts
-        values = {"top_k": str(page[0]) if page[0] != DEFAULT_TOP_K else "",
-                  "threshold": f"{page[1]:g}" if abs(page[1] - default) > 1e-9 else "",
-                  "exclude": exclude.strip(),
-                  "weight": f"{weight:g}" if request.mode == "image" and weight != DEFAULT_WEIGHT else "",
-                  "tab": tab if tab != "text" else ""}
-        return {key: value for key, value in values.items() if value}
+        return settings_for_link(tab, request.mode, request.parts, page, default)
 
     def show(self, session: Session, request: Request, top_k: float, threshold: float) -> Shown:
         """Search, time it, and render the results, the status line and the session."""
@@ -368,7 +304,7 @@ class SearchUI:
         catalog = self.engine.bundle.catalog
         query_hit = catalog.hit(catalog.row_of(request.item_id), 1.0) if request.item_id else None
         link = replace(request.link, options=request.options,
-                       settings=self.linked_settings(session.tab, request, page)).query_string()
+                       settings=self._linked(session.tab, request, page)).query_string()
         more = full and page[0] > 0 and len(hits) <= MAX_OFFSET
         html = results_html(list(hits), self.engine.bundle.root, link, query_hit, more)
         view = View(html, status, hits, request, page)

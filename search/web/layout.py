@@ -13,10 +13,11 @@ from search.query.engine import SearchEngine
 from search.query.option_spec import BY_NAME
 from search.query.options import ORIENTATIONS
 from search.web.gradio_api import CONCURRENCY_ID, add_api
-from search.web.handlers import DEFAULT_TOP_K, DEFAULT_WEIGHT, SearchUI, Session, Settings, as_gr_error
+from search.web.handlers import SearchUI, Session, as_gr_error
 from search.web.links import parse_query_string
 from search.web.options_panel import FILTER_COLUMNS, available_sorts, control_value
 from search.web.page_assets import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, MORE_FAILED_JS, RESULTS_JS, rerun_once_js
+from search.web.page_settings import DEFAULT_TOP_K, DEFAULT_WEIGHT, Settings
 from search.web.render import picture_url
 from search.web.startup import Startup, notice_summary, score_hint
 from search.web.uploads import explain_unreadable_uploads

@@ -1,6 +1,6 @@
 """Deep links: the query string that restores what is on screen (`?q=TEXT`, `?id=ITEM`, the page's settings such as
 `&top_k=24&threshold=0.3&exclude=red&tab=image`, plus options such as `&colour=red&sort=date`), parsed as untrusted
-input: raw strings here, each checked by its one check where the page uses it (handlers.py).
+input: raw strings here, each checked by its one check where the page uses it (page_settings.py).
 
 One dataclass both ways, so a new parameter is one name in SETTING_KEYS or the options, read and written here.
 """
