@@ -110,6 +110,33 @@ def test_a_batch_stopped_by_a_base_exception_leaves_no_batch_mate_waiting() -> N
     assert sum(isinstance(answer, RuntimeError) for answer in answers[1:]) == 2
 
 
+def test_a_caller_whose_item_another_batch_took_while_it_waited_for_a_slot_runs_no_empty_batch() -> None:
+    def model(items: list[str]) -> list[str]:
+        calls.append(list(items))
+        return [item.upper() for item in items]
+
+    def hold(release: threading.Event, held: threading.Event) -> None:
+        with limiter.slot():  # other model work (e.g. decoding a picture) in the same limiter
+            held.set()
+            release.wait(10)
+
+    calls: list[list[str]] = []
+    limiter = WorkLimiter(slots=2, wait_s=10)
+    batcher = Batcher(model, limiter, max_batch=8)
+    releases, helds = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
+    with ThreadPoolExecutor(4) as pool:
+        for release, held in zip(releases, helds, strict=True):
+            pool.submit(hold, release, held)
+            held.wait(5)
+        answers = [pool.submit(batcher, item) for item in ("x", "y")]  # both lead, both wait for a slot
+        time.sleep(0.3)
+        releases[0].set()  # the first to get a slot takes both items
+        time.sleep(0.3)
+        releases[1].set()  # the other finds its item taken: nothing to run
+        assert [answer.result(timeout=5) for answer in answers] == ["X", "Y"]
+    assert [sorted(call) for call in calls] == [["x", "y"]]  # one batch, never an empty one
+
+
 def test_a_lone_request_runs_at_once_with_no_added_wait() -> None:
     limiter = WorkLimiter(slots=2, wait_s=10)
     batched, alone = Batcher(lambda items: items, limiter, max_batch=16), Unbatched(lambda items: items, limiter)

@@ -171,7 +171,7 @@ def test_engine_decodes_queries_at_twice_the_model_input(demo_engine) -> None:
 def test_every_search_event_shares_one_concurrency_group_but_image_searches(demo_startup) -> None:
     demo = app.build_app(demo_startup)
     searches = [fn for fn in demo.fns.values() if fn.name != "load_example"]
-    assert {fn.name for fn in searches} >= {"ui_text", "ui_image", "ui_similar", "ui_rerun", "search_text",
+    assert {fn.name for fn in searches} >= {"ui_text", "ui_image", "ui_similar", "rerun", "search_text",
                                              "search_image", "similar"}
     # An image search may wait on a URL's host: its own group, bounded by search/web/url_fetches.py
     # (tests/test_stalled_urls.py).

@@ -97,6 +97,8 @@ class Batcher(Generic[T, R]):
         with self._changed:
             batch = self._take(own)
             self._changed.notify_all()  # their callers stop waiting for a turn and wait for the answer
+        if not batch:  # another caller's batch took `own` while this one waited for a slot
+            return
         try:
             self._answer(batch)
         finally:  # whatever stopped the batch (even a BaseException), no batch-mate waits on it for ever
