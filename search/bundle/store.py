@@ -176,8 +176,8 @@ class Bundle:
             if real != os.path.join(root, MODEL_FOLDER):
                 raise BundleError(f"index {self.label} names a model folder inside itself other than "
                                   f"{MODEL_FOLDER}/; {REBUILD_HINT}")
-            unlisted = sorted(path.name for path in Path(real).iterdir()
-                              if f"{MODEL_FOLDER}/{path.name}" not in self.manifest.files)
+            present = Path(real).iterdir() if os.path.isdir(real) else ()  # a missing folder: refused below
+            unlisted = sorted(path.name for path in present if f"{MODEL_FOLDER}/{path.name}" not in self.manifest.files)
             if unlisted:
                 raise BundleError(f"index {self.label} holds model files its manifest does not list "
                                   f"({shown_name(unlisted[0])}); {REBUILD_HINT}")
