@@ -164,6 +164,8 @@ def test_a_moved_folder_bundle_carries_its_model(named_folder: Path, tmp_path: P
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = json.loads((named_folder / "manifest.json").read_text())
     assert manifest["encoder"] == {"model": "local-dir:model", "pretrained": None}
+    # A published bundle names its folder, not where the builder keeps it (/tmp/.../named0/photos).
+    assert manifest["source"]["name"] == "images-dir:photos"
     moved = tmp_path / "published" / "photos-index"
     shutil.copytree(named_folder, moved)
     elsewhere = tmp_path / "elsewhere"

@@ -96,7 +96,7 @@ def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manif
     counts = (embed or embed_items)(pipeline, _refusing(items, pipeline, skip), skip)
     logger.info("embedded %d items this run, %d failed, %d rows refused by the bundle's rules", counts.ok,
                 counts.failed, pipeline.refused)
-    info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
+    info = BundleInfo(spec, config.hnsw, config.source.published_name, config.source.pinned_revision)
     return finalize_bundle(config.out, store.collect(), info, base, encoder)
 
 
