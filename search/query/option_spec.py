@@ -18,6 +18,7 @@ from search.errors import BadQueryError
 from search.query.options import CUTOFFS, MAX_OFFSET, MAX_RADIUS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS
 
 ANY = "; empty: any"
+DATE_ZONE = " (UTC; a folder's photos: the camera's local time)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +51,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("colour", "Colour", f"dominant colour: {', '.join(PALETTE)}" + ANY, tuple(PALETTE), ("colour",),
                aliases=("color",)),
     OptionSpec("date_from", "Taken from (YYYY-MM-DD)",
-               "taken or submitted on or after this day, YYYY-MM-DD (UTC)" + ANY, columns=("date",),
+               "taken or submitted on or after this day, YYYY-MM-DD" + DATE_ZONE + ANY, columns=("date",),
                metavar="YYYY-MM-DD"),
     OptionSpec("date_to", "Taken until (YYYY-MM-DD)",
-               "taken or submitted on or before this day, YYYY-MM-DD (UTC)" + ANY, columns=("date",),
+               "taken or submitted on or before this day, YYYY-MM-DD" + DATE_ZONE + ANY, columns=("date",),
                metavar="YYYY-MM-DD"),
     OptionSpec("country", "Country", "country name, any case" + ANY, columns=("country",)),
     OptionSpec("city", "City", "city name, any case" + ANY, columns=("city",)),
