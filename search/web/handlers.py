@@ -17,7 +17,7 @@ from search.query.engine import Query, SearchEngine, checked_threshold, checked_
 from search.query.options import MAX_OFFSET, SearchOptions
 from search.types import Hit
 from search.web.links import LinkState, parse_link
-from search.web.marks import MARK_KEYS, event_marks, marks_of, with_marks
+from search.web.marks import MARK_KEYS, event_marks, marks_note, marks_of, with_marks
 from search.web.options_panel import available_options, clean_options, link_options, search_options
 from search.web.page_settings import Settings, settings_for_link, settings_from_link
 from search.web.page_text import hits_json, refused_link_note, status_text, unknown_item_note
@@ -312,7 +312,8 @@ class SearchUI:
         # Only for the empty-result hint: how far the threshold is from the closest item.
         closest = replace(search_options(request.options), cutoff="flat")  # among the items the filters keep
         best = None if hits else next((hit.score for hit in self._hits(request, 1, -1.0, closest)), None)
-        status = status_text(list(hits), seconds, limit, best, request.what, closest.filters.active)
+        status = status_text(list(hits), seconds, limit, best, request.what + marks_note(request.options),
+                             closest.filters.active)
         catalog = self.engine.bundle.catalog
         query_hit = catalog.hit(catalog.row_of(request.item_id), 1.0) if request.item_id else None
         link = replace(request.link, options=request.options,

@@ -30,6 +30,14 @@ def with_marks(options: Mapping[str, str], marks: Mapping[str, str]) -> dict[str
     return {**{key: value for key, value in options.items() if key not in MARK_KEYS}, **marks_of(marks)}
 
 
+def marks_note(options: Mapping[str, str]) -> str:
+    """What the status line adds for a search's marks, e.g. " and 2 marked good, 1 not this"."""
+    counts = {key: len([item for item in options.get(key, "").split(",") if item]) for key in MARK_KEYS}
+    parts = [f"{counts['like']} marked good"] if counts["like"] else []
+    parts += [f"{counts['unlike']} marked not this"] if counts["unlike"] else []
+    return f" and {', '.join(parts)}" if parts else ""
+
+
 def event_marks(data: Any) -> dict[str, str]:
     """The marks a page event sends ({"like": [ids], "unlike": [ids]}, untrusted) as option params."""
     data = data if isinstance(data, dict) else {}
