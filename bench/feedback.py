@@ -82,9 +82,13 @@ def main() -> int:
     for with_bad in (False, True):
         results = rounds(engine, queries, with_bad)
         if not with_bad:
-            markable = sum(any(after != before for after in afters) for before, afters in results)
-            print(f"{markable} of {len(results)} queries changed by their marks (the others had no item of the class "
-                  f"in their top {TOP}, or nothing to gain)")
+            markable = sum(before > 0 for before, _ in results)
+            print(f"{markable} of {len(results)} queries had an item of the class in their top {TOP} to mark; the "
+                  "others keep their R@10")
+            shipped = list(itertools.product(LIKE_WEIGHTS, (0.0,))).index((feedback.LIKE_WEIGHT, 0.0))
+            marked = [(before, afters[shipped]) for before, afters in results if before > 0]
+            print(f"those {markable}, shipped like weight, {GOOD} good: R@10 {np.mean([b for b, _ in marked]):.3f} "
+                  f"-> {np.mean([a for _, a in marked]):.3f}")
         before = float(np.mean([pair[0] for pair in results]))
         grid = list(itertools.product(LIKE_WEIGHTS, UNLIKE_WEIGHTS if with_bad else (0.0,)))
         for at, (like, unlike) in enumerate(grid):
