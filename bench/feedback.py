@@ -98,6 +98,10 @@ def main() -> int:
                          float(np.mean(after)), worse])
     common.print_table(["marks", "like weight", "unlike weight", "R@10 text", "R@10 after", "queries worse"], rows)
     print(f"shipped: like weight {feedback.LIKE_WEIGHT}, unlike weight {feedback.UNLIKE_WEIGHT}")
+    shipped = {tuple(row[:3]): row for row in rows}
+    good = shipped[(f"{GOOD} good", feedback.LIKE_WEIGHT, 0.0)]
+    both = shipped[(f"{GOOD} good + {BAD} bad", feedback.LIKE_WEIGHT, feedback.UNLIKE_WEIGHT)]
+    common.emit_json({"queries": len(queries), "r10_text": good[3], "r10_good": good[4], "r10_good_bad": both[4]})
     return 0
 
 
