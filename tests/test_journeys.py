@@ -365,3 +365,40 @@ def test_a_bad_typed_date_is_said_once_without_error_badges(journey, dated_url: 
     toast.locator("[data-testid='toast-close']").click()  # gradio's toast nests a button in a focusable header
     assert screen(page) == before
     accessible(page, "bad-date")
+
+
+def _pressed(page) -> list[str]:
+    """The ids of the tiles marked good, as the page shows them."""
+    pressed = page.locator('#results .mark-like[aria-pressed="true"]').all()
+    return [button.get_attribute("data-id") for button in pressed]
+
+
+def test_marks_search_again_and_the_link_keeps_them(journey) -> None:
+    page = journey()
+    before = search(page, "a triangle")
+    red = page.locator("#results li.tile").filter(has=page.locator('img[alt*="red triangle"]'))
+    red_before = red.count()
+    red.nth(0).locator(".mark-like").press("Enter")  # a real button: the keyboard marks it
+    red.nth(1).locator("button.tile-open").click()  # the detail view's key
+    page.locator(DIALOG).wait_for()
+    page.keyboard.press("+")
+    assert page.locator(f'{DIALOG} [data-action="mark-like"]').get_attribute("aria-pressed") == "true"
+    close_detail(page)
+    marked = _pressed(page)
+    assert len(marked) == 2 and page.locator(".marks-count").inner_text() == "Marked: 2 good, 0 not this"
+    page.locator('[data-action="marks-search"]').click()
+    page.wait_for_function("new URLSearchParams(location.search).has('like')")
+    page.wait_for_function("document.querySelector('.marks-bar [data-action=\"marks-search\"]').disabled")
+    after, shown_marked = screen(page), _pressed(page)
+    assert after[2] != before[2] and red.count() > red_before  # more of what was marked good
+    assert page.evaluate("new URLSearchParams(location.search).get('like')").split(",") == marked
+    assert shown_marked and set(shown_marked) <= set(marked)  # liked items stay, shown marked
+    accessible(page, "marked")
+    page.reload()
+    page.locator(TILES).first.wait_for()
+    page.wait_for_function("document.querySelector('.marks-count')?.textContent.startsWith('Marked: 2')")
+    assert screen(page)[2] == after[2] and _pressed(page) == shown_marked
+    page.go_back()
+    page.wait_for_function("!new URLSearchParams(location.search).has('like')")
+    page.wait_for_function("document.querySelector('.marks-count')?.textContent === 'No results marked'")
+    assert screen(page)[2] == before[2] and _pressed(page) == []

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
+from search.query.feedback import MAX_MARKS
 from search.query.options import CUTOFFS, MAX_OFFSET, MAX_RADIUS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS
 
 ANY = "; empty: any"
@@ -78,6 +79,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "cut at the largest score drop", CUTOFFS, default="flat"),
     OptionSpec("keywords", "Keyword matches", "also rank by keyword (BM25) matches of the text where the index has "
                "a keyword index", default=True),
+    # Relevance feedback (search/query/feedback.py): marks move the query vector; an empty text with likes searches
+    # for items like them.
+    OptionSpec("like", "Marked good", f"item ids marked good, separated by commas (at most {MAX_MARKS}): the "
+               "search moves toward them; empty: none", metavar="ID,ID"),
+    OptionSpec("unlike", "Marked not this", f"item ids marked not this, separated by commas (at most {MAX_MARKS}): "
+               "the search moves away from them; empty: none", metavar="ID,ID"),
 )
 BY_NAME = {spec.name: spec for spec in OPTIONS}
 ALIASES = {alias: spec.name for spec in OPTIONS for alias in spec.aliases}

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from search.bundle.attributes import Attributes
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
+from search.query.feedback import checked_marks, checked_pair
 
 ORIENTATIONS = ("landscape", "portrait", "square")
 SORTS = ("relevance", "date", "popularity")
@@ -199,6 +200,10 @@ class SearchOptions:
     """flat: the threshold alone; relative: also drop hits far below the best one; gap: cut at the largest drop."""
     keywords: bool = True
     """Fuse keyword (BM25) matches into a text query's ranking, where the bundle has a keyword index."""
+    like: tuple[str, ...] = ()
+    """Ids of items marked good: the query moves toward them (search/query/feedback.py)."""
+    unlike: tuple[str, ...] = ()
+    """Ids of items marked not this: the query moves away from them."""
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:
@@ -213,11 +218,20 @@ class SearchOptions:
             raise BadQueryError(f"offset must be a whole number from 0 to {MAX_OFFSET}, got {self.offset!r}")
         if not isinstance(self.keywords, bool):
             raise BadQueryError(f"keywords must be true or false, got {self.keywords!r}")
+        if checked_marks(self.like, "like") != self.like or checked_marks(self.unlike, "unlike") != self.unlike:
+            raise BadQueryError("like and unlike must be tuples of item ids; build them with from_params")
+        checked_pair(self.like, self.unlike)
+
+    @property
+    def marked(self) -> bool:
+        """Whether results were marked: the query vector is moved by them (SearchEngine.query_vector)."""
+        return bool(self.like or self.unlike)
 
     @property
     def plain(self) -> bool:
-        """True for the defaults (keyword fusion aside): the engine answers exactly as before options existed."""
-        return replace(self, keywords=True) == SearchOptions()
+        """True for the defaults (keyword fusion and marks aside: marks move the query vector, not the ranking): the
+        engine answers exactly as before options existed."""
+        return replace(self, keywords=True, like=(), unlike=()) == SearchOptions()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SearchOptions:
@@ -234,4 +248,6 @@ class SearchOptions:
                    collapse_radius=None if radius is None else _number(radius, "collapse_radius"),
                    offset=int(offset_number),
                    cutoff=_choice(_blank_to_none(params.get("cutoff")) or "flat", CUTOFFS, "cutoff"),
-                   keywords=_flag(_blank_to_none(params.get("keywords")), "keywords") is not False)
+                   keywords=_flag(_blank_to_none(params.get("keywords")), "keywords") is not False,
+                   like=checked_marks(params.get("like"), "like"),
+                   unlike=checked_marks(params.get("unlike"), "unlike"))

@@ -109,6 +109,7 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any], images: ImageSearchE
     c["results"].similar(_with_options(ui.ui_similar, names, event=True), picked_in, shown, **PRIVATE)
     c["results"].mix(_with_options(_mix(ui), names, event=True), picked_in, [c["image"], c["tabs"], *shown],
                      **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
+    c["results"].marks(as_gr_error(ui.ui_marks), [*thresholds, c["session"]], shown, **PRIVATE)  # "Search again"
     c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE).failure(
         None, js=MORE_FAILED_JS, **PRIVATE)
     # input, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
