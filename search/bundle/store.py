@@ -71,10 +71,6 @@ SHIPPED_MODELS = REPO_ROOT / "assets"
 """This repository's own models (the demo's): trusted as code is, whichever bundle names them."""
 
 
-def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([path, folder]) == folder
-
-
 def is_model_file(name: str) -> bool:
     """Whether a listed file is part of the bundle's own model: checksummed like the data, never served."""
     folder, _, base = name.rpartition("/")
@@ -157,33 +153,12 @@ class Bundle:
         when that relative folder is not there (a bundle moved away from a model it does not carry)."""
         recorded = self.manifest.info.encoder
         spec = recorded.resolved(self.root)
-        if spec.local_dir is not None:
-            self._check_model_folder(spec.local_dir)
         relative = recorded.local_dir is not None and not recorded.local_dir.is_absolute()
         if relative and spec.local_dir is not None and not spec.local_dir.is_dir():
             raise BundleError(f"index {self.label} names its model by a local-dir: folder that is not there from "
                               "where the index now is; put that model folder there, or rebuild the index with "
                               "build_index.py, which copies a local-dir: model into the index so it moves along")
         return spec
-
-    def _check_model_folder(self, folder: Path) -> None:
-        """A model inside the bundle is its `model/` folder, every file listed (so checksummed); a Hub snapshot names
-        no folder outside itself but this repository's own models: someone else's data must not pick a model folder
-        on this machine."""
-        root = os.path.realpath(self.root)
-        real = os.path.realpath(folder)
-        if _inside(real, root):
-            if real != os.path.join(root, MODEL_FOLDER):
-                raise BundleError(f"index {self.label} names a model folder inside itself other than "
-                                  f"{MODEL_FOLDER}/; {REBUILD_HINT}")
-            present = Path(real).iterdir() if os.path.isdir(real) else ()  # a missing folder: refused below
-            unlisted = sorted(path.name for path in present if f"{MODEL_FOLDER}/{path.name}" not in self.manifest.files)
-            if unlisted:
-                raise BundleError(f"index {self.label} holds model files its manifest does not list "
-                                  f"({shown_name(unlisted[0])}); {REBUILD_HINT}")
-        elif snapshot_blobs(self.root) is not None and not _inside(real, os.path.realpath(SHIPPED_MODELS)):
-            raise BundleError(f"Hub index {self.label} names a model folder outside itself; a Hub index carries its "
-                              f"model in {MODEL_FOLDER}/ or names a Hub model (hf-hub:ID); {REBUILD_HINT}")
 
     @property
     def served_folders(self) -> tuple[Path, ...]:
@@ -243,7 +218,30 @@ class BundleContents:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, metadata "
                               f"{len(catalog)} rows; {REBUILD_HINT}")
         _check_sample(manifest.ui, catalog)
+        _check_model_folder(folder, manifest)
         return cls(folder, manifest, files, embeddings, catalog)
+
+
+def _check_model_folder(folder: BundleFolder, manifest: Manifest) -> None:
+    """A model inside the bundle is its `model/` folder, every file listed (so checksummed); a Hub snapshot names
+    no folder outside itself but this repository's own models: someone else's data must not pick a model folder
+    on this machine."""
+    local_dir = manifest.info.encoder.resolved(folder.root).local_dir
+    if local_dir is None:
+        return
+    real = os.path.realpath(local_dir)
+    if folder.contains_real(real):
+        if real != os.path.join(folder.inside[0], MODEL_FOLDER):
+            raise BundleError(f"index {folder.label} names a model folder inside itself other than "
+                              f"{MODEL_FOLDER}/; {REBUILD_HINT}")
+        present = Path(real).iterdir() if os.path.isdir(real) else ()  # a missing folder: encoder_spec says so
+        unlisted = sorted(path.name for path in present if f"{MODEL_FOLDER}/{path.name}" not in manifest.files)
+        if unlisted:
+            raise BundleError(f"index {folder.label} holds model files its manifest does not list "
+                              f"({shown_name(unlisted[0])}); {REBUILD_HINT}")
+    elif folder.inside[1:] and not BundleFolder.at(SHIPPED_MODELS).contains_real(real):  # a Hub snapshot
+        raise BundleError(f"Hub index {folder.label} names a model folder outside itself; a Hub index carries its "
+                          f"model in {MODEL_FOLDER}/ or names a Hub model (hf-hub:ID); {REBUILD_HINT}")
 
 
 def _check_sample(ui: UiHints | None, catalog: ItemCatalog) -> None:
