@@ -29,13 +29,13 @@ DIALOG = "dialog.detail[open]"
 
 
 @pytest.fixture
-def journey(request, browser, app_url: str):  # noqa: F811
+def journey(request, browser, page_app_url: str):  # noqa: F811
     """Factory: a fresh page on the app at this journey's size and theme (plus a query string), results shown;
     1400×900 light unless the test asks for sizes (`@both_sizes`)."""
     viewport, dark = getattr(request, "param", (DESKTOP, False))
     contexts = []
 
-    def open_at(query: str = "", url: str = app_url):
+    def open_at(query: str = "", url: str = page_app_url):
         context = browser.new_context(viewport=viewport, color_scheme="dark" if dark else "light")
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url.rstrip("/"))
         contexts.append(context)
