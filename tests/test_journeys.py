@@ -377,6 +377,7 @@ def _pressed(page) -> list[str]:
     return [button.get_attribute("data-id") for button in pressed]
 
 
+@both_sizes
 def test_marks_search_again_and_the_link_keeps_them(journey) -> None:
     page = journey()
     before = search(page, "a triangle")
