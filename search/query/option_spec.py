@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from search.bundle.attributes import WORDS_IN_PICTURE
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
 from search.query.options import CUTOFFS, MAX_OFFSET, MAX_RADIUS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS
@@ -77,6 +78,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "cut at the largest score drop", CUTOFFS, default="flat"),
     OptionSpec("keywords", "Keyword matches", "also rank by keyword (BM25) matches of the text where the index has "
                "a keyword index", default=True),
+    OptionSpec("has_text", "Words in the picture", "true: only pictures with words found in them (build_index.py "
+               "--ocr); false: only those without" + ANY, ("true", "false"), (WORDS_IN_PICTURE,)),
 )
 BY_NAME = {spec.name: spec for spec in OPTIONS}
 ALIASES = {alias: spec.name for spec in OPTIONS for alias in spec.aliases}
