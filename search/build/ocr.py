@@ -93,14 +93,16 @@ def clean_fragments(fragments: Iterable[tuple[Any, Any]]) -> str:
     size = 0
     for text, confidence in fragments:
         fragment = _plain(text)
-        if not isinstance(confidence, float | int) or confidence < MIN_CONFIDENCE or fragment in kept:
+        if not isinstance(confidence, float | int) or not confidence >= MIN_CONFIDENCE or fragment in kept:
             continue
         if sum(char.isalnum() for char in fragment) < 2:
             continue
-        size += len(fragment) + (len(SEPARATOR) if kept else 0)
-        if size > MAX_WORDS_CHARS or len(kept) == MAX_FRAGMENTS:
+        grown = size + len(fragment) + (len(SEPARATOR) if kept else 0)
+        if grown <= MAX_WORDS_CHARS:  # one that does not fit is left out; a shorter one after it may fit
+            kept.append(fragment)
+            size = grown
+        if len(kept) == MAX_FRAGMENTS:
             break
-        kept.append(fragment)
     return SEPARATOR.join(kept)
 
 
