@@ -122,14 +122,14 @@ def write_fixture(folder: Path, count: int, seed: int) -> dict[str, str]:
     return shown
 
 
-def recall_at_5(engine, shown: dict[str, str], template: str, keywords: bool) -> float:
-    """Share of target pictures among the first 5 hits of the query naming their word."""
+def recall_at_5(engine, shown: dict[str, str], template: str, keywords: bool) -> tuple[float, list[str]]:
+    """Share of target pictures among the first 5 hits of the query naming their word, and the words missed."""
     from search.query.options import SearchOptions
 
     options = SearchOptions(keywords=keywords)
-    found = [name in {hit.id for hit in engine.search_text(template.format(word.lower()), 5, -1.0, options)}
-             for name, word in shown.items()]
-    return float(np.mean(found))
+    missed = [word for name, word in shown.items()
+              if name not in {hit.id for hit in engine.search_text(template.format(word.lower()), 5, -1.0, options)}]
+    return 1.0 - len(missed) / len(shown), missed
 
 
 def build(photos: Path, out: Path, ocr: bool) -> float:
@@ -197,8 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{count} pictures ({len(shown)} with a target word), fonts: {', '.join(n for n, _ in fonts())}; "
           f"CPU: {common.machine()}")
     common.print_table(["query", "recall@5 CLIP alone", "recall@5 with OCR"],
-                       [[template.format("WORD"), f"{alone:.2f}", f"{fused:.2f}"]
+                       [[template.format("WORD"), f"{alone[0]:.2f}", f"{fused[0]:.2f}"]
                         for template, (alone, fused) in recall.items()])
+    print(f"missed with OCR, one-word query: {', '.join(recall['{}'][1][1]) or 'none'}")
     print(f"OCR found {quality['word_recall']:.2f} of the target words; pictures without text given words: "
           f"{quality['blank_with_words']:.2f}")
     common.print_table(["build cost per picture", "seconds"], [
