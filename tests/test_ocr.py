@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from search import cli
 from search.build import ocr
 from search.build.ocr import MAX_FRAGMENTS, MIN_CONFIDENCE, OcrUnavailableError, clean_fragments
-from search.build.pipeline import build_bundle
+from search.build.pipeline import BuildError, _check_state, build_bundle
 from search.bundle.attributes import MAX_WORDS_CHARS
 from search.bundle.store import Bundle
 from search.config import REPO_ROOT
@@ -30,10 +30,11 @@ from search.web.options_panel import available_options
 from search.web.render import detail_html
 from tests.test_images_dir_bundle import config
 
-WORDS = {"coffee.png": ("COFFEE", (236, 214, 170), 0), "parking.png": ("PARKING", (190, 215, 245), 8),
-         "bakery.png": ("BAKERY", (60, 60, 70), -8)}
-"""Pictures with a word: file -> (word, background, angle in degrees)."""
-PLAIN = ("plain-red.png", "plain-green.png")
+WORDS = {"pic-1.png": ("COFFEE", (236, 214, 170), 0), "pic-2.png": ("PARKING", (190, 215, 245), 8),
+         "pic-3.png": ("BAKERY", (60, 60, 70), -8)}
+"""Pictures with a word: file -> (word, background, angle in degrees). File names are words too (a folder build
+indexes them), so they say nothing the picture shows."""
+PLAIN = ("pic-4.png", "pic-5.png")
 
 
 def sign(word: str | None, background: tuple[int, int, int], angle: float, shape: tuple[int, int, int]) -> Image.Image:
@@ -120,13 +121,25 @@ def test_the_ray_tasks_read_the_words_with_the_same_function(built: Path, demo_e
     from search.build.sources import folder_items
 
     photos = built.parent / "photos"
-    items = [item for item in folder_items(photos) if item.id == "parking.png"]
+    items = [item for item in folder_items(photos) if item.id == "pic-2.png"]
     pipeline = _Pipeline(demo_encoder, ImageFetcher(config(tmp_path, photos).fetch), ShardStore(tmp_path / "s", 1),
                          config(tmp_path / "out", photos, ocr=True))
-    batch = {"position": np.arange(1), "id": np.array(["parking.png"]), "location": np.array([items[0].location]),
+    batch = {"position": np.arange(1), "id": np.array(["pic-2.png"]), "location": np.array([items[0].location]),
              "thumbnail": np.array([items[0].thumbnail])}
     facts = json.loads(_prepare_batch(batch, _stage(pipeline, "cpu"))["facts"][0])
     assert facts["words_in_picture"] == "PARKING"
+
+
+def test_a_build_started_without_ocr_is_not_resumed_with_it(tmp_path: Path) -> None:
+    work = tmp_path / "out" / ".build"
+    (work / "shards").mkdir(parents=True)
+    (work / "shards" / "shard-000000.parquet").touch()  # a committed shard: the folder has something to protect
+    photos = tmp_path / "photos"
+    source = config(tmp_path / "out", photos).source.name
+    (work / "build.json").write_text(json.dumps({"source": source, "revision": None, "base": None}))  # no "ocr"
+    with pytest.raises(BuildError, match=r"holds an unfinished or earlier build with other ocr \(ocr=None\)"):
+        _check_state(work, config(tmp_path / "out", photos, ocr=True), None)
+    _check_state(work, config(tmp_path / "out", photos), None)  # an old build folder resumes as before
 
 
 def test_fragments_are_kept_only_when_confident_longer_than_one_character_and_within_bounds() -> None:
