@@ -296,6 +296,8 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     width = table.column("width").to_numpy() + np.where(np.arange(count) % 7 == 0, 100, 0)  # 3100x3000: square
     table = table.set_column(table.column_names.index("width"), "width", pa.array(width))
     table = table.append_column("camera_model", pa.array([("EOS R5", None, "Z 6")[row % 3] for row in range(count)]))
+    words = [("EXIT", "", None, None)[row % 4] for row in range(count)]  # OCR: words, none found, not read
+    table = table.append_column("words_in_picture", pa.array(words, pa.string()))
     table = table.set_column(table.column_names.index("description"), "description", pa.array(
         ["harbour boats in Reykjavik" if row % 40 == 0 else f"synthetic picture {row}" for row in range(count)]))
     info = BundleInfo(EncoderSpec("ViT-B-32", None), HnswParams(m=16, ef_construction=100, ef_search=2048),
@@ -324,6 +326,7 @@ FILTER_KINDS = [
     Filters(featured=True), Filters(featured=False), Filters(min_downloads=400),
     Filters(orientation="landscape", colour="blue", featured=False, min_downloads=50, country="country-000"),
     Filters(photographer="nobody"),
+    Filters(has_text=True), Filters(has_text=False, colour="blue"),
 ]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from search.bundle.attributes import WORDS_IN_PICTURE
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
 from search.query.feedback import MAX_MARKS
@@ -85,6 +86,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "search moves toward them; empty: none", metavar="ID,ID"),
     OptionSpec("unlike", "Marked not this", f"item ids marked not this, separated by commas (at most {MAX_MARKS}): "
                "the search moves away from them; empty: none", metavar="ID,ID"),
+    OptionSpec("has_text", "Words in the picture", "true: only pictures with words found in them (build_index.py "
+               "--ocr); false: only those without" + ANY, ("true", "false"), (WORDS_IN_PICTURE,)),
 )
 BY_NAME = {spec.name: spec for spec in OPTIONS}
 ALIASES = {alias: spec.name for spec in OPTIONS for alias in spec.aliases}

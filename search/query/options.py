@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from search.bundle.attributes import Attributes
+from search.bundle.attributes import WORDS_IN_PICTURE, Attributes
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
 from search.query.feedback import checked_marks, checked_pair
@@ -51,6 +51,8 @@ class Filters:
     """Unsplash username, any case."""
     featured: bool | None = None
     min_downloads: int | None = None
+    has_text: bool | None = None
+    """True: only pictures with words found in them (OCR); False: only those without."""
 
     @property
     def active(self) -> bool:
@@ -74,7 +76,8 @@ class Filters:
         texts = [(name, getattr(self, key)) for name, key in (("country", "country"), ("city", "city"),
                                                               ("camera", "camera"), ("colour", "colour"),
                                                               ("photographer_username", "photographer"))]
-        return numbers + [(name, _category_test(name, value)) for name, value in texts if value is not None]
+        words = [(WORDS_IN_PICTURE, lambda a: a.with_words() == self.has_text)] if self.has_text is not None else []
+        return numbers + [(name, _category_test(name, value)) for name, value in texts if value is not None] + words
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Filters:
@@ -86,7 +89,8 @@ class Filters:
                    date_to=_date(values["date_to"], "date_to", end_of_day=True),
                    country=_text(values["country"], "country"), city=_text(values["city"], "city"),
                    camera=_text(values["camera"], "camera"), photographer=_text(values["photographer"], "photographer"),
-                   featured=_flag(values["featured"]), min_downloads=_count(values["min_downloads"]))
+                   featured=_flag(values["featured"]), min_downloads=_count(values["min_downloads"]),
+                   has_text=_flag(values["has_text"], "has_text"))
 
 
 def _number_tests(filters: Filters) -> list[tuple[str, Any]]:

@@ -173,6 +173,7 @@ def _option_control(key: str, ui: SearchUI) -> Any:
     cutoff_labels = {"flat": "threshold only", "relative": "relative to the best", "gap": "at the largest score gap"}
     choices = {"orientation": ["any", *ORIENTATIONS], "colour": ["any", *PALETTE],
                "featured": [("any", "any"), ("featured only", "true"), ("not featured", "false")],
+               "has_text": [("any", "any"), ("with words", "true"), ("without words", "false")],
                "sort": [(sort_labels[sort], sort) for sort in available_sorts(ui.engine)],
                "cutoff": [(cutoff_labels[cutoff], cutoff) for cutoff in BY_NAME["cutoff"].choices]}.get(key)
     if choices is None:

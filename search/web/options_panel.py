@@ -90,7 +90,7 @@ def control_value(key: str, options: Mapping[str, str]) -> Any:
     value = options.get(key, DEFAULTS.get(key, ""))
     if key in {"collapse_radius", "keywords"}:
         return value != "off"
-    if key in {"orientation", "colour", "featured"}:
+    if key in {"orientation", "colour", "featured", "has_text"}:
         return value or "any"
     if key == "min_downloads":
         return float(value) if value else None

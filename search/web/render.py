@@ -31,7 +31,8 @@ DETAIL_WIDTH = 1080
 BLURHASH_CHARS = 100  # a 9x9-component hash is 4 + 2 * 80 = 164; the data set's are ~30; longer is not a hash
 BLURHASH_ALPHABET = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~")
 # The detail view's extra lines, each shown when the hit carries that field (bundles with those metadata columns).
-EXTRA_FIELDS = (("location", "Location"), ("date", "Date"), ("camera", "Camera"))
+EXTRA_FIELDS = (("location", "Location"), ("date", "Date"), ("camera", "Camera"),
+                ("words_in_picture", "Words in the picture"))
 
 
 def picture_url(hit: Hit, width: int) -> str:
