@@ -8,7 +8,8 @@
 Per run it reports requests/s, p50/p95/p99 (ms), errors, the server's CPU (% of one core) and peak RSS, the RSS
 it grew by (when the load stops, and again once the server has finished the requests still queued then), and the
 generator's own CPU; then the capacity (highest requests/s with p95 <= 250 ms) and one JSON
-line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for a random-init ViT-B-32.
+line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for the random-weight ViT-B-32
+of bench/bundles.py (seeded, saved once), so every server serves the same model and shares one ONNX export.
 `--engine` runs the engine alone (bench/load_engine.py) in a third process on the server's CPUs, on the same
 requests, in a block just before each run, and reports the server's requests/s as a ratio to it (also per CPU
 second each process got: on a shared machine a process that never sleeps gets less of its core than a server
