@@ -7,7 +7,7 @@ How a filtered query finds its candidates depends on how many items the filter k
   unfiltered search's beam: that search, the disallowed ones dropped afterwards, at the cost of a plain query;
 - else the index's filtered walk (hnswlib's filter callback, with a beam of FILTER_WALK_BEAM allowed items): it
   explores about FILTER_WALK_BEAM / share neighbours, where a post-filter must ask for OVERFETCH times more to be
-  sure of k hits (at 10 % kept: 1.4-1.9x an unfiltered query against 2.4-2.7x; bench/filters.py).
+  sure of k hits (docs/search-options.md has the measured costs).
 A graph path that comes back short falls back to the next, ending with the exact search, so a filter always
 yields k hits when k items pass it.
 
