@@ -74,10 +74,15 @@ def compare(args: argparse.Namespace) -> list[dict]:
     """Both servers up at once (off and on); per mix, round and client count, a run on each, in turn (the order
     swapped every run), so that the machine's noise of the moment hits both alike. One record per mix and round."""
     bundle = load_test.bundle_path(args)
-    servers = {mode: load_test.start_server({**load_test.environment(args, bundle), "SEARCH_BATCH": mode})
-               for mode in MODES}
+    servers: dict[str, tuple] = {}
     records = []
-    try:
+    args.work.mkdir(parents=True, exist_ok=True)
+    try:  # a server that fails to start stops the one already up
+        for mode in MODES:
+            log = args.work / f"server-batch-{mode}.log"
+            progress(f"starting the SEARCH_BATCH={mode} server (its log: {log})")
+            servers[mode] = load_test.start_server({**load_test.environment(args, bundle), "SEARCH_BATCH": mode},
+                                                   log)
         for mix in args.mixes:
             args.mix = mix
             for round_ in range(args.rounds):
@@ -86,6 +91,10 @@ def compare(args: argparse.Namespace) -> list[dict]:
                     for mode in MODES[::-1] if (turn + round_) % 2 else MODES:
                         process, url = servers[mode]
                         runs[mode].append(load_test.one_run(args, url, process.pid, clients))
+                        run = runs[mode][-1]
+                        progress(f"{mix}, round {round_}, SEARCH_BATCH={mode}, {clients} clients: {run['rps']} "
+                                 f"requests/s, p95 {run['p95_ms']} ms, {run['errors']} errors; server idle again after "
+                                 f"{run['idle_wait_s']} s")
                 pair = {mode: {"runs": runs[mode], **summary(runs[mode])} for mode in MODES}
                 off, on = pair["off"]["capacity_rps"], pair["on"]["capacity_rps"]
                 records.append({"mix": mix, "round": round_, **pair,
@@ -96,6 +105,11 @@ def compare(args: argparse.Namespace) -> list[dict]:
             process.terminate()
             process.wait(timeout=60)
     return records
+
+
+def progress(message: str) -> None:
+    """A line on stderr as the run goes: the tables come only at its end, after many minutes."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 def _delta(pair: dict) -> float | None:

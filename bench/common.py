@@ -55,19 +55,22 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> list[float]:
     return times
 
 
-def timed_each(fn: Callable[[Any], Any], args: Sequence[Any], warmup: int = 2) -> list[float]:
-    """Milliseconds of one call per argument (after `warmup` calls on the first argument)."""
+def timed_each(fn: Callable[[Any], Any], args: Sequence[Any], warmup: int = 2,
+               clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Milliseconds of one call per argument (after `warmup` calls on the first argument), by `clock` (wall time;
+    time.thread_time: this thread's CPU time, which a busy machine's waits for a core leave out)."""
     for _ in range(warmup):
         fn(args[0])
     times = []
     for arg in args:
-        start = time.perf_counter()
+        start = clock()
         fn(arg)
-        times.append((time.perf_counter() - start) * 1000)
+        times.append((clock() - start) * 1000)
     return times
 
 
-def in_blocks(paths: dict[str, Callable[[Any], Any]], args: Sequence[Any], rounds: int) -> dict[str, list[float]]:
+def in_blocks(paths: dict[str, Callable[[Any], Any]], args: Sequence[Any], rounds: int,
+              clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Milliseconds per path and argument; each round times every path over all `args` in turn.
 
     Blocks, not call-by-call alternation: numpy's BLAS threads and torch's OpenMP threads spin for a while
@@ -77,7 +80,7 @@ def in_blocks(paths: dict[str, Callable[[Any], Any]], args: Sequence[Any], round
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
         for name, fn in paths.items():
-            times[name] += timed_each(fn, args, warmup=2)
+            times[name] += timed_each(fn, args, warmup=2, clock=clock)
     return times
 
 

@@ -8,7 +8,8 @@
 Per run it reports requests/s, p50/p95/p99 (ms), errors, the server's CPU (% of one core) and peak RSS, the RSS
 it grew by (when the load stops, and again once the server has finished the requests still queued then), and the
 generator's own CPU; then the capacity (highest requests/s with p95 <= 250 ms) and one JSON
-line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for a random-init ViT-B-32.
+line. `--bundle synthetic` writes (once, under --work) 25 000 CLIP-like items named for the random-weight ViT-B-32
+of bench/bundles.py (seeded, saved once), so every server serves the same model and shares one ONNX export.
 `--engine` runs the engine alone (bench/load_engine.py) in a third process on the server's CPUs, on the same
 requests, in a block just before each run, and reports the server's requests/s as a ratio to it (also per CPU
 second each process got: on a shared machine a process that never sleeps gets less of its core than a server
@@ -63,9 +64,13 @@ def bundle_path(args: argparse.Namespace) -> str:
         return str(common.REPO_ROOT / "assets" / "demo" / "index")
     if args.bundle != "synthetic":
         return args.bundle
-    folder = args.work / "synthetic-25000"
+    # Seeded weights (bench/bundles.py): every server serves the same model, so one ONNX export serves them all. A
+    # bundle naming no weights gave each server its own random model: a fresh export per start (minutes, 320 MB).
+    from bench.bundles import cached_weights
+
+    folder = args.work / "synthetic-25000-seeded"
     if not (folder / "manifest.json").exists():
-        common.write_synthetic_bundle(folder, 25_000)
+        common.write_synthetic_bundle(folder, 25_000, pretrained=str(cached_weights()))
     return str(folder)
 
 
@@ -85,24 +90,31 @@ def cpus(text: str) -> set[int]:
     return {int(cpu) for cpu in text.split(",")}
 
 
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """app.py on a free loopback port, pinned; returns once text queries run on ONNX Runtime."""
+def start_server(env: dict[str, str], log: Path | None = None, limit_s: float = 600.0
+                 ) -> tuple[subprocess.Popen, str]:
+    """app.py on a free loopback port, pinned, its output in `log`; returns once text queries run on ONNX Runtime
+    and the int8 gate has decided (its quantisation and 300 probes would otherwise run under the first load)."""
     from bench.load_gradio_client import free_port
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", SERVER], cwd=common.REPO_ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**env, "GRADIO_SERVER_PORT": str(port)})
-    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 600
+    with open(log or os.devnull, "w") as output:  # the server keeps its own copy of the file open
+        process = subprocess.Popen([sys.executable, "-c", SERVER], cwd=common.REPO_ROOT, stdout=output,
+                                   stderr=subprocess.STDOUT, env={**env, "GRADIO_SERVER_PORT": str(port)})
+    url, deadline, health = f"http://127.0.0.1:{port}/", time.monotonic() + limit_s, None
     while time.monotonic() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(url + "api/health", timeout=5) as answer:
-                if json.load(answer)["text_encoder"] == "onnx":
-                    return process, url
+                health = json.load(answer)
+            if health["text_encoder"] == "onnx" and "asked" in health["text_precision"]:
+                return process, url
         except OSError:
             pass
         time.sleep(0.5)
     process.kill()
-    raise SystemExit(f"the server did not come up (exit code {process.poll()})")
+    process.wait()
+    tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:]) if log else ""
+    raise SystemExit(f"the server did not get ready in {limit_s:.0f} s (exit code {process.poll()}); its last "
+                     f"health answer: {health}\n{tail}")
 
 
 def proc_stats(pid: int) -> dict[str, float]:
@@ -135,8 +147,9 @@ def one_run(args: argparse.Namespace, url: str, pid: int, clients: int) -> dict:
                            "--clients", str(clients), "--seconds", str(args.seconds), "--client", args.client,
                            "--cpus", args.generator_cpus], cwd=common.REPO_ROOT, capture_output=True, text=True,
                           check=False)
-    after = proc_stats(pid)
+    after, settling = proc_stats(pid), time.monotonic()
     idle = idle_stats(pid)
+    settled_s = time.monotonic() - settling
     if done.returncode != 0:
         raise SystemExit(f"the load generator failed:\n{done.stderr[-3000:]}")
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -147,7 +160,7 @@ def one_run(args: argparse.Namespace, url: str, pid: int, clients: int) -> dict:
                                                       for q in (50, 95, 99)},
             "server_cpu_pct": round(100 * (after["cpu_s"] - before["cpu_s"]) / span),
             "peak_rss_mb": round(after["peak_rss_mb"]), "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1),
-            "rss_growth_idle_mb": round(idle["rss_mb"] - before["rss_mb"], 1),
+            "rss_growth_idle_mb": round(idle["rss_mb"] - before["rss_mb"], 1), "idle_wait_s": round(settled_s, 1),
             "generator_cpu_pct": round(100 * record["generator_cpu_s"] / span),
             "per_kind_p50_ms": {kind: round(common.pct(values, 50), 1) for kind, values in record["latencies"].items()},
             "error_samples": record["errors"]}
