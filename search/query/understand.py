@@ -1,0 +1,256 @@
+"""Words of a text query that name a place, a year, a month or an orientation, read as the filters they mean.
+
+Only what the collection itself can answer is read: a place must be one of its own `city` or `country` values, a
+year one of the years its dates span, an orientation needs its picture sizes. Nothing is guessed: a reading is
+taken only with a cue that says so ("beach in Portugal", "Paris at night" capitalised, "June 2019", "in portrait
+orientation"), and a word that may well mean something else is left alone ("Paris Hilton", "a mountain landscape",
+"portrait of a woman", "May I", "photos of Georgia"). bench/understand.py measures how often a reading taken is right
+on a labelled set of queries (bench/data/understand_queries.jsonl).
+
+Each reading becomes a filter (search/query/options.py Filters), not a boost: bench/understand.py measured both.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from search.bundle.attributes import Attributes
+
+KINDS = ("place", "date", "orientation")
+"""What a reading may be; `not_understood` names kinds to leave out (a removed chip)."""
+CUES = frozenset({"in", "at", "from", "near", "around", "across", "visiting", "throughout", "of"})
+STRONG_CUES = CUES - {"of"}  # "photos of Georgia" may be a person; "in Georgia" is a place
+THINGS_OF = frozenset({"map", "maps", "flag", "flags", "poster", "posters", "logo", "symbol", "painting", "drawing"})
+"""Before "of", what makes the place the picture's subject, not where it was taken ("a map of Japan")."""
+NEGATIONS = frozenset({"not", "outside", "except", "excluding", "without", "besides", "but", "no"})
+AMBIGUOUS_PLACES = frozenset({
+    "georgia", "jordan", "chad", "victoria", "florence", "sydney", "austin", "charlotte", "phoenix", "lincoln",
+    "china", "turkey", "nice", "split", "bath", "reading", "mobile", "orange", "chile", "guinea", "niger", "cuba",
+    "santiago", "york", "mali", "eugene", "eden", "holland", "columbia", "lima", "salem", "troy", "warren",
+    "vienna", "madison", "aurora", "kingston", "hamilton", "jackson", "regina", "adelaide", "marseille",
+})
+"""Places that are as often a person's name, a thing or a word: read only capitalised after a strong cue."""
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
+YEAR_CUES = frozenset({"in", "from", "during", "of"})
+NUMBER_NOUNS = frozenset({
+    "room", "route", "model", "number", "no", "version", "flight", "bus", "highway", "page", "apartment", "suite",
+    "gate", "platform", "street", "road", "avenue", "track", "level", "floor", "code", "pin", "id", "batch",
+    "since", "before", "after", "until", "till", "pre", "post", "by", "to", "between", "than", "over", "under",
+    "and", "or",
+})
+"""Words before a number that make it something other than the year a picture was taken."""
+ORIENTATION_WORDS = {"portrait": "portrait", "landscape": "landscape", "square": "square", "vertical": "portrait",
+                     "horizontal": "landscape"}
+ORIENTATION_NOUNS = frozenset({"orientation", "oriented", "orientated", "format", "aspect"})
+PICTURE_NOUNS = frozenset({"photos", "photo", "pictures", "picture", "images", "image", "shots", "photographs",
+                           "pics", "pic"})
+LEADS = frozenset({"a", "an", "the", "some", "only", "just", "show", "me", "find", "all", "any", "give"})
+PEOPLE = frozenset({
+    "woman", "women", "man", "men", "girl", "girls", "boy", "boys", "child", "children", "kid", "kids", "baby",
+    "babies", "people", "person", "family", "families", "couple", "couples", "lady", "ladies", "gentleman", "bride",
+    "groom", "friend", "friends", "mother", "father", "mom", "dad", "grandma", "grandmother", "grandfather",
+    "grandpa", "model", "models", "actor", "actress", "player", "musician", "artist", "me", "my", "her", "his",
+    "him", "them", "us", "our", "dog", "dogs", "cat", "cats", "puppy", "pet", "pets", "face", "faces", "student",
+    "students", "worker", "workers", "senior", "teenager", "athlete", "singer", "dancer", "soldier", "nurse",
+    "doctor", "chef", "guy", "guys", "elderly", "portrait", "headshot", "headshots", "selfie", "selfies",
+})
+"""Words after "portrait photos of" that make "portrait" the genre (a person's likeness), not the shape."""
+TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+MAX_PLACE_WORDS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One thing the query was read as saying: its kind, what a chip shows, the words, and the filter values."""
+
+    kind: str
+    label: str
+    words: str
+    filters: tuple[tuple[str, str], ...]
+    """Filter parameters (search/query/options.py Filters.from_params names) with their raw values."""
+
+    def as_dict(self) -> dict[str, object]:
+        """The reading as an API answer lists it."""
+        return {"kind": self.kind, "label": self.label, "words": self.words, "filters": dict(self.filters)}
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """What a collection can answer: its place names, the years its dates span, whether it has picture sizes."""
+
+    places: dict[tuple[str, ...], tuple[str, str]]
+    """Casefolded words of a place -> (filter name "city" or "country", the value as stored)."""
+    years: tuple[int, int] | None = None
+    sizes: bool = False
+
+    @classmethod
+    def of(cls, attributes: Attributes) -> Vocabulary:
+        """The vocabulary of a bundle's attributes (place values, date span, sizes)."""
+        places: dict[tuple[str, ...], tuple[str, str]] = {}
+        for name in ("city", "country"):  # a name that is both (Singapore) is read as the country
+            if attributes.has(name):
+                places.update(_place_keys(name, attributes.categories[name].values))
+        years = None
+        if attributes.has("date"):
+            dates = attributes.numbers["date"][~np.isnan(attributes.numbers["date"])]
+            if len(dates):
+                years = (_year(float(dates.min())), _year(float(dates.max())))
+        return cls(places, years, attributes.has("width") and attributes.has("height"))
+
+
+def _place_keys(name: str, values: Iterable[str]) -> dict[tuple[str, ...], tuple[str, str]]:
+    keys = {}
+    for value in values:
+        words = tuple(word.casefold() for word in TOKEN.findall(value))
+        if 0 < len(words) <= MAX_PLACE_WORDS:
+            keys[words] = (name, value)
+    return keys
+
+
+def _year(seconds: float) -> int:
+    return datetime.fromtimestamp(seconds, UTC).year
+
+
+@dataclass(frozen=True, slots=True)
+class _Words:
+    """The query's words as typed, casefolded, and the characters around each."""
+
+    typed: list[str]
+    folded: list[str]
+    spans: list[tuple[int, int]]
+    text: str
+
+    @classmethod
+    def of(cls, text: str) -> _Words:
+        found = list(TOKEN.finditer(text))
+        return cls([m.group() for m in found], [m.group().casefold() for m in found],
+                   [m.span() for m in found], text)
+
+    def at(self, index: int) -> str:
+        """The casefolded word at `index`, "" outside the query."""
+        return self.folded[index] if 0 <= index < len(self.folded) else ""
+
+    def capitalised(self, index: int) -> bool:
+        return 0 <= index < len(self.typed) and self.typed[index][:1].isupper()
+
+    def glued(self, index: int) -> bool:
+        """Whether a word is part of a longer number or code by a mark beside it (2019-05, #2019, 10:2019, 2019.5)."""
+        start, end = self.spans[index]
+        before, after = self.text[start - 1:start], self.text[end:end + 2]
+        return (before != "" and before in "-/:.#$€£+") or after[:1] in {"-", "/", ":", "%"} or \
+            (after[:1] in {".", ","} and after[1:2].isdigit())
+
+
+def understand(text: str, vocabulary: Vocabulary, skip: Iterable[str] = ()) -> tuple[Reading, ...]:
+    """The readings of `text` this collection can answer, kinds in `skip` left out; one per filter at most (two
+    different places of one kind, or two years, read as nothing: a filter cannot say "or")."""
+    words = _Words.of(text)
+    found = [*_places(words, vocabulary), *_dates(words, vocabulary), *_orientations(words, vocabulary)]
+    readings = []
+    for reading in found:
+        names = dict(reading.filters)
+        rivals = [other for other in found if any(names.get(name, value) != value for name, value in other.filters)]
+        if reading.kind not in skip and not rivals:
+            readings.append(reading)
+    return tuple(readings)
+
+
+def _places(words: _Words, vocabulary: Vocabulary) -> list[Reading]:
+    readings, index = [], 0
+    while index < len(words.folded):
+        for size in range(min(MAX_PLACE_WORDS, len(words.folded) - index), 0, -1):
+            key = tuple(words.folded[index:index + size])
+            if key in vocabulary.places:
+                if _means_place(words, index, size, vocabulary):
+                    name, value = vocabulary.places[key]
+                    readings.append(Reading("place", value, " ".join(words.typed[index:index + size]),
+                                            ((name, value),)))
+                index += size - 1
+                break
+        index += 1
+    return readings
+
+
+def _means_place(words: _Words, start: int, size: int, vocabulary: Vocabulary) -> bool:
+    """Whether the place-named words start..start+size are meant as the place (see the module's docstring)."""
+    end, before = start + size, words.at(start - 1)
+    if words.at(start - 2) in NEGATIONS or before in NEGATIONS:
+        return False
+    named = all(words.capitalised(i) for i in range(start, end))
+    nxt = end if end < len(words.typed) else None
+    next_is_name = nxt is not None and words.capitalised(nxt) and not _place_at(words, nxt, vocabulary)
+    if next_is_name:  # "Paris Hilton", "Georgia O'Keeffe"
+        return False
+    if " ".join(words.folded[start:end]) in AMBIGUOUS_PLACES:
+        return named and before in STRONG_CUES
+    if before in CUES:
+        return not (before == "of" and words.at(start - 2) in THINGS_OF)
+    previous_is_name = start > 0 and words.capitalised(start - 1) and not _place_at(words, start - 1, vocabulary)
+    return named and not previous_is_name  # "Paris at night", "a Lisbon tram"; not "Hotel Lisbon"
+
+
+def _place_at(words: _Words, index: int, vocabulary: Vocabulary) -> bool:
+    return any(tuple(words.folded[start:index + 1]) in vocabulary.places or
+               tuple(words.folded[index:index + 1 + start]) in vocabulary.places
+               for start in range(max(0, index - MAX_PLACE_WORDS + 1), index + 1))
+
+
+def _dates(words: _Words, vocabulary: Vocabulary) -> list[Reading]:
+    if vocabulary.years is None:
+        return []
+    first, last = vocabulary.years
+    readings = []
+    for index, word in enumerate(words.folded):
+        if not (len(word) == 4 and word.isdigit() and first <= int(word) <= last) or words.glued(index):
+            continue
+        year, before = int(word), words.at(index - 1)
+        month = before if before in MONTHS else words.at(index - 2) if before == "of" else ""
+        if month in MONTHS:  # "June 2019", "June of 2019": the month named is clear with its year
+            start = index - 1 if before in MONTHS else index - 2
+            readings.append(_month_reading(year, MONTHS.index(month) + 1, " ".join(words.typed[start:index + 1])))
+        elif before in YEAR_CUES or (index == len(words.folded) - 1 and before not in NUMBER_NOUNS
+                                     and not before.isdigit() and index > 0):
+            readings.append(Reading("date", word, word, (("date_from", f"{year}-01-01"), ("date_to", f"{year}-12-31"))))
+    return readings
+
+
+def _month_reading(year: int, month: int, words: str) -> Reading:
+    last_day = calendar.monthrange(year, month)[1]
+    label = f"{MONTHS[month - 1].capitalize()} {year}"
+    return Reading("date", label, words, (("date_from", f"{year}-{month:02d}-01"),
+                                          ("date_to", f"{year}-{month:02d}-{last_day:02d}")))
+
+
+def _orientations(words: _Words, vocabulary: Vocabulary) -> list[Reading]:
+    if not vocabulary.sizes:
+        return []
+    readings = []
+    for index, word in enumerate(words.folded):
+        if word in ORIENTATION_WORDS and _means_orientation(words, index, vocabulary):
+            shape = ORIENTATION_WORDS[word]
+            readings.append(Reading("orientation", shape, words.typed[index], (("orientation", shape),)))
+    return readings
+
+
+def _means_orientation(words: _Words, index: int, vocabulary: Vocabulary) -> bool:
+    """"portrait orientation", "in landscape format", "in portrait" at the end, "vertical photos", "portrait photos
+    of mountains"; not "portrait of a woman", "a mountain landscape", "landscape photos", "Times Square photos"."""
+    word, before, after = words.at(index), words.at(index - 1), words.at(index + 1)
+    if after in ORIENTATION_NOUNS:
+        return True
+    if before == "in" and (after in {"", "only", "mode"} or after in ORIENTATION_NOUNS):
+        return True
+    if after not in PICTURE_NOUNS or not (index == 0 or before in LEADS) or word == "landscape":
+        return False  # "landscape photos" are of scenery
+    if word != "portrait":
+        return True
+    subject = index + 3 + (words.at(index + 3) in {"a", "an", "the"})
+    named = words.capitalised(subject) and not _place_at(words, subject, vocabulary)  # "of Anna": a person
+    return words.at(index + 2) == "of" and not named and not PEOPLE & set(words.folded[index + 3:])
