@@ -15,7 +15,15 @@ from typing import TypeVar
 
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
-from search.query.options import CUTOFFS, MAX_OFFSET, MAX_RADIUS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS
+from search.query.options import (
+    CUTOFFS,
+    MAX_OFFSET,
+    MAX_RADIUS,
+    ORIENTATIONS,
+    READING_KINDS,
+    SORTS,
+    SUGGESTED_RADIUS,
+)
 
 ANY = "; empty: any"
 
@@ -77,6 +85,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "cut at the largest score drop", CUTOFFS, default="flat"),
     OptionSpec("keywords", "Keyword matches", "also rank by keyword (BM25) matches of the text where the index has "
                "a keyword index", default=True),
+    # Queries that understand places and dates (search/query/understand.py).
+    OptionSpec("understand", "Read places and dates in the query",
+               "read a place of this collection, a year, a month with its year or an orientation named in a text "
+               "query as a filter (\"beach in Portugal 2019\", \"portrait photos of mountains\"); false: the words "
+               "are only searched", default=True),
+    OptionSpec("not_understood", "Leave out readings", f"readings to leave out, comma-separated: "
+               f"{', '.join(READING_KINDS)} (what removing a chip on the page sends)" + ANY, READING_KINDS,
+               metavar="KINDS"),
 )
 BY_NAME = {spec.name: spec for spec in OPTIONS}
 ALIASES = {alias: spec.name for spec in OPTIONS for alias in spec.aliases}

@@ -7,7 +7,8 @@ orientation"), and a word that may well mean something else is left alone ("Pari
 "portrait of a woman", "May I", "photos of Georgia"). bench/understand.py measures how often a reading taken is right
 on a labelled set of queries (bench/data/understand_queries.jsonl).
 
-Each reading becomes a filter (search/query/options.py Filters), not a boost: bench/understand.py measured both.
+Each reading becomes a filter that keeps the items lacking its column (Filters.or_unknown): many photos have no place
+or date, and a plain filter dropped them (bench/understand.py measured a filter, a boost and this).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 
 import numpy as np
 
 from search.bundle.attributes import Attributes
+from search.query.options import Filters, SearchOptions
 
-KINDS = ("place", "date", "orientation")
-"""What a reading may be; `not_understood` names kinds to leave out (a removed chip)."""
 CUES = frozenset({"in", "at", "from", "near", "around", "across", "visiting", "throughout", "of"})
 STRONG_CUES = CUES - {"of"}  # "photos of Georgia" may be a person; "in Georgia" is a place
 THINGS_OF = frozenset({"map", "maps", "flag", "flags", "poster", "posters", "logo", "symbol", "painting", "drawing"})
@@ -96,7 +96,7 @@ class Vocabulary:
         places: dict[tuple[str, ...], tuple[str, str]] = {}
         for name in ("city", "country"):  # a name that is both (Singapore) is read as the country
             if attributes.has(name):
-                places.update(_place_keys(name, attributes.categories[name].values))
+                places.update(place_keys(name, attributes.categories[name].values))
         years = None
         if attributes.has("date"):
             dates = attributes.numbers["date"][~np.isnan(attributes.numbers["date"])]
@@ -105,7 +105,7 @@ class Vocabulary:
         return cls(places, years, attributes.has("width") and attributes.has("height"))
 
 
-def _place_keys(name: str, values: Iterable[str]) -> dict[tuple[str, ...], tuple[str, str]]:
+def place_keys(name: str, values: Iterable[str]) -> dict[tuple[str, ...], tuple[str, str]]:
     keys = {}
     for value in values:
         words = tuple(word.casefold() for word in TOKEN.findall(value))
@@ -160,6 +160,26 @@ def understand(text: str, vocabulary: Vocabulary, skip: Iterable[str] = ()) -> t
         if reading.kind not in skip and not rivals:
             readings.append(reading)
     return tuple(readings)
+
+
+def read_query(text: str | None, vocabulary: Vocabulary, options: SearchOptions) -> tuple[Reading, ...]:
+    """The readings `options` let a text query have: none when off or no text, and none for a filter the caller set."""
+    if text is None or not options.understand:
+        return ()
+    given = options.filters
+    return tuple(reading for reading in understand(text, vocabulary, options.not_understood)
+                 if all(getattr(given, name) is None for name, _ in reading.filters))
+
+
+def with_readings(options: SearchOptions, readings: Iterable[Reading]) -> SearchOptions:
+    """`options` with the readings' filters added (their values checked by Filters.from_params, the one place)."""
+    wanted = dict(pair for reading in readings for pair in reading.filters)
+    if not wanted:
+        return options
+    parsed = Filters.from_params(wanted)
+    added = {item.name: getattr(parsed, item.name) for item in fields(parsed) if item.name in wanted}
+    lenient = tuple(sorted({*options.filters.or_unknown, *added}))
+    return replace(options, filters=replace(options.filters, **added, or_unknown=lenient))
 
 
 def _places(words: _Words, vocabulary: Vocabulary) -> list[Reading]:
