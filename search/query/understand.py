@@ -90,6 +90,11 @@ class Vocabulary:
     years: tuple[int, int] | None = None
     sizes: bool = False
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing can be read (no places, dates or picture sizes)."""
+        return not (self.places or self.years or self.sizes)
+
     @classmethod
     def of(cls, attributes: Attributes) -> Vocabulary:
         """The vocabulary of a bundle's attributes (place values, date span, sizes)."""
