@@ -58,6 +58,7 @@ def test_a_kind_left_out_is_not_read_and_a_kind_off_the_vocabulary_never() -> No
     assert readings("beach in Portugal 2019") == {("place", "Portugal"), ("date", "2019")}
     assert {reading.kind for reading in understand("beach in Portugal 2019", VOCABULARY, ("place",))} == {"date"}
     assert readings("beach in Brazil 2031") == set()  # neither in this collection's places nor its years
+    assert len(understand("Lisbon trams, more trams in Lisbon", VOCABULARY)) == 1
 
 
 def test_reading_filters_keep_items_without_the_data_and_an_explicit_filter_wins() -> None:

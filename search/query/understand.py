@@ -162,8 +162,8 @@ def understand(text: str, vocabulary: Vocabulary, skip: Iterable[str] = ()) -> t
     for reading in found:
         names = dict(reading.filters)
         rivals = [other for other in found if any(names.get(name, value) != value for name, value in other.filters)]
-        if reading.kind not in skip and not rivals:
-            readings.append(reading)
+        if reading.kind not in skip and not rivals and reading.filters not in {r.filters for r in readings}:
+            readings.append(reading)  # "Lisbon … Lisbon": one chip
     return tuple(readings)
 
 
