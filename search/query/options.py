@@ -237,8 +237,9 @@ class SearchOptions:
             raise BadQueryError(f"keywords must be true or false, got {self.keywords!r}")
         if not isinstance(self.understand, bool):
             raise BadQueryError(f"understand must be true or false, got {self.understand!r}")
-        if not set(self.not_understood) <= set(READING_KINDS):
-            raise BadQueryError(f"not_understood takes {', '.join(READING_KINDS)}, comma-separated")
+        unknown = [str(kind)[:40] for kind in self.not_understood if kind not in READING_KINDS]
+        if unknown:
+            raise BadQueryError(f"not_understood takes {', '.join(READING_KINDS)}, comma-separated; got {unknown[0]!r}")
 
     @property
     def plain(self) -> bool:
