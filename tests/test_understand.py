@@ -24,7 +24,7 @@ def test_the_labelled_set_is_read_with_precision_of_at_least_098() -> None:
     found = precision_recall()
     assert found["queries"] >= 200
     assert found["precision"] >= 0.98, found["wrong_queries"]
-    assert found["recall"] >= 0.85 and found["taken"] >= 100  # not precise by reading nothing
+    assert found["recall"] >= 0.75 and found["taken"] >= 150  # not precise by reading nothing
 
 
 @pytest.mark.parametrize("text", [
@@ -33,7 +33,8 @@ def test_the_labelled_set_is_read_with_precision_of_at_least_098() -> None:
     "a portrait of Georgia", "Georgia O'Keeffe painting", "Chile peppers", "Nice to meet you", "Sydney Sweeney",
     "town square photos", "Times Square photos", "vertical lines", "room 2019", "since 2019", "2019-05-12",
     "2019 toyota corolla", "Blade Runner 2049", "beaches not in Portugal", "Lisbon or Porto", "the Lisbon Treaty",
-    "a map of Japan", "between 2015 and 2018", "2019",
+    "a map of Japan", "between 2015 and 2018", "2019", "a Norway spruce tree", "Kyoto-style garden", "iPhone 2019",
+    "a cat in portrait mode", "from 2015 to 2017",
 ])
 def test_traps_are_read_as_nothing(text: str) -> None:
     assert readings(text) == set()

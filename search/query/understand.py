@@ -3,9 +3,9 @@
 Only what the collection itself can answer is read: a place must be one of its own `city` or `country` values, a
 year one of the years its dates span, an orientation needs its picture sizes. Nothing is guessed: a reading is
 taken only with a cue that says so ("beach in Portugal", "Paris at night" capitalised, "June 2019", "in portrait
-orientation"), and a word that may well mean something else is left alone ("Paris Hilton", "a mountain landscape",
-"portrait of a woman", "May I", "photos of Georgia"). bench/understand.py measures how often a reading taken is right
-on a labelled set of queries (bench/data/understand_queries.jsonl).
+orientation"), and a word that may well mean something else is left alone ("Paris Hilton", "a Norway spruce", "a
+mountain landscape", "portrait of a woman", "May I", "photos of Georgia", "iPhone 2019"). bench/understand.py
+measures how often a reading taken is right on a labelled set of queries (bench/data/understand_queries.txt).
 
 Each reading becomes a filter that keeps the items lacking its column (Filters.or_unknown): many photos have no place
 or date, and a plain filter dropped them (bench/understand.py measured a filter, a boost and this).
@@ -24,8 +24,12 @@ import numpy as np
 from search.bundle.attributes import Attributes
 from search.query.options import Filters, SearchOptions
 
-CUES = frozenset({"in", "at", "from", "near", "around", "across", "visiting", "throughout", "of"})
-STRONG_CUES = CUES - {"of"}  # "photos of Georgia" may be a person; "in Georgia" is a place
+CUES = frozenset({"in", "at", "from", "near", "around", "across", "visiting", "throughout", "of", "to"})
+STRONG_CUES = CUES - {"of", "to"}  # "photos of Georgia" may be a person; "in Georgia" is a place
+AFTER_A_PLACE = frozenset({"", "at", "in", "on", "during", "by", "under", "with", "and", "or", "from", "after",
+                           "before"})
+"""What may follow a place named without a cue: "Paris at night", "Oslo"; not "a Norway spruce", "New Zealand lamb"
+(a place before a noun is as often a kind of thing as where the picture was taken)."""
 THINGS_OF = frozenset({"map", "maps", "flag", "flags", "poster", "posters", "logo", "symbol", "painting", "drawing"})
 """Before "of", what makes the place the picture's subject, not where it was taken ("a map of Japan")."""
 NEGATIONS = frozenset({"not", "outside", "except", "excluding", "without", "besides", "but", "no"})
@@ -46,6 +50,7 @@ NUMBER_NOUNS = frozenset({
     "and", "or",
 })
 """Words before a number that make it something other than the year a picture was taken."""
+RANGE_WORDS = frozenset({"to", "until", "till", "through", "and", "or"})
 ORIENTATION_WORDS = {"portrait": "portrait", "landscape": "landscape", "square": "square", "vertical": "portrait",
                      "horizontal": "landscape"}
 ORIENTATION_NOUNS = frozenset({"orientation", "oriented", "orientated", "format", "aspect"})
@@ -145,6 +150,10 @@ class _Words:
     def capitalised(self, index: int) -> bool:
         return 0 <= index < len(self.typed) and self.typed[index][:1].isupper()
 
+    def ends_clause(self, index: int) -> bool:
+        """Whether punctuation follows the word (a comma, a full stop, a question mark)."""
+        return self.text[self.spans[index][1]:self.spans[index][1] + 1] in {",", ".", "?", "!", ";", ":", ")"}
+
     def glued(self, index: int) -> bool:
         """Whether a word is part of a longer number or code by a mark beside it (2019-05, #2019, 10:2019, 2019.5)."""
         start, end = self.spans[index]
@@ -211,14 +220,15 @@ def _means_place(words: _Words, start: int, size: int, vocabulary: Vocabulary) -
     named = all(words.capitalised(i) for i in range(start, end))
     nxt = end if end < len(words.typed) else None
     next_is_name = nxt is not None and words.capitalised(nxt) and not _place_at(words, nxt, vocabulary)
-    if next_is_name:  # "Paris Hilton", "Georgia O'Keeffe"
+    if next_is_name or words.glued(end - 1):  # "Paris Hilton", "Georgia O'Keeffe", "Kyoto-style"
         return False
     if " ".join(words.folded[start:end]) in AMBIGUOUS_PLACES:
         return named and before in STRONG_CUES
     if before in CUES:
         return not (before == "of" and words.at(start - 2) in THINGS_OF)
     previous_is_name = start > 0 and words.capitalised(start - 1) and not _place_at(words, start - 1, vocabulary)
-    return named and not previous_is_name  # "Paris at night", "a Lisbon tram"; not "Hotel Lisbon"
+    alone = words.at(end) in AFTER_A_PLACE or _place_at(words, end, vocabulary) or words.ends_clause(end - 1)
+    return named and alone and not previous_is_name  # "Paris at night", "Lisbon, Portugal"; not "Hotel Lisbon"
 
 
 def _place_at(words: _Words, index: int, vocabulary: Vocabulary) -> bool:
@@ -240,10 +250,19 @@ def _dates(words: _Words, vocabulary: Vocabulary) -> list[Reading]:
         if month in MONTHS:  # "June 2019", "June of 2019": the month named is clear with its year
             start = index - 1 if before in MONTHS else index - 2
             readings.append(_month_reading(year, MONTHS.index(month) + 1, " ".join(words.typed[start:index + 1])))
-        elif before in YEAR_CUES or (index == len(words.folded) - 1 and before not in NUMBER_NOUNS
-                                     and not before.isdigit() and index > 0):
+        elif words.at(index + 1) in RANGE_WORDS:  # "from 2015 to 2017": a span, not one year
+            continue
+        elif before in YEAR_CUES or (index == len(words.folded) - 1 and index > 0 and before not in NUMBER_NOUNS
+                                     and not (_product_like(words.typed[index - 1])
+                                              and not _place_at(words, index - 1, vocabulary))):
             readings.append(Reading("date", word, word, (("date_from", f"{year}-01-01"), ("date_to", f"{year}-12-31"))))
     return readings
+
+
+def _product_like(word: str) -> bool:
+    """A word before a number that makes it a model or an edition: "iPhone 2019", "PS5 2020", "Windows 2019"."""
+    return any(char.isdigit() for char in word) or any(char.isupper() for char in word[1:]) or \
+        (word[:1].isupper() and word.casefold() not in MONTHS)
 
 
 def _month_reading(year: int, month: int, words: str) -> Reading:
@@ -270,7 +289,7 @@ def _means_orientation(words: _Words, index: int, vocabulary: Vocabulary) -> boo
     word, before, after = words.at(index), words.at(index - 1), words.at(index + 1)
     if after in ORIENTATION_NOUNS:
         return True
-    if before == "in" and (after in {"", "only", "mode"} or after in ORIENTATION_NOUNS):
+    if before == "in" and (after in {"", "only"} or after in ORIENTATION_NOUNS):  # not "in portrait mode": a blur
         return True
     if after not in PICTURE_NOUNS or not (index == 0 or before in LEADS) or word == "landscape":
         return False  # "landscape photos" are of scenery
