@@ -219,7 +219,8 @@ def _means_place(words: _Words, start: int, size: int, vocabulary: Vocabulary) -
         return False
     named = all(words.capitalised(i) for i in range(start, end))
     nxt = end if end < len(words.typed) else None
-    next_is_name = nxt is not None and words.capitalised(nxt) and not _place_at(words, nxt, vocabulary)
+    next_is_name = nxt is not None and words.capitalised(nxt) and not _place_at(words, nxt, vocabulary)  # also
+    # after a comma: "Paris, Texas" is another Paris
     if next_is_name or words.glued(end - 1):  # "Paris Hilton", "Georgia O'Keeffe", "Kyoto-style"
         return False
     if " ".join(words.folded[start:end]) in AMBIGUOUS_PLACES:
@@ -232,9 +233,12 @@ def _means_place(words: _Words, start: int, size: int, vocabulary: Vocabulary) -
 
 
 def _place_at(words: _Words, index: int, vocabulary: Vocabulary) -> bool:
-    return any(tuple(words.folded[start:index + 1]) in vocabulary.places or
-               tuple(words.folded[index:index + 1 + start]) in vocabulary.places
-               for start in range(max(0, index - MAX_PLACE_WORDS + 1), index + 1))
+    """Whether the word at `index` is part of a place name of the collection."""
+    if not 0 <= index < len(words.folded):
+        return False
+    return any(tuple(words.folded[start:end]) in vocabulary.places
+               for start in range(max(0, index - MAX_PLACE_WORDS + 1), index + 1)
+               for end in range(index + 1, min(len(words.folded), start + MAX_PLACE_WORDS) + 1))
 
 
 def _dates(words: _Words, vocabulary: Vocabulary) -> list[Reading]:
