@@ -128,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, index=args.index or config.index, device=args.device or config.device)
         config = replace(config, qdrant_url=args.qdrant or config.qdrant_url,
                          qdrant_collection=args.collection or config.qdrant_collection)
-        if not query.positives:
-            raise SearchError("give a text QUERY and/or --image PATH (see --help)")
         options = options_from_args(args)
+        if options.like and not args.image and not (args.query or "").strip():  # "more like these" alone
+            query = Query((), query.negatives)
+        if not query.positives and not options.like:
+            raise SearchError("give a text QUERY and/or --image PATH, or --like ID,ID (see --help)")
         engine = load_engine(config)
         hits = engine.search(query, top_k=args.top_k, threshold=args.threshold, options=options)
         readings = engine.understood(query, options)

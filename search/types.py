@@ -52,6 +52,8 @@ class Hit:
     colour: str | None = None
     colour_hex: str | None = None
     blur_hash: str | None = None
+    words_in_picture: str | None = None
+    """Text found in the picture by OCR (build_index.py --ocr), one fragment per line."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict with the field names of the public API."""

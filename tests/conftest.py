@@ -136,6 +136,16 @@ def app_url(demo_startup) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def page_app_url(demo_engine) -> Iterator[str]:
+    """The app on the demo bundle for the browser modules, one server for the session: their pages only search."""
+    from search.web.startup import Startup, demo_notice
+    from tests.app_server import serve
+
+    with serve(Startup(demo_engine, demo_notice(None, None), True)) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def client(app_url: str):
     """A gradio_client connected to the in-process app."""

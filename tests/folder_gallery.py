@@ -97,7 +97,8 @@ def write_all_filters_bundle(root: Path) -> Path:
              "photographer_username": pa.array([f"person{row % 7}" for row in range(rows)]),
              "featured": pa.array([bool(row % 2) for row in range(rows)]),
              "downloads": pa.array(rng.integers(0, 5000, rows).tolist()),
-             "views": pa.array(rng.integers(0, 50000, rows).tolist())}
+             "views": pa.array(rng.integers(0, 50000, rows).tolist()),
+             "words_in_picture": pa.array([("OPEN", "")[row % 2] for row in range(rows)])}
     for name, column in extra.items():
         table = table.append_column(name, column)
     shutil.copytree(DEMO_INDEX_DIR / "images", root / "images")

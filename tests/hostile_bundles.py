@@ -270,6 +270,19 @@ def _cells_at_their_limits(root: Path, outside: Path) -> None:
     set_cell(root, "page_url", 1, "https://example.com/" + "p" * 2028)
 
 
+MARKUP_WORDS = ("<script>fetch('/steal?c=' + document.cookie)</script>", '<img src=x onerror="alert(1)">',
+                "{{7*7}} ${7*7} [link](javascript:alert(1))")
+"""OCR text a hostile bundle may carry in words_in_picture: served only as escaped text."""
+
+
+def _words_in_picture(values: pa.Array) -> Mutation:
+    """The bundle with a words_in_picture column (what build_index.py --ocr writes) of these values."""
+    def mutate(root: Path, outside: Path) -> None:
+        set_metadata(root, lambda table: table.append_column("words_in_picture", values))
+
+    return mutate
+
+
 def _encoder_dim_mismatch(root: Path, outside: Path) -> None:
     shutil.rmtree(root)
     write_valid(root, dim=16)
@@ -472,6 +485,16 @@ CASES: list[tuple[str, str | None, bool, Mutation]] = [
     ("metadata-huge-image-url", r"metadata.parquet column image row 5 holds 1048596 characters, more than the "
      r"8192 allowed", True, lambda r, o: set_cell(r, "image", 5, "https://example.com/" + "i" * (1 << 20))),
     ("metadata-cells-at-their-limits", None, False, _cells_at_their_limits),
+    # words_in_picture (OCR text): bounded text, and markup in it is shown as text
+    ("words-in-picture-too-long", r"metadata.parquet column words_in_picture row 2 holds 501 characters, more than "
+     r"the 500 allowed", False,
+     _words_in_picture(pa.array(["COFFEE", None, "W" * 501, *[""] * (COUNT - 3)], pa.string()))),
+    ("words-in-picture-not-text", r"metadata.parquet column words_in_picture holds int64, not text values", False,
+     _words_in_picture(pa.array(range(COUNT), pa.int64()))),
+    ("words-in-picture-nested", r"metadata.parquet column 'words_in_picture' is nested", False,
+     _words_in_picture(pa.array([["a" * 400] * 100] * COUNT, pa.list_(pa.string())))),
+    ("words-in-picture-markup", None, True,
+     _words_in_picture(pa.array([*MARKUP_WORDS, *[None] * (COUNT - len(MARKUP_WORDS))], pa.string()))),
     ("metadata-not-parquet", r"metadata.parquet cannot be read as parquet", False,
      lambda r, o: ((r / "metadata.parquet").write_bytes(b"PAR1" + os.urandom(64)), reseal(r))),
     # index.hnsw (the structural check is search/bundle/hnsw_check.py; its own cases and fuzz: tests/test_hnsw_check.py)

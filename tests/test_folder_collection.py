@@ -164,6 +164,8 @@ def test_a_moved_folder_bundle_carries_its_model(named_folder: Path, tmp_path: P
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = json.loads((named_folder / "manifest.json").read_text())
     assert manifest["encoder"] == {"model": "local-dir:model", "pretrained": None}
+    # A published bundle names its folder, not where the builder keeps it (/tmp/.../named0/photos).
+    assert manifest["source"]["name"] == "images-dir:photos"
     moved = tmp_path / "published" / "photos-index"
     shutil.copytree(named_folder, moved)
     elsewhere = tmp_path / "elsewhere"
@@ -202,6 +204,8 @@ def test_a_model_file_the_manifest_does_not_list_is_refused(named_folder: Path, 
     (copy / "model" / "other.safetensors").write_bytes(b"planted")
     with pytest.raises(BundleError, match=r"model files its manifest does not list \(other.safetensors\)"):
         load_engine(EngineConfig(index=str(copy), onnx_text=False))
+    with pytest.raises(BundleError, match=r"model files its manifest does not list \(other.safetensors\)"):
+        Bundle.load(copy)  # checked once, on load: the bundle is never handed out
 
 
 def test_a_hub_snapshot_may_not_name_a_model_folder_outside_itself(tmp_path: Path) -> None:
@@ -212,7 +216,7 @@ def test_a_hub_snapshot_may_not_name_a_model_folder_outside_itself(tmp_path: Pat
     shutil.copytree(REPO_ROOT / "assets" / "demo" / "index", snapshot)
     shutil.copytree(REPO_ROOT / "assets" / "demo" / "model", snapshot.parent / "model")
     with pytest.raises(BundleError, match="names a model folder outside itself"):
-        Bundle.load(snapshot).encoder_spec  # noqa: B018
+        Bundle.load(snapshot)  # checked once, on load: the bundle is never handed out
 
 
 def test_a_build_never_deletes_someone_elses_files_in_its_model_folder(tmp_path: Path) -> None:

@@ -30,10 +30,22 @@ from search.bundle.store import Bundle
 from search.config import REPO_ROOT, EngineConfig, HnswParams
 from search.errors import BundleError, SearchError
 from search.query.engine import load_engine
+from search.query.options import SearchOptions
+from search.web.page_text import html_text
+from search.web.render import detail_html, results_html
 from search.web.startup import Startup, start_engine
 from tests.app_server import serve
 from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
-from tests.hostile_bundles import OLD_TEMP_NAMES, SECRET, Case, repeated, set_metadata, write_corpus, write_valid
+from tests.hostile_bundles import (
+    MARKUP_WORDS,
+    OLD_TEMP_NAMES,
+    SECRET,
+    Case,
+    repeated,
+    set_metadata,
+    write_corpus,
+    write_valid,
+)
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.)])/[^\s;,()'\"`]+")
 LEAK_WORDS = ("passwd", "shadow", "environ", "hostname", "SECRET-TOKEN", "/outside", "secret.txt")
@@ -128,6 +140,18 @@ def test_the_app_falls_back_to_the_demo_with_the_reason(corpus: dict[str, Case],
     reason = html.unescape(startup.notice or "").split("Reason: ", 1)[1].split("\n", 1)[0]  # as the page shows it
     assert re.search(case.refusal or "", reason)
     assert_reveals_nothing_outside(reason, case)
+
+
+def test_markup_in_the_words_in_a_picture_is_shown_as_text(corpus: dict[str, Case]) -> None:
+    engine = load_engine(EngineConfig(index=str(corpus["words-in-picture-markup"].index), onnx_text=False))
+    hits = engine.search_text("a test picture", 8, -1.0, SearchOptions.from_params({"has_text": "true"}))
+    assert sorted(hit.words_in_picture for hit in hits) == sorted(MARKUP_WORDS)  # null and "" are without words
+    for hit in hits:
+        detail = detail_html(hit, engine.bundle.root)
+        assert html_text(hit.words_in_picture) in detail  # the one escaping function
+        assert "<script" not in detail and "<img src=x" not in detail and "{{" not in detail
+    page = results_html(hits, engine.bundle.root, "?q=x")
+    assert "<script" not in page and "<img src=x" not in page and "{{" not in page
 
 
 # --- metadata.parquet: what its author declares is not what decoding it costs ---

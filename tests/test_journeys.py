@@ -1,7 +1,8 @@
 """Journeys on the demo in real Chromium: what a person sees at every step of a search, the tenth click as the first.
 
-Each journey runs at 1400×900 (light) and 390×844 (dark) against one app server for the module, and checks
-axe-core (no serious or critical violation) in its states. JOURNEY_SHOTS=DIR saves screenshots of key states there.
+Each journey runs at 1400×900 (light), and those that reach a screen no other journey shows also at 390×844 (dark),
+where that screen's layout and colours differ (`@both_sizes`); one app server for the module. Each checks axe-core
+(no serious or critical violation) in its states. JOURNEY_SHOTS=DIR saves screenshots of key states there.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ from tests.conftest import DEMO_INDEX_DIR, DEMO_SPEC
 from tests.test_browser import DESKTOP, PHONE, TILES, browser, expect_error, open_options, status_after  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")]
-SIZES = [pytest.param((DESKTOP, False), id="desktop-light"), pytest.param((PHONE, True), id="phone-dark")]
+DESKTOP_LIGHT = pytest.param((DESKTOP, False), id="desktop-light")
+PHONE_DARK = pytest.param((PHONE, True), id="phone-dark")
+both_sizes = pytest.mark.parametrize("journey", [DESKTOP_LIGHT, PHONE_DARK], indirect=True)
 QUERY = "#query textarea, #query input"
 DIALOG = "dialog.detail[open]"
 
 
-@pytest.fixture(params=SIZES)
-def journey(request, browser, app_url: str):  # noqa: F811
-    """Factory: a fresh page on the app at this journey's size and theme (plus a query string), results shown."""
-    viewport, dark = request.param
+@pytest.fixture
+def journey(request, browser, page_app_url: str):  # noqa: F811
+    """Factory: a fresh page on the app at this journey's size and theme (plus a query string), results shown;
+    1400×900 light unless the test asks for sizes (`@both_sizes`)."""
+    viewport, dark = getattr(request, "param", (DESKTOP, False))
     contexts = []
 
-    def open_at(query: str = "", url: str = app_url):
+    def open_at(query: str = "", url: str = page_app_url):
         context = browser.new_context(viewport=viewport, color_scheme="dark" if dark else "light")
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url.rstrip("/"))
         contexts.append(context)
@@ -142,20 +146,31 @@ def test_an_example_button_then_the_detail(journey) -> None:
     accessible(page)
 
 
-def test_more_like_this_then_its_detail_then_back(journey) -> None:
+@pytest.mark.parametrize(("journey", "button", "query", "tab"), [
+    pytest.param((DESKTOP, False), "More like this", "a yellow star", "Text", id="more-like-this-desktop-light"),
+    pytest.param((PHONE, True), "More like this", "a yellow star", "Text", id="more-like-this-phone-dark"),
+    pytest.param((DESKTOP, False), "Search with this picture and a text", "a red triangle", "Image",
+                 id="with-a-text-desktop-light"),
+], indirect=["journey"])
+def test_a_search_from_the_detail_then_its_detail_then_back(journey, button: str, query: str, tab: str) -> None:
+    """A detail view's button searches from its picture (More like this on the Text tab, Search with this picture
+    and a text on the Image tab); Back gives the text search it came from, as it was, on the Text tab."""
     page = journey()
-    before = search(page, "a yellow star")
+    before = search(page, query)
     picked = detail_matches_tile(page, 1)
-    page.locator(DIALOG).get_by_role("button", name="More like this").click()
+    page.locator(DIALOG).get_by_role("button", name=button).click()
     status_after(page, rf"results? for more like {picked}")
-    assert f"?id={picked}" in page.url
+    assert f"?id={picked}" in page.url and ("tab=image" in page.url) == (tab == "Image")
+    assert page.get_by_role("tab", name=tab).get_attribute("aria-selected") == "true"
     assert detail_matches_tile(page, 0) != picked  # the new results' first picture, not the old list's
-    accessible(page, "more-like-this-detail")
+    accessible(page, f"{tab.lower()}-tab-search-from-detail")
     close_detail(page)
     page.go_back()
-    status_after(page, r"results? for “a yellow star”")
+    status_after(page, rf"results? for “{re.escape(query)}”")
+    assert page.get_by_role("tab", name="Text").get_attribute("aria-selected") == "true"
     page.wait_for_function(f"document.querySelectorAll('{TILES}').length === {len(before[2])}")
     assert screen(page) == before
+    accessible(page)
     assert detail_matches_tile(page, 1) == picked
 
 
@@ -208,6 +223,7 @@ def test_a_copied_link_reproduces_the_screen_in_a_fresh_page(journey) -> None:
     accessible(fresh, "copied-link-fresh-page")
 
 
+@both_sizes
 def test_load_more_then_the_detail_of_item_15(journey) -> None:
     page = journey("?q=a+circle&threshold=0")
     status_after(page, r"12 results for “a circle”.*threshold 0\.00")
@@ -221,23 +237,7 @@ def test_load_more_then_the_detail_of_item_15(journey) -> None:
     accessible(page, "load-more-detail-15")
 
 
-def test_search_with_this_picture_then_back_to_the_text_tab(journey) -> None:
-    page = journey()
-    text = search(page, "a red triangle")
-    picked = detail_matches_tile(page, 0)
-    page.locator(DIALOG).get_by_role("button", name="Search with this picture and a text").click()
-    status_after(page, rf"results? for more like {picked}")
-    assert page.get_by_role("tab", name="Image").get_attribute("aria-selected") == "true"
-    assert "tab=image" in page.url
-    detail_matches_tile(page, 0)
-    close_detail(page)
-    page.go_back()
-    status_after(page, r"results? for “a red triangle”")
-    assert page.get_by_role("tab", name="Text").get_attribute("aria-selected") == "true"
-    assert screen(page) == text
-    accessible(page)
-
-
+@both_sizes
 def test_an_error_then_a_good_search(journey) -> None:
     page = journey()
     before = search(page, "a purple circle")
@@ -256,6 +256,7 @@ def test_an_error_then_a_good_search(journey) -> None:
     accessible(page, "error-then-good")
 
 
+@both_sizes
 def test_the_image_and_text_tabs_keep_their_own_results(journey) -> None:
     page = journey()
     text = search(page, "a green triangle")
@@ -278,6 +279,7 @@ def test_the_image_and_text_tabs_keep_their_own_results(journey) -> None:
     accessible(page, "image-tab-detail")
 
 
+@both_sizes
 def test_the_text_weight_and_exclude_rerun_a_mixed_search(journey) -> None:
     page = journey()
     page.get_by_role("tab", name="Image").click()
@@ -310,6 +312,7 @@ def test_a_more_like_this_link_with_its_settings_in_a_fresh_page(journey) -> Non
     accessible(page)
 
 
+@both_sizes
 def test_link_copied_note_leaves_the_button_and_status_line_in_place(journey) -> None:
     page = journey()
     status, button = page.locator("#status"), page.locator("#copy-link")
@@ -349,6 +352,7 @@ def dated_url(demo_startup, tmp_path_factory) -> str:
         yield url
 
 
+@both_sizes
 def test_a_bad_typed_date_is_said_once_without_error_badges(journey, dated_url: str) -> None:
     page = journey("?q=a+circle", url=dated_url)
     before = screen(page)
@@ -365,3 +369,41 @@ def test_a_bad_typed_date_is_said_once_without_error_badges(journey, dated_url: 
     toast.locator("[data-testid='toast-close']").click()  # gradio's toast nests a button in a focusable header
     assert screen(page) == before
     accessible(page, "bad-date")
+
+
+def _pressed(page) -> list[str]:
+    """The ids of the tiles marked good, as the page shows them."""
+    pressed = page.locator('#results .mark-like[aria-pressed="true"]').all()
+    return [button.get_attribute("data-id") for button in pressed]
+
+
+@both_sizes
+def test_marks_search_again_and_the_link_keeps_them(journey) -> None:
+    page = journey()
+    before = search(page, "a triangle")
+    red = page.locator("#results li.tile").filter(has=page.locator('img[alt*="red triangle"]'))
+    red_before = red.count()
+    red.nth(0).locator(".mark-like").press("Enter")  # a real button: the keyboard marks it
+    red.nth(1).locator("button.tile-open").click()  # the detail view's key
+    page.locator(DIALOG).wait_for()
+    page.keyboard.press("+")
+    assert page.locator(f'{DIALOG} [data-action="mark-like"]').get_attribute("aria-pressed") == "true"
+    close_detail(page)
+    marked = _pressed(page)
+    assert len(marked) == 2 and page.locator(".marks-count").inner_text() == "Marked: 2 good, 0 not this"
+    page.locator('[data-action="marks-search"]').click()
+    page.wait_for_function("new URLSearchParams(location.search).has('like')")
+    page.wait_for_function("document.querySelector('.marks-bar [data-action=\"marks-search\"]').disabled")
+    after, shown_marked = screen(page), _pressed(page)
+    assert after[2] != before[2] and red.count() > red_before  # more of what was marked good
+    assert page.evaluate("new URLSearchParams(location.search).get('like')").split(",") == marked
+    assert shown_marked and set(shown_marked) <= set(marked)  # liked items stay, shown marked
+    accessible(page, "marked")
+    page.reload()
+    page.locator(TILES).first.wait_for()
+    page.wait_for_function("document.querySelector('.marks-count')?.textContent.startsWith('Marked: 2')")
+    assert screen(page)[2] == after[2] and _pressed(page) == shown_marked
+    page.go_back()
+    page.wait_for_function("!new URLSearchParams(location.search).has('like')")
+    page.wait_for_function("document.querySelector('.marks-count')?.textContent === 'No results marked'")
+    assert screen(page)[2] == before[2] and _pressed(page) == []

@@ -91,24 +91,25 @@ def accessibility_problems(page) -> list:
 @pytest.mark.parametrize("collection", ["demo", "all-filters"])
 def test_every_word_and_choice_in_the_options_panel_fits(browser, request: pytest.FixtureRequest,  # noqa: F811
                                                          shots: Path, collection: str) -> None:
-    url = request.getfixturevalue("app_url" if collection == "demo" else "all_filters_url")
+    url = request.getfixturevalue("page_app_url" if collection == "demo" else "all_filters_url")
     page = open_panel_page(browser, url, WIDTHS[0])
     try:
         open_options(page)
-        assert page.locator("#options .form > .block[id^=opt-]").count() == (3 if collection == "demo" else 16)
+        assert page.locator("#options .form > .block[id^=opt-]").count() == (3 if collection == "demo" else 17)
         for width in WIDTHS:  # the same page narrowed: the panel lays itself out again
             page.set_viewport_size({"width": width, "height": 900})
             page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
             page.locator("#options").screenshot(path=str(shots / f"options-{collection}-{width}.png"))
             assert (width, page.evaluate(PANEL_PROBLEMS_JS, MIN_CONTROL_CHARS)) == (width, [])
+            if collection == "all-filters" and width == 1024:  # light here; dark: the test below
+                assert accessibility_problems(page) == []
     finally:
         page.context.close()
 
 
-@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
-def test_the_open_panel_with_every_filter_has_no_serious_accessibility_violations(browser, all_filters_url: str,  # noqa: F811
-                                                                                  dark: bool) -> None:
-    page = open_panel_page(browser, all_filters_url, 1024, dark)
+def test_the_open_panel_with_every_filter_has_no_serious_accessibility_violations_in_dark(
+        browser, all_filters_url: str) -> None:  # noqa: F811
+    page = open_panel_page(browser, all_filters_url, 1024, dark=True)
     try:
         open_options(page)
         assert accessibility_problems(page) == []

@@ -18,11 +18,13 @@ from tqdm import tqdm
 
 from search.build.fetch import FetchConfig, FetchError, ImageFetcher
 from search.build.finalize import BaseBundle, finalize_bundle, load_base
+from search.build.ocr import OCR_SIDE, load_reader, words_in_picture
 from search.build.picture_facts import file_facts
 from search.build.shards import STATUS_FAILED, STATUS_OK, ShardStore
 from search.build.sources import Item, SourceConfig, count_items, iter_items
 from search.build.thumbnails import THUMBNAIL_SIDE, images_folder, save_thumbnail
 from search.build.transform import SplitTransform, split_transform
+from search.bundle.attributes import WORDS_IN_PICTURE
 from search.bundle.colour import dominant_colour
 from search.bundle.durable import atomic_write, sync_folder
 from search.bundle.store import BundleInfo, Manifest
@@ -63,6 +65,7 @@ class BuildConfig:
     retry_failed: bool = False
     progress: bool = True
     precision: str = "fp32"  # int8: the image tower quantised, if it passes the gate (search/model/quantised.py)
+    ocr: bool = False  # --ocr: the words in each picture (search/build/ocr.py) in the words_in_picture column
 
 
 @dataclass(slots=True)
@@ -85,6 +88,8 @@ def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manif
     _check_state(work, config, None)  # before --from is copied in: a refused build must leave no trace
     base = load_base(config.base, work / "base", config.out) if config.base else None
     spec = _encoder_spec(config, base)
+    if config.ocr:
+        load_reader()  # a missing OCR package stops the build here, before the build folder is made
     encoder = ClipEncoder.load(spec, resolve_device(config.device))  # before the build folder is made
     _check_state(work, config, spec)
     if base is not None and base.dim != encoder.dim:
@@ -96,7 +101,7 @@ def build_bundle(config: BuildConfig, embed: EmbedRunner | None = None) -> Manif
     counts = (embed or embed_items)(pipeline, _refusing(items, pipeline, skip), skip)
     logger.info("embedded %d items this run, %d failed, %d rows refused by the bundle's rules", counts.ok,
                 counts.failed, pipeline.refused)
-    info = BundleInfo(spec, config.hnsw, config.source.name, config.source.pinned_revision)
+    info = BundleInfo(spec, config.hnsw, config.source.published_name, config.source.pinned_revision)
     return finalize_bundle(config.out, store.collect(), info, base, encoder)
 
 
@@ -151,7 +156,8 @@ def _check_state(work: Path, config: BuildConfig, spec: EncoderSpec | None) -> N
 
     With `spec` None only the source and --from are checked, and nothing is written.
     """
-    state = {"source": config.source.name, "revision": config.source.pinned_revision, "base": config.base}
+    state = {"source": config.source.name, "revision": config.source.pinned_revision, "base": config.base,
+             "ocr": config.ocr or None}  # a build half with words, half without, would filter unevenly
     if spec is not None:
         state["encoder"] = str(spec.resolved(Path.cwd()))
     path = work / STATE_FILE
@@ -185,6 +191,7 @@ class Preparer:
     input_side: int
     out: Path
     local_files: bool
+    ocr: bool = False
 
     def __call__(self, item: Item) -> Any:
         """(prepared pixels, facts), or a string: the failure reason.
@@ -193,7 +200,7 @@ class Preparer:
         camera and GPS). The thumbnail comes from the picture decoded for the model, and is written before the
         item's row can be committed, so a committed row always has its file.
         """
-        side = self.input_side if item.thumbnail is None else max(self.input_side, THUMBNAIL_SIDE)
+        side = max(self.input_side, 0 if item.thumbnail is None else THUMBNAIL_SIDE, OCR_SIDE if self.ocr else 0)
         try:
             data = self._bytes_of(item)
             image = load_image(data, min_side=side)
@@ -202,7 +209,7 @@ class Preparer:
             return str(exc).removeprefix("upload: ")
         if item.thumbnail is not None:
             save_thumbnail(image, self.out, item.thumbnail)
-        return prepared, picture_columns(image, data if self.local_files else None)
+        return prepared, picture_columns(image, data if self.local_files else None, self.ocr)
 
     def _bytes_of(self, item: Item) -> bytes:
         # Only the user's own --images-dir names local files; a data set row's location must be an http(s) URL
@@ -231,7 +238,7 @@ class _Pipeline:
         int8 = self.config.precision == "int8"
         self.encode_pixels = GatedImageTower(self.encoder) if int8 else self.encoder.encode_pixels
         self.preparer = Preparer(self.fetcher, self.transform.in_worker, self.encoder.input_side, self.config.out,
-                                 self.config.source.images_dir is not None)
+                                 self.config.source.images_dir is not None, self.config.ocr)
 
     def prepare(self, item: Item) -> Any:
         """Worker thread: see `Preparer`."""
@@ -266,6 +273,8 @@ class _Pipeline:
             if self.config.source.images_dir is not None:
                 sync_folder(images_folder(self.config.out))  # thumbnails reach the disk before their rows
             dim = self.encoder.dim
+            if self.config.ocr:  # a shard's columns come from its first row, which may be a failure without words
+                self.rows = [{**row, WORDS_IN_PICTURE: row.get(WORDS_IN_PICTURE)} for row in self.rows]
             self.store.write(self.rows, np.concatenate(self.vectors) if self.vectors else np.empty((0, dim), "f4"))
             self.rows, self.vectors = [], []
 
@@ -317,10 +326,12 @@ def failure_row(item: Item, reason: str) -> dict[str, Any]:
     return row
 
 
-def picture_columns(image: Image.Image, data: bytes | None) -> dict[str, Any]:
-    """Columns learnt from a decoded picture: its dominant colour, and from a local file's bytes its facts."""
+def picture_columns(image: Image.Image, data: bytes | None, ocr: bool = False) -> dict[str, Any]:
+    """Columns learnt from a decoded picture: its dominant colour, with `ocr` its words, and from a local file's
+    bytes its facts."""
     name, hex_code = dominant_colour(image)
-    return {**(file_facts(data) if data is not None else {}), "colour": name, "colour_hex": hex_code}
+    words = {WORDS_IN_PICTURE: words_in_picture(image)} if ocr else {}
+    return {**(file_facts(data) if data is not None else {}), "colour": name, "colour_hex": hex_code, **words}
 
 
 def _with_facts(item: Item, facts: dict[str, Any]) -> Item:

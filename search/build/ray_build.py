@@ -75,6 +75,7 @@ class _Stage:
     device: str  # as asked for (auto, cpu, cuda); resolved on the worker that holds the model
     shape: tuple[int, ...]  # of the prepared pixels: a failed row carries zeros of this shape and dtype
     dtype: str
+    ocr: bool  # --ocr: each task process reads the words in its pictures (search/build/ocr.py), as threads do
 
 
 def build_bundle_on_ray(config: BuildConfig, options: RayOptions) -> Manifest:
@@ -150,7 +151,7 @@ def _stage(pipeline: _Pipeline, device: str) -> _Stage:
     # Shape and dtype, not a blank array: small arguments travel inline, not through Ray's object store.
     probe = np.asarray(in_worker(Image.new("RGB", (encoder.input_side,) * 2)))
     return _Stage(config.fetch, in_worker, encoder.input_side, config.out, config.source.images_dir is not None,
-                  config.workers, encoder.spec.resolved(Path.cwd()), device, probe.shape, probe.dtype.str)
+                  config.workers, encoder.spec.resolved(Path.cwd()), device, probe.shape, probe.dtype.str, config.ocr)
 
 
 def _embed_pool(device: str) -> tuple[int, dict[str, float]]:
@@ -209,7 +210,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], stage: _Stage) -> dict[str, np.
     if stage.local_files:
         images_folder(stage.out)  # made by the driver already; here too, for a node that sees --out first
     with ImageFetcher(stage.fetch) as fetcher, ThreadPoolExecutor(stage.workers) as pool:
-        preparer = Preparer(fetcher, stage.in_worker, stage.input_side, stage.out, stage.local_files)
+        preparer = Preparer(fetcher, stage.in_worker, stage.input_side, stage.out, stage.local_files, stage.ocr)
         results = list(pool.map(preparer, items))
     reasons = [result if isinstance(result, str) else "" for result in results]
     blank = np.zeros(stage.shape, stage.dtype)

@@ -69,11 +69,21 @@ class SourceConfig:
 
     @property
     def name(self) -> str:
-        """What the bundle manifest records as its source."""
+        """The source in full: what a build folder records, so a resume reads the same files."""
         if self.images_dir is not None:
             return f"{FOLDER_SOURCE}{self.images_dir}"
         if self.data_files is not None:
             return f"parquet:{self.data_files}"
+        return self.dataset
+
+    @property
+    def published_name(self) -> str:
+        """What the bundle manifest records: a local source by its last part, since a bundle is published and
+        the builder's own folders (/home/NAME/...) are nobody else's business."""
+        if self.images_dir is not None:
+            return f"{FOLDER_SOURCE}{self.images_dir.resolve().name}"
+        if self.data_files is not None:
+            return f"parquet:{Path(self.data_files).name}"
         return self.dataset
 
     @property

@@ -28,6 +28,7 @@ ATTRIBUTE_KINDS: dict[str, str] = {
     "location_name": TEXT, "city": TEXT, "country": TEXT, "latitude": FLOAT, "longitude": FLOAT,
     "camera_make": TEXT, "camera_model": TEXT, "views": INT, "downloads": INT, "ai_description": TEXT,
     "keywords": TEXT, "blur_hash": TEXT, "colour": COLOUR, "colour_hex": HEX,
+    "words_in_picture": TEXT,
 }
 """Optional metadata columns a bundle may hold, by the kind of value checked on load."""
 CATEGORIES = ("photographer_username", "city", "country", "camera", "colour")
@@ -38,6 +39,10 @@ DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 HEX_PATTERN = r"^#[0-9a-f]{6}$"
 RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 180.0)}
+WORDS_IN_PICTURE = "words_in_picture"
+"""Text OCR found in the picture (build_index.py --ocr), one fragment per line: "" none found, null not read."""
+MAX_WORDS_CHARS = 500
+"""Characters of words_in_picture per item: a sign or a poster says far less; a page of text is not searched."""
 MAX_COUNT = 2.0 ** 53  # views, downloads, sizes: float64 holds every integer below this exactly
 
 
@@ -166,11 +171,20 @@ class Attributes:
         self.categories = {name: Category.of(column) for name, column in columns.items()}
         # Shown with a hit, never filtered on: kept as Arrow arrays (one buffer each), read per hit.
         self.texts = {name: table.column(name).combine_chunks() for name in ("location_name", "blur_hash",
-                                                                             "colour_hex") if name in self.present}
+                                                                             "colour_hex", WORDS_IN_PICTURE)
+                      if name in self.present}
 
     def has(self, name: str) -> bool:
         """Whether the bundle holds the column (or, for camera, one of make and model)."""
-        return name in self.numbers or name in self.categories
+        return name in self.numbers or name in self.categories or name in self.texts
+
+    def with_words(self) -> npt.NDArray[np.bool_]:
+        """Rows whose picture has words found in it (a words_in_picture that is not empty)."""
+        column = self.texts.get(WORDS_IN_PICTURE)
+        if column is None or pa.types.is_null(column.type):
+            return np.zeros(self.count, bool)
+        found = pc.fill_null(pc.greater(pc.utf8_length(column), 0), False)
+        return np.asarray(found.to_numpy(zero_copy_only=False), bool)
 
     def row(self, row: int) -> dict[str, Any]:
         """The attributes of one item as plain values, for its hit (missing ones are None)."""

@@ -35,7 +35,7 @@ from search.bundle.metadata import arrow_memory_returned
 from search.bundle.string_index import StringIndex
 from search.errors import REBUILD_HINT, BundleError
 
-TEXT_COLUMNS = ("description", "ai_description", "keywords")
+TEXT_COLUMNS = ("description", "ai_description", "keywords", "words_in_picture")
 """Metadata columns indexed, whichever of them a table has (plain text, or lists of text such as keywords)."""
 KEYWORDS_FORMAT = 1
 BM25_K1, BM25_B = 1.5, 0.75  # Lucene's defaults, which bm25s also uses

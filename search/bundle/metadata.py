@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from search.bundle.attributes import ATTRIBUTE_KINDS, Attributes, MetadataError
+from search.bundle.attributes import ATTRIBUTE_KINDS, MAX_WORDS_CHARS, WORDS_IN_PICTURE, Attributes, MetadataError
 from search.bundle.manifest import MANIFEST_FILE, METADATA_FILE
 from search.bundle.string_index import StringIndex
 from search.errors import REBUILD_HINT, BundleError, UnknownItemError
@@ -36,7 +36,7 @@ MAX_URL_CELL = 4 * MAX_URL
 """Characters in an image or page_url cell before it is decoded; from MAX_URL up to here the URL rule refuses it
 with its own message (an image file name is also bounded: the manifest lists only files that exist)."""
 CELL_LIMITS = {"id": MAX_TEXT, "image": MAX_URL_CELL, "page_url": MAX_URL_CELL, "description": MAX_TEXT,
-               "photographer": MAX_TEXT}
+               "photographer": MAX_TEXT, WORDS_IN_PICTURE: MAX_WORDS_CHARS}
 # http(s), a host part, then no whitespace or control characters; lowercase scheme as Gradio's own URL test wants.
 WEB_URL = r"^https?://[^\x00-\x20\x7f/?#\\]+(?:[/?#][^\x00-\x20\x7f]*)?$"
 IMAGE_RULE = f"image must be an http(s) URL or a bundle file listed in {MANIFEST_FILE}"
@@ -296,4 +296,4 @@ def hit_details(values: Mapping[str, Any]) -> dict[str, Any]:
             "latitude": values.get("latitude"), "longitude": values.get("longitude"),
             "camera": values.get("camera"), "views": values.get("views"), "downloads": values.get("downloads"),
             "colour": values.get("colour"), "colour_hex": values.get("colour_hex"),
-            "blur_hash": values.get("blur_hash")}
+            "blur_hash": values.get("blur_hash"), "words_in_picture": values.get(WORDS_IN_PICTURE)}

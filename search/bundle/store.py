@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +23,8 @@ import pyarrow.parquet as pq
 
 from search.bundle.durable import atomic_write
 from search.bundle.embeddings import read_embeddings, release_pages
+from search.bundle.folder import BundleFolder
 from search.bundle.hnsw_index import SearchIndex, VectorIndex
-from search.bundle.hub import snapshot_blobs, snapshot_label
 from search.bundle.keywords import KeywordIndex, read_keywords
 from search.bundle.manifest import (
     EMBEDDINGS_FILE,
@@ -40,7 +39,6 @@ from search.bundle.manifest import (
     BundleInfo,
     Manifest,
     UiHints,
-    check_name,
     parse_manifest,
     shown_name,
 )
@@ -71,10 +69,6 @@ SHIPPED_MODELS = REPO_ROOT / "assets"
 """This repository's own models (the demo's): trusted as code is, whichever bundle names them."""
 
 
-def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([path, folder]) == folder
-
-
 def is_model_file(name: str) -> bool:
     """Whether a listed file is part of the bundle's own model: checksummed like the data, never served."""
     folder, _, base = name.rpartition("/")
@@ -84,59 +78,6 @@ def is_model_file(name: str) -> bool:
 def picture_type(name: str) -> str | None:
     """The MIME type a bundle file named `name` is served as, or None: not a picture, never served."""
     return PICTURE_TYPES.get(os.path.splitext(name)[1].lower())
-
-
-@dataclass(frozen=True, slots=True)
-class BundleFolder:
-    """Where a bundle's files may live: its folder and, for a Hub snapshot, that repo cache's `blobs/`."""
-
-    root: Path  # absolute, as given: file paths handed out keep their names (and extensions)
-    inside: tuple[str, ...]  # the real (symlink-free) folders every file must resolve into
-    label: str  # how messages name the bundle: the folder, or owner/name@revision for a Hub snapshot
-
-    @classmethod
-    def at(cls, root: Path) -> BundleFolder:
-        """The bundle folder `root` (a local folder or a huggingface_hub snapshot)."""
-        root = Path(root).absolute()
-        blobs = snapshot_blobs(root)
-        inside = (os.path.realpath(root),) + ((str(blobs.resolve()),) if blobs is not None else ())
-        return cls(root, inside, snapshot_label(root) or str(root))
-
-    def contains(self, path: str | Path) -> bool:
-        """Whether `path`, symlinks followed, lies inside the bundle."""
-        return self.contains_real(os.path.realpath(path))
-
-    def contains_real(self, real: str) -> bool:
-        """Whether an already resolved path lies inside the bundle."""
-        return any(real == folder or real.startswith(folder + os.sep) for folder in self.inside)
-
-    def file(self, name: str) -> Path:
-        """`root/name` once `name` is a plain relative name of a regular file inside the bundle."""
-        return self.files([name])[name]
-
-    def files(self, names: Iterable[str]) -> dict[str, Path]:
-        """`file` for many names; each folder is resolved once (a full realpath per file cost 0.56 s for 25 k)."""
-        real_folders: dict[str, str] = {}
-        paths = {}
-        for name in names:
-            check_name(name, f"a file listed in {MANIFEST_FILE}")
-            folder, _, base = name.rpartition("/")
-            if folder not in real_folders:
-                real_folders[folder] = os.path.realpath(self.root / folder)
-            path = self.root / name
-            try:
-                status = os.lstat(path)
-            except OSError:
-                status = None
-            linked = status is not None and stat.S_ISLNK(status.st_mode)
-            real = os.path.realpath(path) if linked else os.path.join(real_folders[folder], base)
-            if not self.contains_real(real):  # checked first: nothing outside is looked at, not even its type
-                raise BundleError(f"bundle file {shown_name(name)} is a link that leads outside the bundle; "
-                                  f"{REBUILD_HINT}")
-            if status is None or not (stat.S_ISREG(status.st_mode) or (linked and os.path.isfile(real))):
-                raise BundleError(f"bundle file {shown_name(name)} is missing; {REBUILD_HINT}")
-            paths[name] = path
-        return paths
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,33 +98,12 @@ class Bundle:
         when that relative folder is not there (a bundle moved away from a model it does not carry)."""
         recorded = self.manifest.info.encoder
         spec = recorded.resolved(self.root)
-        if spec.local_dir is not None:
-            self._check_model_folder(spec.local_dir)
         relative = recorded.local_dir is not None and not recorded.local_dir.is_absolute()
         if relative and spec.local_dir is not None and not spec.local_dir.is_dir():
             raise BundleError(f"index {self.label} names its model by a local-dir: folder that is not there from "
                               "where the index now is; put that model folder there, or rebuild the index with "
                               "build_index.py, which copies a local-dir: model into the index so it moves along")
         return spec
-
-    def _check_model_folder(self, folder: Path) -> None:
-        """A model inside the bundle is its `model/` folder, every file listed (so checksummed); a Hub snapshot names
-        no folder outside itself but this repository's own models: someone else's data must not pick a model folder
-        on this machine."""
-        root = os.path.realpath(self.root)
-        real = os.path.realpath(folder)
-        if _inside(real, root):
-            if real != os.path.join(root, MODEL_FOLDER):
-                raise BundleError(f"index {self.label} names a model folder inside itself other than "
-                                  f"{MODEL_FOLDER}/; {REBUILD_HINT}")
-            present = Path(real).iterdir() if os.path.isdir(real) else ()  # a missing folder: refused below
-            unlisted = sorted(path.name for path in present if f"{MODEL_FOLDER}/{path.name}" not in self.manifest.files)
-            if unlisted:
-                raise BundleError(f"index {self.label} holds model files its manifest does not list "
-                                  f"({shown_name(unlisted[0])}); {REBUILD_HINT}")
-        elif snapshot_blobs(self.root) is not None and not _inside(real, os.path.realpath(SHIPPED_MODELS)):
-            raise BundleError(f"Hub index {self.label} names a model folder outside itself; a Hub index carries its "
-                              f"model in {MODEL_FOLDER}/ or names a Hub model (hf-hub:ID); {REBUILD_HINT}")
 
     @property
     def served_folders(self) -> tuple[Path, ...]:
@@ -243,7 +163,30 @@ class BundleContents:
             raise BundleError(f"the bundle is inconsistent: manifest count {manifest.count}, metadata "
                               f"{len(catalog)} rows; {REBUILD_HINT}")
         _check_sample(manifest.ui, catalog)
+        _check_model_folder(folder, manifest)
         return cls(folder, manifest, files, embeddings, catalog)
+
+
+def _check_model_folder(folder: BundleFolder, manifest: Manifest) -> None:
+    """A model inside the bundle is its `model/` folder, every file listed (so checksummed); a Hub snapshot names
+    no folder outside itself but this repository's own models: someone else's data must not pick a model folder
+    on this machine."""
+    local_dir = manifest.info.encoder.resolved(folder.root).local_dir
+    if local_dir is None:
+        return
+    real = os.path.realpath(local_dir)
+    if folder.contains_real(real):
+        if real != os.path.join(folder.inside[0], MODEL_FOLDER):
+            raise BundleError(f"index {folder.label} names a model folder inside itself other than "
+                              f"{MODEL_FOLDER}/; {REBUILD_HINT}")
+        present = Path(real).iterdir() if os.path.isdir(real) else ()  # a missing folder: encoder_spec says so
+        unlisted = sorted(path.name for path in present if f"{MODEL_FOLDER}/{path.name}" not in manifest.files)
+        if unlisted:
+            raise BundleError(f"index {folder.label} holds model files its manifest does not list "
+                              f"({shown_name(unlisted[0])}); {REBUILD_HINT}")
+    elif folder.inside[1:] and not BundleFolder.at(SHIPPED_MODELS).contains_real(real):  # a Hub snapshot
+        raise BundleError(f"Hub index {folder.label} names a model folder outside itself; a Hub index carries its "
+                          f"model in {MODEL_FOLDER}/ or names a Hub model (hf-hub:ID); {REBUILD_HINT}")
 
 
 def _check_sample(ui: UiHints | None, catalog: ItemCatalog) -> None:

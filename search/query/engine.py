@@ -15,11 +15,12 @@ from PIL import Image
 from search.bundle.hub import fetch_bundle
 from search.bundle.store import Bundle
 from search.config import EngineConfig
-from search.errors import BadQueryError, EncoderMismatchError, SearchError
+from search.errors import BadQueryError, EncoderMismatchError, SearchError, UnknownItemError
 from search.model.batching import MAX_PICTURE_BATCH, MAX_TEXT_BATCH, model_work
 from search.model.encoder import ClipEncoder, same_model
 from search.model.images import load_image
 from search.model.limits import WorkLimiter, shared_limiter
+from search.query.feedback import moved
 from search.query.options import SearchOptions
 from search.query.retrieval import MAX_COLLAPSED_DEPTH, Retriever
 from search.query.understand import Reading, Vocabulary, read_query, with_readings
@@ -105,8 +106,9 @@ class SearchEngine:
 
     def search_text(self, text: str, top_k: int = 10, threshold: float = 0.0,
                     options: SearchOptions | None = None) -> list[Hit]:
-        """Items that match a text description."""
-        return self.search(Query((Term(text=text),)), top_k, threshold, options)
+        """Items that match a text description; an empty text with items marked good: items like those."""
+        likes_only = options is not None and isinstance(text, str) and not text.strip() and options.like
+        return self.search(Query(() if likes_only else (Term(text=text),)), top_k, threshold, options)
 
     def search_image(self, image: Any, top_k: int = 10, threshold: float = 0.0,
                      options: SearchOptions | None = None) -> list[Hit]:
@@ -115,17 +117,21 @@ class SearchEngine:
 
     def similar(self, item_id: str, top_k: int = 10, threshold: float = 0.0,
                 options: SearchOptions | None = None) -> list[Hit]:
-        """Items like a collection item, from its stored embedding; the item itself is left out."""
+        """Items like a collection item, from its stored embedding (moved by the options' marks); the item itself is
+        left out."""
         top_k, threshold = _check_limits(top_k, threshold, options)
         row = self.bundle.catalog.row_of(str(item_id))
-        return self.search_vector(self.bundle.embeddings[row], top_k, threshold, options, exclude_row=row)
+        vector = self.bundle.embeddings[row]
+        if options is not None and options.marked:
+            vector = self.marked_vector(vector, options)
+        return self.search_vector(vector, top_k, threshold, options, exclude_row=row)
 
     def search(self, query: Query, top_k: int = 10, threshold: float = 0.0,
                options: SearchOptions | None = None) -> list[Hit]:
         """Items nearest to the weighted sum of the positive terms minus the negative texts; a one-text query's
         places, dates and orientation (`understood`) filter it unless the options say not to."""
         top_k, threshold = _check_limits(top_k, threshold, options)
-        vector, text = self.query_vector(query), _keyword_text(query)
+        vector, text = self.query_vector(query, options), _keyword_text(query)
         options = with_readings(options or SearchOptions(), self.understood(query, options))
         return self.search_vector(vector, top_k, threshold, options, text=text)
 
@@ -151,8 +157,12 @@ class SearchEngine:
         return [catalog.hit(int(row), float(score), int(folded)) for row, score, folded
                 in zip(ranked.rows, ranked.scores, ranked.duplicates, strict=True)]
 
-    def query_vector(self, query: Query) -> FeatureVector:
-        """The unit vector a combined query searches with."""
+    def query_vector(self, query: Query, options: SearchOptions | None = None) -> FeatureVector:
+        """The unit vector a combined query searches with, moved by the options' marks (like, unlike); with items
+        marked good, a query of no terms searches for items like those."""
+        if options is not None and options.marked:
+            base = self.query_vector(query) if query.positives or query.negatives else None
+            return self.marked_vector(base, options)
         if not query.positives:
             raise BadQueryError("empty query: type a description or give an image")
         if len(query.negatives) > MAX_NEGATIVES:  # each one is a text encode: refused before anything runs
@@ -168,6 +178,23 @@ class SearchEngine:
         if norm < 1e-6:
             raise BadQueryError("the query terms cancel each other out; drop a negative term or change a weight")
         return total / norm
+
+    def marked_vector(self, base: FeatureVector | None, options: SearchOptions) -> FeatureVector:
+        """`base` (None: no query of its own) moved toward the stored vectors of the items the options like and
+        away from those they unlike (search/query/feedback.py); an id not in this index is refused, named."""
+        liked, unliked = (self.bundle.embeddings[self._marked_rows(ids, name)]
+                          for ids, name in ((options.like, "like"), (options.unlike, "unlike")))
+        return moved(base, liked, unliked)
+
+    def _marked_rows(self, ids: tuple[str, ...], name: str) -> list[int]:
+        rows = []
+        for item_id in ids:
+            try:
+                rows.append(self.bundle.catalog.row_of(item_id))
+            except UnknownItemError:  # a parameter's value, not a path: the caller's request is what is wrong
+                raise BadQueryError(f"{name} names {item_id[:60]!r}, which is not in this index; mark items "
+                                    "from this index's results") from None
+        return rows
 
     def _term_vector(self, term: Term) -> FeatureVector:
         if (term.text is None) == (term.image is None):

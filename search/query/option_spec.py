@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from search.bundle.attributes import WORDS_IN_PICTURE
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
+from search.query.feedback import MAX_MARKS
 from search.query.options import (
     CUTOFFS,
     MAX_OFFSET,
@@ -26,6 +28,7 @@ from search.query.options import (
 )
 
 ANY = "; empty: any"
+DATE_ZONE = " (UTC; a folder's photos: the camera's local time)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +61,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("colour", "Colour", f"dominant colour: {', '.join(PALETTE)}" + ANY, tuple(PALETTE), ("colour",),
                aliases=("color",)),
     OptionSpec("date_from", "Taken from (YYYY-MM-DD)",
-               "taken or submitted on or after this day, YYYY-MM-DD (UTC)" + ANY, columns=("date",),
+               "taken or submitted on or after this day, YYYY-MM-DD" + DATE_ZONE + ANY, columns=("date",),
                metavar="YYYY-MM-DD"),
     OptionSpec("date_to", "Taken until (YYYY-MM-DD)",
-               "taken or submitted on or before this day, YYYY-MM-DD (UTC)" + ANY, columns=("date",),
+               "taken or submitted on or before this day, YYYY-MM-DD" + DATE_ZONE + ANY, columns=("date",),
                metavar="YYYY-MM-DD"),
     OptionSpec("country", "Country", "country name, any case" + ANY, columns=("country",)),
     OptionSpec("city", "City", "city name, any case" + ANY, columns=("city",)),
@@ -85,6 +88,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "cut at the largest score drop", CUTOFFS, default="flat"),
     OptionSpec("keywords", "Keyword matches", "also rank by keyword (BM25) matches of the text where the index has "
                "a keyword index", default=True),
+    # Relevance feedback (search/query/feedback.py): marks move the query vector; an empty text with likes searches
+    # for items like them.
+    OptionSpec("like", "Marked good", f"item ids marked good, separated by commas (at most {MAX_MARKS}): the "
+               "search moves toward them; empty: none", metavar="ID,ID"),
+    OptionSpec("unlike", "Marked not this", f"item ids marked not this, separated by commas (at most {MAX_MARKS}): "
+               "the search moves away from them; empty: none", metavar="ID,ID"),
+    OptionSpec("has_text", "Words in the picture", "true: only pictures with words found in them (build_index.py "
+               "--ocr); false: only those without" + ANY, ("true", "false"), (WORDS_IN_PICTURE,)),
     # Queries that understand places and dates (search/query/understand.py).
     OptionSpec("understand", "Read places and dates in the query",
                "read a place of this collection, a year, a month with its year or an orientation named in a text "

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from search.bundle.attributes import Attributes
+from search.bundle.attributes import WORDS_IN_PICTURE, Attributes
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
+from search.query.feedback import checked_marks, checked_pair
 
 ORIENTATIONS = ("landscape", "portrait", "square")
 SORTS = ("relevance", "date", "popularity")
@@ -52,6 +53,8 @@ class Filters:
     """Unsplash username, any case."""
     featured: bool | None = None
     min_downloads: int | None = None
+    has_text: bool | None = None
+    """True: only pictures with words found in them (OCR); False: only those without."""
     or_unknown: tuple[str, ...] = ()
     """Conditions (by name: country, city, date_from, date_to, orientation) an item lacking their column passes
     too: a query's readings (search/query/understand.py), which must not drop the many photos without a place or
@@ -80,7 +83,8 @@ class Filters:
         texts = [(name, getattr(self, key)) for name, key in (("country", "country"), ("city", "city"),
                                                               ("camera", "camera"), ("colour", "colour"),
                                                               ("photographer_username", "photographer"))]
-        return numbers + [(name, _category_test(name, value)) for name, value in texts if value is not None]
+        words = [(WORDS_IN_PICTURE, lambda a: a.with_words() == self.has_text)] if self.has_text is not None else []
+        return numbers + [(name, _category_test(name, value)) for name, value in texts if value is not None] + words
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Filters:
@@ -92,7 +96,8 @@ class Filters:
                    date_to=_date(values["date_to"], "date_to", end_of_day=True),
                    country=_text(values["country"], "country"), city=_text(values["city"], "city"),
                    camera=_text(values["camera"], "camera"), photographer=_text(values["photographer"], "photographer"),
-                   featured=_flag(values["featured"]), min_downloads=_count(values["min_downloads"]))
+                   featured=_flag(values["featured"]), min_downloads=_count(values["min_downloads"]),
+                   has_text=_flag(values["has_text"], "has_text"))
 
 
 UNKNOWN_COLUMNS = {"country": "country", "city": "city", "date_from": "date", "date_to": "date",
@@ -217,6 +222,10 @@ class SearchOptions:
     """flat: the threshold alone; relative: also drop hits far below the best one; gap: cut at the largest drop."""
     keywords: bool = True
     """Fuse keyword (BM25) matches into a text query's ranking, where the bundle has a keyword index."""
+    like: tuple[str, ...] = ()
+    """Ids of items marked good: the query moves toward them (search/query/feedback.py)."""
+    unlike: tuple[str, ...] = ()
+    """Ids of items marked not this: the query moves away from them."""
     understand: bool = True
     """Read places, years, months and orientation named in a text query as filters (search/query/understand.py)."""
     not_understood: tuple[str, ...] = ()
@@ -235,6 +244,9 @@ class SearchOptions:
             raise BadQueryError(f"offset must be a whole number from 0 to {MAX_OFFSET}, got {self.offset!r}")
         if not isinstance(self.keywords, bool):
             raise BadQueryError(f"keywords must be true or false, got {self.keywords!r}")
+        if checked_marks(self.like, "like") != self.like or checked_marks(self.unlike, "unlike") != self.unlike:
+            raise BadQueryError("like and unlike must be tuples of item ids; build them with from_params")
+        checked_pair(self.like, self.unlike)
         if not isinstance(self.understand, bool):
             raise BadQueryError(f"understand must be true or false, got {self.understand!r}")
         unknown = [str(kind)[:40] for kind in self.not_understood if kind not in READING_KINDS]
@@ -242,10 +254,15 @@ class SearchOptions:
             raise BadQueryError(f"not_understood takes {', '.join(READING_KINDS)}, comma-separated; got {unknown[0]!r}")
 
     @property
+    def marked(self) -> bool:
+        """Whether results were marked: the query vector is moved by them (SearchEngine.query_vector)."""
+        return bool(self.like or self.unlike)
+
+    @property
     def plain(self) -> bool:
-        """True for the defaults (keyword fusion and reading the query aside, both applied before this is asked): the
-        engine answers exactly as before options existed."""
-        return replace(self, keywords=True, understand=True, not_understood=()) == SearchOptions()
+        """True for the defaults (keyword fusion, marks and reading the query aside: marks move the query vector, the
+        readings are filters added before this is asked): the engine answers exactly as before options existed."""
+        return replace(self, keywords=True, like=(), unlike=(), understand=True, not_understood=()) == SearchOptions()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SearchOptions:
@@ -263,6 +280,8 @@ class SearchOptions:
                    offset=int(offset_number),
                    cutoff=_choice(_blank_to_none(params.get("cutoff")) or "flat", CUTOFFS, "cutoff"),
                    keywords=_flag(_blank_to_none(params.get("keywords")), "keywords") is not False,
+                   like=checked_marks(params.get("like"), "like"),
+                   unlike=checked_marks(params.get("unlike"), "unlike"),
                    understand=_flag(_blank_to_none(params.get("understand")), "understand") is not False,
                    not_understood=_kinds(_blank_to_none(params.get("not_understood"))))
 

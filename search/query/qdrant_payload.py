@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from qdrant_client import models
 
-from search.bundle.attributes import Attributes, Category
+from search.bundle.attributes import WORDS_IN_PICTURE, Attributes, Category
 from search.query.options import ORIENTATIONS, Filters
 
 PAYLOAD_FORMAT = 2
@@ -37,6 +37,7 @@ INDEX_SCHEMAS = {
     DATE_KEY: models.PayloadSchemaType.FLOAT,
     "featured": models.PayloadSchemaType.BOOL,
     "downloads": models.PayloadSchemaType.INTEGER,
+    "has_text": models.PayloadSchemaType.BOOL,
 }
 """Filter payload keys and their index type (a server's filtered HNSW plans with an index on each key)."""
 BATCH_ROWS = 1024
@@ -59,6 +60,8 @@ def payload_filter(filters: Filters, attributes: Attributes) -> models.Filter | 
                                                                                   lte=filters.date_to)))
     if filters.min_downloads is not None:
         conditions.append(models.FieldCondition(key="downloads", range=models.Range(gte=filters.min_downloads)))
+    if filters.has_text is not None:
+        conditions.append(models.FieldCondition(key="has_text", match=models.MatchValue(value=filters.has_text)))
     return models.Filter(must=[_or_unknown(condition, filters) for condition in conditions]) if conditions else None
 
 
@@ -87,6 +90,8 @@ def filter_columns(attributes: Attributes) -> dict[str, pa.Array]:
     if "downloads" in numbers:
         downloads = numbers["downloads"]
         columns["downloads"] = pa.array(np.nan_to_num(downloads).astype(np.int64), mask=np.isnan(downloads))
+    if attributes.has(WORDS_IN_PICTURE):
+        columns["has_text"] = pa.array(attributes.with_words())
     if "width" in numbers and "height" in numbers:
         labels = np.full(attributes.count, None, dtype=object)
         for orientation in ORIENTATIONS:  # the mask's own rule, tolerance included

@@ -17,6 +17,7 @@ from search.query.engine import Query, SearchEngine, Term, checked_threshold, ch
 from search.query.options import MAX_OFFSET, SearchOptions
 from search.types import Hit
 from search.web.links import LinkState, parse_link
+from search.web.marks import MARK_KEYS, event_marks, marks_note, marks_of, with_marks
 from search.web.options_panel import available_options, clean_options, link_options, search_options
 from search.web.page_settings import Settings, settings_for_link, settings_from_link
 from search.web.page_text import hits_json, refused_link_note, status_text, unknown_item_note
@@ -107,6 +108,7 @@ class SearchUI:
         self.engine: SearchEngine = startup.engine
         self.defaults = mode_defaults(self.engine)
         self.available = available_options(self.engine)
+        self.carried = (*self.available, *MARK_KEYS)  # the options a search carries: the panel's, and the marks
 
     # --- API: exactly one output each, a JSON list of hits ---
     def search_text(self, query: str, top_k: float, threshold: float, options: Mapping[str, Any] | None = None
@@ -194,7 +196,7 @@ class SearchUI:
 
     def options(self, values: Mapping[str, Any] | None) -> dict[str, str]:
         """The panel's values as option params, checked now so a bad one is refused before any model work."""
-        options = clean_options(values or {}, self.available)
+        options = clean_options(values or {}, self.carried)
         search_options(options)
         return options
 
@@ -213,8 +215,8 @@ class SearchUI:
         last = session.view.request
         if last is None:  # nothing to repeat: leave the page as it is (a search may be on its way)
             return gr.skip(), gr.skip(), gr.skip()
-        if options is not None:
-            last = replace(last, options=self.options(options))
+        if options is not None:  # the panel's values; the marks stay the search's own
+            last = replace(last, options=with_marks(self.options(options), last.options))
         if mix is not None and last.mode != "similar":  # "more like this" has no text to weigh or steer
             text, image, weight, _ = last.parts
             weight = checked_weight(mix[0]) if last.mode == "image" else weight
@@ -225,6 +227,16 @@ class SearchUI:
         if (last, page) == (session.view.request, session.view.page):  # e.g. a deep link setting the panel
             return gr.skip(), gr.skip(), gr.skip()  # nothing changed: keep the pages loaded so far
         return self.show(session, last, top_k, threshold)
+
+    def ui_marks(self, top_k: float, text_threshold: float, image_threshold: float, session: Session,
+                 evt: gr.EventData) -> Shown:
+        """"Search again with marks" (or "Clear marks"): the open tab's search with the marks the page sends."""
+        last = session.view.request
+        if last is None:
+            raise BadQueryError("nothing to search again; search first, then mark results")
+        marked = replace(last, options=self.options(with_marks(last.options, event_marks(getattr(evt, "_data", None)))))
+        threshold = text_threshold if last.mode == "text" else image_threshold
+        return self.show(session, marked, top_k, threshold)
 
     def ui_more(self, session: Session) -> Shown:
         """"Load more": the next page of the open tab's search, after the hits already shown (stable order)."""
@@ -254,7 +266,7 @@ class SearchUI:
         """What a link shows (page load, browser Back/Forward): its search with its settings and options, and the
         query and settings for the page's controls; a bad value is left at its default, so the page still loads."""
         settings = settings_from_link(link, self.defaults.text_threshold, self.defaults.image_threshold)
-        options = link_options(link.options, self.available)
+        options = link_options(link.options, self.carried)
         session, note = replace(session, tab=settings.tab), ""
         if link.item_id:
             try:
@@ -310,13 +322,14 @@ class SearchUI:
         # Only for the empty-result hint: how far the threshold is from the closest item.
         closest = replace(search_options(request.options), cutoff="flat")  # among the items the filters keep
         best = None if hits else next((hit.score for hit in self._hits(request, 1, -1.0, closest)), None)
-        status = status_text(list(hits), seconds, limit, best, request.what, closest.filters.active)
+        status = status_text(list(hits), seconds, limit, best, request.what + marks_note(request.options),
+                             closest.filters.active)
         catalog = self.engine.bundle.catalog
         query_hit = catalog.hit(catalog.row_of(request.item_id), 1.0) if request.item_id else None
         link = replace(request.link, options=request.options,
                        settings=self._linked(session.tab, request, page)).query_string()
         more = full and page[0] > 0 and len(hits) <= MAX_OFFSET
-        html = results_html(list(hits), self.engine.bundle.root, link, query_hit, more)
+        html = results_html(list(hits), self.engine.bundle.root, link, query_hit, more, marks_of(request.options))
         if request.query is not None:  # the filters read from a text query, as removable chips above its results
             html = chips_html(self.engine.understood(request.query, search_options(request.options))) + html
         view = View(html, status, hits, request, page)

@@ -110,6 +110,7 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any], images: ImageSearchE
     c["results"].similar(_with_options(ui.ui_similar, names, event=True), picked_in, shown, **PRIVATE)
     c["results"].mix(_with_options(_mix(ui), names, event=True), picked_in, [c["image"], c["tabs"], *shown],
                      **PRIVATE).then(None, js=FOCUS_MIX_TEXT_JS, **PRIVATE)
+    c["results"].marks(as_gr_error(ui.ui_marks), [*thresholds, c["session"]], shown, **PRIVATE)  # "Search again"
     c["results"].more(as_gr_error(ui.ui_more), [c["session"]], shown, **PRIVATE).failure(
         None, js=MORE_FAILED_JS, **PRIVATE)
     # input, not release: typing a number and pressing Enter, and the arrow keys on a slider, re-run too. Typed
@@ -179,6 +180,7 @@ def _option_control(key: str, ui: SearchUI) -> Any:
     cutoff_labels = {"flat": "threshold only", "relative": "relative to the best", "gap": "at the largest score gap"}
     choices = {"orientation": ["any", *ORIENTATIONS], "colour": ["any", *PALETTE],
                "featured": [("any", "any"), ("featured only", "true"), ("not featured", "false")],
+               "has_text": [("any", "any"), ("with words", "true"), ("without words", "false")],
                "sort": [(sort_labels[sort], sort) for sort in available_sorts(ui.engine)],
                "cutoff": [(cutoff_labels[cutoff], cutoff) for cutoff in BY_NAME["cutoff"].choices]}.get(key)
     if choices is None:

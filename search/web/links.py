@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from search.query.option_spec import canonical
 from search.query.options import MAX_FILTER_TEXT
+from search.web.marks import MARK_KEYS
 from search.web.options_panel import OPTION_KEYS
 
 MAX_ID_CHARS = 512
@@ -59,7 +60,9 @@ def _param(params: Mapping[str, str], name: str, limit: int) -> str:
 def parse_link(params: Mapping[str, str]) -> LinkState:
     """The search a page URL's query parameters ask for; unknown parameters (e.g. `__theme`) are ignored."""
     params = canonical(params)  # a link shared before an option was renamed still works
-    options = {key: value for key in OPTION_KEYS if (value := _param(params, key, MAX_FILTER_TEXT))}
+    # A mark list holds up to MAX_MARKS ids: cut at a filter's length, it would name an id that is not there.
+    options = {key: value for key in OPTION_KEYS
+               if (value := _param(params, key, MAX_LINK_CHARS if key in MARK_KEYS else MAX_FILTER_TEXT))}
     settings = {key: value for key in SETTING_KEYS if (value := _param(params, key, MAX_LINK_CHARS))}
     # The query is not cut here: the engine refuses one that is too long, with the same message as every route.
     return LinkState(text=_param(params, "q", MAX_LINK_CHARS), item_id=_param(params, "id", MAX_ID_CHARS),

@@ -95,7 +95,7 @@ def control_value(key: str, options: Mapping[str, str]) -> Any:
         return value != "off"
     if key == "not_understood":
         return [kind for kind in value.split(",") if kind]
-    if key in {"orientation", "colour", "featured"}:
+    if key in {"orientation", "colour", "featured", "has_text"}:
         return value or "any"
     if key == "min_downloads":
         return float(value) if value else None

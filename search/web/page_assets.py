@@ -249,3 +249,9 @@ def rerun_once_js(state_at: int) -> str:
     return ("(...values) => { const key = JSON.stringify(values.filter((value, at) => at !== " + str(state_at) +
             ")); if (key === window.searchLastRerun) throw new Error('unchanged: already run');"
             " window.searchLastRerun = key; return values; }")
+
+# Marks on results ("good", "not this"): their own block (search/web/marks_assets.py).
+from search.web.marks_assets import MARKS_CSS, MARKS_JS  # noqa: E402
+
+CSS += MARKS_CSS
+RESULTS_JS += MARKS_JS

@@ -103,6 +103,8 @@ def detail_field(hit: Hit, key: str) -> str | None:
     if key == "location":
         return place_text(hit)
     value = getattr(hit, key, None)
+    if key == "words_in_picture" and value:
+        return " · ".join(value.splitlines())  # one fragment per line, shown on one line
     return date_text(value) if key == "date" and value else value
 
 

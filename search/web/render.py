@@ -9,9 +9,11 @@ keep the first search's details.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from search.types import Hit
+from search.web.marks import mark_buttons, marks_bar
 from search.web.page_text import (
     credit_html,
     detail_field,
@@ -29,7 +31,8 @@ DETAIL_WIDTH = 1080
 BLURHASH_CHARS = 100  # a 9x9-component hash is 4 + 2 * 80 = 164; the data set's are ~30; longer is not a hash
 BLURHASH_ALPHABET = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~")
 # The detail view's extra lines, each shown when the hit carries that field (bundles with those metadata columns).
-EXTRA_FIELDS = (("location", "Location"), ("date", "Date"), ("camera", "Camera"))
+EXTRA_FIELDS = (("location", "Location"), ("date", "Date"), ("camera", "Camera"),
+                ("words_in_picture", "Words in the picture"))
 
 
 def picture_url(hit: Hit, width: int) -> str:
@@ -71,8 +74,9 @@ def credit_line(hit: Hit) -> str:
     return ""
 
 
-def tile_html(index: int, hit: Hit, detail: str = "") -> str:
-    """One result: a button with the picture (opens the `detail` view), its description and credit below."""
+def tile_html(index: int, hit: Hit, detail: str = "", marks: Mapping[str, str] | None = None) -> str:
+    """One result: a button with the picture (opens the `detail` view), its description and credit below; with
+    `marks` (the search's like and unlike), its "good" and "not this" buttons."""
     alt = html_text(alt_text(hit))
     sources = srcset(hit)
     extra = f' srcset="{html_text(sources)}" sizes="(max-width: 600px) 45vw, 220px"' if sources else ""
@@ -82,7 +86,7 @@ def tile_html(index: int, hit: Hit, detail: str = "") -> str:
             f'data-detail="{html_text(detail)}" aria-label="Details: {alt}">'
             f'<img src="{html_text(picture_url(hit, TILE_WIDTHS[0]))}"{extra} alt="{alt}" '
             f'loading="lazy" decoding="async" width="240" height="240"{hash_attr}></button>'
-            f'<p class="tile-text" title="{alt}">{alt}</p>'
+            f'{"" if marks is None else mark_buttons(hit, marks, alt)}<p class="tile-text" title="{alt}">{alt}</p>'
             f'<p class="tile-meta"><span class="score">{shown_score(hit.score, 2)}</span>'
             f'{" · " + credit if credit else ""}</p></li>')
 
@@ -108,9 +112,14 @@ DIALOG = ('<dialog class="detail" aria-label="Picture details"><div class="detai
           '<div class="detail-actions">'
           '<button type="button" data-action="similar" class="primary" autofocus>More like this</button>'
           '<button type="button" data-action="mix">Search with this picture and a text</button>'
+          '<button type="button" data-action="mark-like" class="mark" aria-pressed="false" hidden>Good (+)</button>'
+          '<button type="button" data-action="mark-unlike" class="mark" aria-pressed="false" hidden>Not this (−)'
+          '</button>'
           '<button type="button" data-action="prev" aria-label="Previous result">‹ Previous</button>'
           '<button type="button" data-action="next" aria-label="Next result">Next ›</button>'
-          '<button type="button" data-action="close">Close</button></div></dialog>')
+          '<button type="button" data-action="close">Close</button></div>'
+          '<p class="detail-keys">Keys: ← → previous and next<span class="marks-keys" hidden> · + good · − not this'
+          '</span> · Esc close</p></dialog>')
 
 
 def query_card(hit: Hit) -> str:
@@ -124,11 +133,13 @@ def query_card(hit: Hit) -> str:
 MORE = '<button type="button" class="load-more" data-action="more">Load more</button>'
 
 
-def results_html(hits: list[Hit], root: Path, link: str, query_hit: Hit | None = None,
-                 more: bool = False) -> str:
-    """The results area: the query picture (more like this), the grid, "Load more", each tile's detail, the dialog."""
+def results_html(hits: list[Hit], root: Path, link: str, query_hit: Hit | None = None,  # noqa: PLR0917
+                 more: bool = False, marks: Mapping[str, str] | None = None) -> str:
+    """The results area: the query picture (more like this), the grid, "Load more", each tile's detail, the dialog;
+    with `marks` (a search's like and unlike), the marks bar and each tile's mark buttons."""
     card = query_card(query_hit) if query_hit is not None else ""
-    tiles = "".join(tile_html(index, hit, detail_html(hit, root)) for index, hit in enumerate(hits))
+    card += marks_bar(marks) if marks is not None and hits else ""
+    tiles = "".join(tile_html(index, hit, detail_html(hit, root), marks) for index, hit in enumerate(hits))
     grid = f'<ul class="grid" aria-label="Results">{tiles}</ul>' if hits else ""
     grid += MORE if more and hits else ""
     page = (f'<div class="results" data-link="{html_text(link)}" data-count="{len(hits)}">'
