@@ -155,6 +155,8 @@ class SearchUI:
         Args:
             query: the text given to search_text, e.g. "beach in Portugal 2019"
         """
+        if not str(query or "").strip():  # no words ("more like these" from marks alone): nothing to read
+            return []
         return [reading.as_dict() for reading in self.engine.understood(Query((Term(text=query),)),
                                                                         api_options(options))]
 
