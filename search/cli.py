@@ -15,6 +15,7 @@ from search.errors import SearchError
 from search.query.engine import MAX_TOP_K, Query, SearchEngine, Term, load_engine
 from search.query.option_spec import OPTIONS
 from search.query.options import SearchOptions
+from search.query.understand import with_readings
 from search.types import Hit
 
 
@@ -134,11 +135,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SearchError("give a text QUERY and/or --image PATH, or --like ID,ID (see --help)")
         engine = load_engine(config)
         hits = engine.search(query, top_k=args.top_k, threshold=args.threshold, options=options)
+        readings = engine.understood(query, options)
     except SearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if readings:  # on stderr: the hits on stdout stay a table or JSON to pipe on
+        print("read from the query: " + "; ".join(f"{reading.kind} {reading.label}" for reading in readings)
+              + " (--not-understood KINDS or --understand false to search the words only)", file=sys.stderr)
     if args.json:
         print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
-    else:
-        print(format_table(hits, options.sort) if hits else nothing_found(engine, query, options))
+    else:  # "no item passes the filters" counts the filters read from the query too
+        print(format_table(hits, options.sort) if hits else nothing_found(engine, query,
+                                                                            with_readings(options, readings)))
     return 0

@@ -56,6 +56,8 @@ DEMO_IMAGE = DEMO_INDEX_DIR / "images" / "shape-007.jpg"
 def test_api_has_exactly_three_named_endpoints_with_one_output_each(client: Client) -> None:
     api = client.view_api(print_info=False, return_format="dict")
     endpoints = api["named_endpoints"]
+    understood = endpoints.pop("/understood")  # what /search_text reads a query as: the query and the options
+    assert [p["parameter_name"] for p in understood["parameters"]] == ["query", *OPTION_PARAMS]
     assert set(endpoints) == {"/search_text", "/search_image", "/similar"}
     params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()}
     assert params == {"/search_text": ["query", "top_k", "threshold", *OPTION_PARAMS],

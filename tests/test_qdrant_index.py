@@ -298,6 +298,9 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     table = table.append_column("camera_model", pa.array([("EOS R5", None, "Z 6")[row % 3] for row in range(count)]))
     words = [("EXIT", "", None, None)[row % 4] for row in range(count)]  # OCR: words, none found, not read
     table = table.append_column("words_in_picture", pa.array(words, pa.string()))
+    for name, every in (("country", 11), ("date", 13)):  # some items without a place or a date, as real photos
+        column = [None if row % every == 0 else value for row, value in enumerate(table.column(name).to_pylist())]
+        table = table.set_column(table.column_names.index(name), name, pa.array(column, pa.string()))
     table = table.set_column(table.column_names.index("description"), "description", pa.array(
         ["harbour boats in Reykjavik" if row % 40 == 0 else f"synthetic picture {row}" for row in range(count)]))
     info = BundleInfo(EncoderSpec("ViT-B-32", None), HnswParams(m=16, ef_construction=100, ef_search=2048),
@@ -327,6 +330,8 @@ FILTER_KINDS = [
     Filters(orientation="landscape", colour="blue", featured=False, min_downloads=50, country="country-000"),
     Filters(photographer="nobody"),
     Filters(has_text=True), Filters(has_text=False, colour="blue"),
+    Filters(country="country-003", or_unknown=("country",)),  # a query's readings: unknowns kept (understand.py)
+    Filters(date_from=1.5e9, date_to=1.6e9, orientation="portrait", or_unknown=("date_from", "date_to")),
 ]
 
 

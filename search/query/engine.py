@@ -23,6 +23,7 @@ from search.model.limits import WorkLimiter, shared_limiter
 from search.query.feedback import moved
 from search.query.options import SearchOptions
 from search.query.retrieval import MAX_COLLAPSED_DEPTH, Retriever
+from search.query.understand import Reading, Vocabulary, read_query, with_readings
 from search.types import FeatureVector, Hit
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class SearchEngine:
         # well under a millisecond instead of ~9-17 ms of model time. lru_cache is thread-safe for Gradio's workers.
         self._text_vector = functools.lru_cache(maxsize=text_cache_size)(self._encode_text)
         self.retriever = Retriever(bundle.index, bundle.embeddings, bundle.catalog, keywords=bundle.keywords)
+        self.vocabulary = Vocabulary.of(bundle.catalog.attributes)
 
     def _encode_text(self, text: str) -> FeatureVector:
         # only on a cache miss: a cached text costs no model work
@@ -126,10 +128,16 @@ class SearchEngine:
 
     def search(self, query: Query, top_k: int = 10, threshold: float = 0.0,
                options: SearchOptions | None = None) -> list[Hit]:
-        """Items nearest to the weighted sum of the positive terms minus the negative texts."""
+        """Items nearest to the weighted sum of the positive terms minus the negative texts; a one-text query's
+        places, dates and orientation (`understood`) filter it unless the options say not to."""
         top_k, threshold = _check_limits(top_k, threshold, options)
-        return self.search_vector(self.query_vector(query, options), top_k, threshold, options,
-                                  text=_keyword_text(query))
+        vector, text = self.query_vector(query, options), _keyword_text(query)
+        options = with_readings(options or SearchOptions(), self.understood(query, options))
+        return self.search_vector(vector, top_k, threshold, options, text=text)
+
+    def understood(self, query: Query, options: SearchOptions | None = None) -> tuple[Reading, ...]:
+        """What a one-text query's words are read as (search/query/understand.py): the filters `search` adds."""
+        return read_query(_keyword_text(query), self.vocabulary, options or SearchOptions())
 
     def search_vector(self, vector: FeatureVector, top_k: int = 10, threshold: float = 0.0,
                       options: SearchOptions | None = None, *, exclude_row: int | None = None,

@@ -17,7 +17,15 @@ from search.bundle.attributes import WORDS_IN_PICTURE
 from search.bundle.colour import PALETTE
 from search.errors import BadQueryError
 from search.query.feedback import MAX_MARKS
-from search.query.options import CUTOFFS, MAX_OFFSET, MAX_RADIUS, ORIENTATIONS, SORTS, SUGGESTED_RADIUS
+from search.query.options import (
+    CUTOFFS,
+    MAX_OFFSET,
+    MAX_RADIUS,
+    ORIENTATIONS,
+    READING_KINDS,
+    SORTS,
+    SUGGESTED_RADIUS,
+)
 
 ANY = "; empty: any"
 DATE_ZONE = " (UTC; a folder's photos: the camera's local time)"
@@ -88,6 +96,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "the search moves away from them; empty: none", metavar="ID,ID"),
     OptionSpec("has_text", "Words in the picture", "true: only pictures with words found in them (build_index.py "
                "--ocr); false: only those without" + ANY, ("true", "false"), (WORDS_IN_PICTURE,)),
+    # Queries that understand places and dates (search/query/understand.py).
+    OptionSpec("understand", "Read places and dates in the query",
+               "read a place of this collection, a year, a month with its year or an orientation named in a text "
+               "query as a filter (\"beach in Portugal 2019\", \"portrait photos of mountains\"); false: the words "
+               "are only searched", default=True),
+    OptionSpec("not_understood", "Leave out readings", f"readings to leave out, comma-separated: "
+               f"{', '.join(READING_KINDS)} (what removing a chip on the page sends)" + ANY, READING_KINDS,
+               metavar="KINDS"),
 )
 BY_NAME = {spec.name: spec for spec in OPTIONS}
 ALIASES = {alias: spec.name for spec in OPTIONS for alias in spec.aliases}

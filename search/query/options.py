@@ -31,6 +31,8 @@ MAX_FILTER_TEXT = 200
 SUGGESTED_RADIUS = 0.05
 """Collapse radius the UI and docs suggest (bench/dedup_cutoff.py on the demo)."""
 MAX_RADIUS = 0.5  # cosine distance; beyond this "duplicates" are merely related pictures
+READING_KINDS = ("place", "date", "orientation")
+"""What a text query's words may be read as (search/query/understand.py); `not_understood` names kinds to skip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,22 +55,27 @@ class Filters:
     min_downloads: int | None = None
     has_text: bool | None = None
     """True: only pictures with words found in them (OCR); False: only those without."""
+    or_unknown: tuple[str, ...] = ()
+    """Conditions (by name: country, city, date_from, date_to, orientation) an item lacking their column passes
+    too: a query's readings (search/query/understand.py), which must not drop the many photos without a place or
+    a date. The options' own filters never set it: a chosen filter keeps only items known to meet it."""
 
     @property
     def active(self) -> bool:
         """Whether any condition is set."""
-        return any(getattr(self, item.name) is not None for item in fields(self))
+        return any(getattr(self, item.name) is not None for item in fields(self) if item.name != "or_unknown")
 
     def mask(self, attributes: Attributes) -> npt.NDArray[np.bool_] | None:
         """Rows meeting every condition (None when there is none); BadQueryError for a column the bundle lacks."""
         if not self.active:
             return None
         keep = np.ones(attributes.count, bool)
+        lenient = {UNKNOWN_COLUMNS[name] for name in self.or_unknown}
         for column, test in self._tests():
             if not attributes.has(column):
                 raise BadQueryError(f"this index has no {column} data to filter on; remove that filter or rebuild "
                                     "the index with build_index.py to add it")
-            keep &= test(attributes)
+            keep &= test(attributes) | _missing(attributes, column) if column in lenient else test(attributes)
         return keep
 
     def _tests(self) -> list[tuple[str, Any]]:
@@ -91,6 +98,17 @@ class Filters:
                    camera=_text(values["camera"], "camera"), photographer=_text(values["photographer"], "photographer"),
                    featured=_flag(values["featured"]), min_downloads=_count(values["min_downloads"]),
                    has_text=_flag(values["has_text"], "has_text"))
+
+
+UNKNOWN_COLUMNS = {"country": "country", "city": "city", "date_from": "date", "date_to": "date",
+                   "orientation": "width"}
+"""The column whose absence lets an item pass a condition named in `Filters.or_unknown`."""
+
+
+def _missing(attributes: Attributes, column: str) -> npt.NDArray[np.bool_]:
+    if column in attributes.numbers:
+        return np.isnan(attributes.numbers[column])
+    return attributes.categories[column].codes < 0
 
 
 def _number_tests(filters: Filters) -> list[tuple[str, Any]]:
@@ -208,6 +226,10 @@ class SearchOptions:
     """Ids of items marked good: the query moves toward them (search/query/feedback.py)."""
     unlike: tuple[str, ...] = ()
     """Ids of items marked not this: the query moves away from them."""
+    understand: bool = True
+    """Read places, years, months and orientation named in a text query as filters (search/query/understand.py)."""
+    not_understood: tuple[str, ...] = ()
+    """Kinds of reading (READING_KINDS) to leave out: what removing a chip on the page sends."""
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:
@@ -225,6 +247,11 @@ class SearchOptions:
         if checked_marks(self.like, "like") != self.like or checked_marks(self.unlike, "unlike") != self.unlike:
             raise BadQueryError("like and unlike must be tuples of item ids; build them with from_params")
         checked_pair(self.like, self.unlike)
+        if not isinstance(self.understand, bool):
+            raise BadQueryError(f"understand must be true or false, got {self.understand!r}")
+        unknown = [str(kind)[:40] for kind in self.not_understood if kind not in READING_KINDS]
+        if unknown:
+            raise BadQueryError(f"not_understood takes {', '.join(READING_KINDS)}, comma-separated; got {unknown[0]!r}")
 
     @property
     def marked(self) -> bool:
@@ -233,9 +260,9 @@ class SearchOptions:
 
     @property
     def plain(self) -> bool:
-        """True for the defaults (keyword fusion and marks aside: marks move the query vector, not the ranking): the
-        engine answers exactly as before options existed."""
-        return replace(self, keywords=True, like=(), unlike=()) == SearchOptions()
+        """True for the defaults (keyword fusion, marks and reading the query aside: marks move the query vector, the
+        readings are filters added before this is asked): the engine answers exactly as before options existed."""
+        return replace(self, keywords=True, like=(), unlike=(), understand=True, not_understood=()) == SearchOptions()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SearchOptions:
@@ -254,4 +281,17 @@ class SearchOptions:
                    cutoff=_choice(_blank_to_none(params.get("cutoff")) or "flat", CUTOFFS, "cutoff"),
                    keywords=_flag(_blank_to_none(params.get("keywords")), "keywords") is not False,
                    like=checked_marks(params.get("like"), "like"),
-                   unlike=checked_marks(params.get("unlike"), "unlike"))
+                   unlike=checked_marks(params.get("unlike"), "unlike"),
+                   understand=_flag(_blank_to_none(params.get("understand")), "understand") is not False,
+                   not_understood=_kinds(_blank_to_none(params.get("not_understood"))))
+
+
+def _kinds(value: Any) -> tuple[str, ...]:
+    """`not_understood` as sorted kinds: a comma-separated text or a list (the page's checkboxes)."""
+    if value is None:
+        return ()
+    parts = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else [value]
+    if len(parts) > len(READING_KINDS) * 2:
+        raise BadQueryError(f"not_understood takes {', '.join(READING_KINDS)}, comma-separated")
+    kinds = {str(part).strip().lower() for part in parts} - {""}
+    return tuple(kind for kind in READING_KINDS if kind in kinds) + tuple(sorted(kinds - set(READING_KINDS)))

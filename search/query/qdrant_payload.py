@@ -62,7 +62,15 @@ def payload_filter(filters: Filters, attributes: Attributes) -> models.Filter | 
         conditions.append(models.FieldCondition(key="downloads", range=models.Range(gte=filters.min_downloads)))
     if filters.has_text is not None:
         conditions.append(models.FieldCondition(key="has_text", match=models.MatchValue(value=filters.has_text)))
-    return models.Filter(must=conditions) if conditions else None
+    return models.Filter(must=[_or_unknown(condition, filters) for condition in conditions]) if conditions else None
+
+
+def _or_unknown(condition: models.FieldCondition, filters: Filters) -> models.Condition:
+    """A condition that also keeps points without its field, where `filters.or_unknown` asks (as `Filters.mask`)."""
+    lenient = {TEXT_KEYS.get(name, DATE_KEY if name.startswith("date") else name) for name in filters.or_unknown}
+    if condition.key not in lenient:
+        return condition
+    return models.Filter(should=[condition, models.IsEmptyCondition(is_empty=models.PayloadField(key=condition.key))])
 
 
 def _matching_values(category: Category, wanted: str, substring: bool) -> list[str]:

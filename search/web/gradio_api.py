@@ -63,6 +63,9 @@ def add_api(ui: SearchUI, images: ImageSearchEvents) -> None:
             handler, concurrency = images.fetching_first(handler, image), images.CONCURRENCY
         gr.on([], handler, [source, top_k, threshold, *options], result, api_name=name,
               api_description=(handler.__doc__ or "").split("\n")[0], **concurrency)
+    readings = as_gr_error(endpoint(ui.understood))  # what search_text reads a query as (no model work)
+    gr.on([], readings, [text, *options], gr.JSON(label="readings", visible=False), api_name="understood",
+          api_description=(readings.__doc__ or "").split("\n")[0], concurrency_id=CONCURRENCY_ID)
 
 
 TOOLS = ("search_text", "search_image", "similar")

@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from search.errors import BadQueryError, SearchError, UnknownItemError
-from search.query.engine import Query, SearchEngine, checked_threshold, checked_top_k
+from search.query.engine import Query, SearchEngine, Term, checked_threshold, checked_top_k
 from search.query.options import MAX_OFFSET, SearchOptions
 from search.types import Hit
 from search.web.links import LinkState, parse_link
@@ -22,6 +22,7 @@ from search.web.options_panel import available_options, clean_options, link_opti
 from search.web.page_settings import Settings, settings_for_link, settings_from_link
 from search.web.page_text import hits_json, refused_link_note, status_text, unknown_item_note
 from search.web.public_errors import bug_message, shown_error
+from search.web.reading_chips import chips_html
 from search.web.render import results_html
 from search.web.request_values import checked_exclude, checked_weight, combined_query
 from search.web.startup import Startup, mode_defaults
@@ -147,6 +148,17 @@ class SearchUI:
         """
         return hits_json(self.engine.similar(str(id or "").strip(), checked_top_k(top_k),
                                              checked_threshold(threshold), api_options(options)))
+
+    def understood(self, query: str, options: Mapping[str, Any] | None = None) -> list[dict]:
+        """What search_text reads a text query's words as: the places, dates and orientation it filters by.
+
+        Args:
+            query: the text given to search_text, e.g. "beach in Portugal 2019"
+        """
+        if not str(query or "").strip():  # no words ("more like these" from marks alone): nothing to read
+            return []
+        return [reading.as_dict() for reading in self.engine.understood(Query((Term(text=query),)),
+                                                                        api_options(options))]
 
     # --- page events ---
     def ui_text(self, query: str, exclude: str, top_k: float, threshold: float,  # noqa: PLR0917
@@ -320,6 +332,8 @@ class SearchUI:
                        settings=self._linked(session.tab, request, page)).query_string()
         more = full and page[0] > 0 and len(hits) <= MAX_OFFSET
         html = results_html(list(hits), self.engine.bundle.root, link, query_hit, more, marks_of(request.options))
+        if request.query is not None:  # the filters read from a text query, as removable chips above its results
+            html = chips_html(self.engine.understood(request.query, search_options(request.options))) + html
         view = View(html, status, hits, request, page)
         return html, status, session.showing(view)
 

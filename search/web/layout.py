@@ -11,13 +11,14 @@ from anyio import CapacityLimiter
 from search.bundle.colour import PALETTE
 from search.query.engine import SearchEngine
 from search.query.option_spec import BY_NAME
-from search.query.options import ORIENTATIONS
+from search.query.options import ORIENTATIONS, READING_KINDS
 from search.web.gradio_api import CONCURRENCY_ID, add_api
 from search.web.handlers import SearchUI, Session, as_gr_error
 from search.web.links import parse_query_string
 from search.web.options_panel import FILTER_COLUMNS, available_sorts, control_value
 from search.web.page_assets import COPY_LINK_JS, FOCUS_MIX_TEXT_JS, MORE_FAILED_JS, RESULTS_JS, rerun_once_js
 from search.web.page_settings import DEFAULT_TOP_K, DEFAULT_WEIGHT, Settings
+from search.web.reading_chips import UNREAD_FAILED_JS, unread_handler
 from search.web.render import picture_url
 from search.web.startup import Startup, notice_summary, score_hint
 from search.web.uploads import explain_unreadable_uploads
@@ -125,6 +126,10 @@ def _wire(ui: SearchUI, demo: gr.Blocks, c: dict[str, Any], images: ImageSearchE
     for tab, name in ((c["text_tab"], "text"), (c["image_tab"], "image")):
         tab.select(lambda session, name=name: ui.ui_tab(name, session), c["session"], shown, **PRIVATE)
     c["copy"].click(None, js=COPY_LINK_JS, **PRIVATE)
+    if "not_understood" in c["options"]:  # a reading's chip removed: the search again without that kind
+        c["results"].unread(_with_options(unread_handler(ui), names, event=True), [*thresholds, c["session"], *opts],
+                            [*shown, c["options"]["not_understood"]], **PRIVATE).failure(
+            None, js=UNREAD_FAILED_JS, **PRIVATE)
     settings = [c["query"], c["exclude"], *thresholds, c["weight"], c["tabs"], *opts, *shown]
     demo.load(as_gr_error(_load(ui, names)), None, settings, **PRIVATE)
     c["results"].restore(as_gr_error(_restore(ui, names)), [c["session"]], settings, trigger_mode="always_last",
@@ -165,8 +170,10 @@ def option_controls(ui: SearchUI) -> dict[str, Any]:
 def _option_control(key: str, ui: SearchUI) -> Any:
     value, elem, label = control_value(key, {}), f"opt-{key.replace('_', '-')}", BY_NAME[key].label
     common = {"value": value, "elem_id": elem, "min_width": 140, "label": label}
-    if key in {"collapse_radius", "keywords"}:  # the page folds at the suggested radius, or not at all
+    if key in {"collapse_radius", "keywords", "understand"}:  # the page folds at the suggested radius, or not at all
         return gr.Checkbox(**common)
+    if key == "not_understood":  # also set by removing a reading's chip (reading_chips.py)
+        return gr.CheckboxGroup(list(READING_KINDS), **common)
     if key == "min_downloads":
         return gr.Number(minimum=0, precision=0, **common)
     sort_labels = {"relevance": "relevance", "date": "newest first", "popularity": "most downloaded"}

@@ -24,7 +24,7 @@ FILTER_COLUMNS: dict[str, tuple[str, ...]] = {spec.name: spec.columns for spec i
 """Each filter and the bundle columns it needs: the panel offers only those the bundle has data for."""
 OPTION_KEYS = tuple(spec.name for spec in OPTIONS if spec.name != "offset")  # pages are the page's own business
 """Every option the panel and links carry, in the panel's order (also the order of deep-link parameters)."""
-DEFAULTS = {"sort": "relevance", "cutoff": "flat", "collapse_radius": "on", "keywords": "on"}
+DEFAULTS = {"sort": "relevance", "cutoff": "flat", "collapse_radius": "on", "keywords": "on", "understand": "on"}
 """The page's defaults: near-duplicates folded, keyword matches on where the bundle has an index."""
 BLANK = {"", "any"}
 SORT_COLUMNS = {"date": ("date",), "popularity": ("downloads", "views")}
@@ -36,6 +36,7 @@ def available_options(engine: SearchEngine) -> tuple[str, ...]:
     filters = [key for key, columns in FILTER_COLUMNS.items() if all(attributes.has(name) for name in columns)]
     results = (["sort"] if len(available_sorts(engine)) > 1 else []) + ["cutoff", "collapse_radius"]
     results += ["keywords"] if engine.bundle.keywords is not None else []
+    results += ["understand", "not_understood"] if not engine.vocabulary.empty else []
     return (*filters, *results)
 
 
@@ -60,6 +61,8 @@ def clean_options(values: Mapping[str, Any], available: tuple[str, ...]) -> dict
 def _as_text(value: Any) -> str:
     if isinstance(value, bool):  # a checkbox
         return "on" if value else "off"
+    if isinstance(value, list | tuple):  # a group of checkboxes
+        return ",".join(str(item) for item in value)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return "" if value == 0 else str(int(value))  # min_downloads 0 is no condition, not "has a count"
     return "" if value is None else " ".join(str(value).split())
@@ -88,8 +91,10 @@ def link_options(params: Mapping[str, str], available: tuple[str, ...]) -> dict[
 def control_value(key: str, options: Mapping[str, str]) -> Any:
     """What the panel's control for `key` shows for these options."""
     value = options.get(key, DEFAULTS.get(key, ""))
-    if key in {"collapse_radius", "keywords"}:
+    if key in {"collapse_radius", "keywords", "understand"}:
         return value != "off"
+    if key == "not_understood":
+        return [kind for kind in value.split(",") if kind]
     if key in {"orientation", "colour", "featured", "has_text"}:
         return value or "any"
     if key == "min_downloads":

@@ -4,6 +4,8 @@ blur_hash is decoded in the browser (the standard algorithm, a 32x32 canvas per 
 ~30-character hash instead of a rendered placeholder, and does no image work per search.
 """
 
+from search.web.reading_chips import READINGS_CSS, READINGS_JS
+
 CSS = """
 #notice pre, #notice code { white-space: pre-wrap; overflow-wrap: anywhere; }
 #notice > button, #notice .label-wrap { text-align: left; justify-content: space-between; }
@@ -234,6 +236,10 @@ OPTIONS_CSS = """
 #options-missing, #score-hint { overflow-wrap: normal; word-break: normal; }
 """
 CSS += OPTIONS_CSS
+
+# The chips of a query's readings (search/web/reading_chips.py), in blocks of their own.
+CSS += READINGS_CSS
+RESULTS_JS += READINGS_JS
 
 
 def rerun_once_js(state_at: int) -> str:

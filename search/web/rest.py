@@ -8,6 +8,7 @@ transport differs: query parameters and a multipart upload in, JSON out, errors 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ LIGHT_DEPTH = 100
 HEAVY_SLOTS = 1
 """Heavy searches at once: each is bounded (search/query/retrieval.py, at most ~0.1 s of one core on 40 000 items), and
 one at a time leaves the other core to everyone else."""
+READ_HEADER = "X-Understood"
+"""A text search's readings (search/query/understand.py): [{"kind", "label", "words", "filters"}], ASCII JSON."""
 CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client that left
 # One status per kind of failure; anything else a SearchError says is a bad parameter value (400).
 STATUS = ((UnknownItemError, 404), (BadImageError, 422), (BusyError, 503), (SearchError, 400))
@@ -56,6 +59,7 @@ class Handlers(Protocol):
     def search_text(self, query: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
     def search_image(self, image: Any, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
     def similar(self, id: str, top_k: float, threshold: float, options: Options = None) -> list[dict]: ...
+    def understood(self, query: str, options: Options = None) -> list[dict]: ...
 
 
 class ErrorOut(BaseModel):
@@ -121,10 +125,16 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
 
     lanes = Lanes()
 
-    @api.get("/search", response_model=list[Hit], summary="Items matching a text description")
+    @api.get("/search", response_model=list[Hit], summary="Items matching a text description",
+             description=f"The filters read from the query's words (option `understand`) are in the {READ_HEADER} "
+                         "header, as a JSON list.")
     async def search(request: Request, q: Annotated[str, Query(description="what the picture shows")],
                      params: TextParams) -> Any:
-        return await lanes.answer(request, handlers.search_text, q, params)
+        response = await lanes.answer(request, handlers.search_text, q, params)
+        if response.status_code == 200:  # the options were checked: reading the query again costs microseconds
+            readings = handlers.understood(q, params.options)
+            response.headers[READ_HEADER] = json.dumps(readings, ensure_ascii=True)  # a header is Latin-1
+        return response
 
     # Every upload needs a model slot, so more upload threads than slots would only wait, holding worker threads
     # that cached text queries and "more like this" need (64 clients: those waited ~0.9 s behind the uploads).
