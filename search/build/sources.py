@@ -78,8 +78,7 @@ class SourceConfig:
 
     @property
     def published_name(self) -> str:
-        """What the bundle manifest records: a local source by its last part, since a bundle is published and
-        the builder's own folders (/home/NAME/...) are nobody else's business."""
+        """What the published manifest records: a local source by its last part, not the builder's /home/..."""
         if self.images_dir is not None:
             return f"{FOLDER_SOURCE}{self.images_dir.resolve().name}"
         if self.data_files is not None:
