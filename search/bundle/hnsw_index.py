@@ -24,12 +24,6 @@ logger = logging.getLogger(__name__)
 Labels = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float64]
 
-FILTER_WALK_BEAM = 16
-"""Beam of hnswlib's filtered walk, in allowed items. The walk passes disallowed neighbours by and stops once it
-holds this many allowed ones, so it explores about FILTER_WALK_BEAM / share neighbours: at 10 % kept, ~160 where
-ef_search's 128 took ~1 300 (~5x the filter callbacks, tests/test_index.py). Recall@10 stayed >= 0.998 wherever
-the engine walked in bench/filters.py at 200k items."""
-
 VECTOR_SAMPLE = 1024
 """Rows of the embeddings compared with the graph's stored vectors on load (see `VectorIndex.load`)."""
 
@@ -136,9 +130,7 @@ class VectorIndex:
         self._raw = raw
         self._params = params
         self._lock = ReadWriteLock()
-        # hnswlib searches with a beam of max(its ef, k), its ef shared by every thread: at 1 each query sets its
-        # own beam through k (ef_search for a plain query, FILTER_WALK_BEAM for a filtered walk).
-        raw.set_ef(1)
+        raw.set_ef(params.ef_search)
 
     @classmethod
     def create(cls, dim: int, params: HnswParams, capacity: int) -> VectorIndex:
@@ -198,6 +190,7 @@ class VectorIndex:
         if ef_search < 1:
             raise ValueError(f"ef_search must be at least 1, got {ef_search}")
         with self._lock.writing():
+            self._raw.set_ef(ef_search)
             self._params = HnswParams(self._params.m, self._params.ef_construction, ef_search)
 
     def add(self, vectors: FeatureVector, labels: Labels) -> None:
@@ -213,17 +206,15 @@ class VectorIndex:
     def query(self, vector: FeatureVector, k: int, allowed: Allowed | None = None) -> tuple[Labels, Scores]:
         """The k nearest labels with their cosine similarities, best first; k is clamped to the count.
 
-        `allowed`: only its rows may be returned (hnswlib's filter callback walks the graph skipping the others,
-        with a beam of FILTER_WALK_BEAM allowed items); then fewer than k come back when fewer are allowed.
+        `allowed`: only its rows may be returned (hnswlib's filter callback walks the graph skipping the others);
+        then fewer than k come back when fewer are allowed.
         """
         k = min(k, len(self) if allowed is None else len(allowed.rows))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        beam = max(k, self._params.ef_search if allowed is None else FILTER_WALK_BEAM)
-        beam = min(beam, len(self) if allowed is None else len(allowed.rows))  # the beam's items come back
         with self._lock.reading():
-            labels, distances = self._knn(vector.reshape(1, -1), beam, None if allowed is None else allowed.flags)
-        return labels[0, :k].astype(np.int64), to_scores(distances[0, :k])
+            labels, distances = self._knn(vector.reshape(1, -1), k, None if allowed is None else allowed.flags)
+        return labels[0].astype(np.int64), to_scores(distances[0])
 
     def _knn(self, vectors: FeatureVector, k: int, allowed: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
         try:

@@ -3,11 +3,10 @@
 How a filtered query finds its candidates depends on how many items the filter keeps (bench/filters.py):
 - exact search over just those rows, when they are at most EXACT_MAX_ROWS and cheaper than the post-filter's
   graph search by the measured cost ratio EXACT_ROWS_PER_BEAM; always complete;
-- else post-filter, when the filter keeps so many that k / share * OVERFETCH neighbours are no more than an
-  unfiltered search's beam: that search, the disallowed ones dropped afterwards, at the cost of a plain query;
-- else the index's filtered walk (hnswlib's filter callback, with a beam of FILTER_WALK_BEAM allowed items): it
-  explores about FILTER_WALK_BEAM / share neighbours, where a post-filter must ask for OVERFETCH times more to be
-  sure of k hits (docs/search-options.md has the measured costs).
+- else post-filter (share kept at least POSTFILTER_FLOOR): the unfiltered graph search asked for k / share *
+  OVERFETCH neighbours, the disallowed ones dropped afterwards;
+- else hnswlib's filter callback, which walks the graph skipping disallowed items (it calls back into Python
+  for every node it visits, so it was the slowest path measured; it is the last resort).
 A graph path that comes back short falls back to the next, ending with the exact search, so a filter always
 yields k hits when k items pass it.
 
@@ -38,6 +37,8 @@ EXACT_MAX_ROWS = 20_000
 EXACT_ROWS_PER_BEAM = 20
 """Exact search over r rows costs about what a graph search with a beam of r / 20 does (bench/filters.py at 25k:
 ~0.11 us per row against ~2.4 us per beam slot): the cheaper of the two is taken."""
+POSTFILTER_FLOOR = 0.02
+"""Beyond the exact path's reach, post-filtering beat hnswlib's filter callback down to this share kept."""
 OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
 FIRST_WINDOW = 16
 SORT_POOL = 100
@@ -176,7 +177,7 @@ class Retriever:
         beam = max(self.index.ef_search, asked)  # what a post-filter's graph search would cost
         if allowed.vectors is not None and len(allowed.rows) <= EXACT_ROWS_PER_BEAM * beam:
             return self.exact(vector, k, allowed.rows, allowed.vectors)
-        if asked <= self.index.ef_search:  # costs what an unfiltered query does; the walk pays its callbacks
+        if allowed.fraction >= POSTFILTER_FLOOR:
             found = self.postfiltered(vector, k, allowed)
             if found is not None:
                 return found
