@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "it ranks them as fp32 does (image-to-image recall@10 >= 0.99), else the build stops "
                             "with the figure (docs/building.md)")
     parser.add_argument("--ocr", action="store_true",
-                        help="also read the words in each picture (OCR: ~3x the time of embedding it with ViT-B-32 "
+                        help="also read the words in each picture (OCR: ~1-3x the time of embedding it with ViT-B-32 "
                              "on CPU) into the bundle: text queries match them, a filter keeps pictures with words "
                              "(pip install -r requirements-ocr.txt)")
     _add_tuning(parser)

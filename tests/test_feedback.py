@@ -66,3 +66,12 @@ def test_marks_parse_from_text_and_lists_and_nothing_else_to_search_is_refused(d
     assert options.plain and options.marked
     with pytest.raises(BadQueryError, match="empty query"):
         demo_engine.search_text("", options=_marked(unlike="shape-003"))
+
+
+@pytest.mark.parametrize(("item_id", "offered"), [
+    ("IMG_0001.jpg", True), ("holiday/a b.jpg", True), ("a,b.jpg", False), (" a.jpg", False), ("a.jpg ", False),
+    ("a  b.jpg", False), ("x" * 201, False)])
+def test_a_tile_offers_marks_only_for_an_id_that_comes_back_whole(item_id: str, offered: bool) -> None:
+    from search.types import Hit
+    from search.web.marks import markable
+    assert markable(Hit(item_id, 0.5, "x.jpg", None, "", None)) is offered

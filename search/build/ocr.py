@@ -68,7 +68,7 @@ def _loaded() -> _Reader:
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail
         from rapidocr_onnxruntime import RapidOCR
     except ImportError as exc:
-        raise OcrUnavailableError(f"--ocr needs rapidocr-onnxruntime ({exc.name} is missing): "
+        raise OcrUnavailableError(f"--ocr needs rapidocr-onnxruntime and OpenCV, which did not import ({exc}): "
                                   "pip install -r requirements-ocr.txt") from exc
     engine = RapidOCR(det_limit_type="max", det_limit_side_len=DETECT_SIDE)
     return _Reader(engine, (cv2.error, Fail, ValueError, IndexError))

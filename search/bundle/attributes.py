@@ -132,10 +132,10 @@ class Category:
         return None if code < 0 else self.values[code]
 
     def matching(self, wanted: str, substring: bool = False) -> npt.NDArray[np.bool_]:
-        """Rows whose value equals `wanted` (or contains it), ignoring case."""
+        """Rows whose value equals `wanted` (or contains it), ignoring case and the spaces around a stored value."""
         wanted = wanted.casefold()
         hits = [code for code, text in enumerate(self.values)
-                if (wanted in text.casefold() if substring else text.casefold() == wanted)]
+                if (wanted in text.casefold() if substring else text.strip().casefold() == wanted)]
         return np.isin(self.codes, np.asarray(hits, np.int32))
 
 

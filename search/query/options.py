@@ -73,8 +73,9 @@ class Filters:
         lenient = {UNKNOWN_COLUMNS[name] for name in self.or_unknown}
         for column, test in self._tests():
             if not attributes.has(column):
+                how = "build_index.py --ocr" if column == WORDS_IN_PICTURE else "build_index.py"
                 raise BadQueryError(f"this index has no {column} data to filter on; remove that filter or rebuild "
-                                    "the index with build_index.py to add it")
+                                    f"the index with {how} to add it")
             keep &= test(attributes) | _missing(attributes, column) if column in lenient else test(attributes)
         return keep
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from search.bundle.attributes import Attributes
-from search.query.options import Filters, SearchOptions
+from search.query.options import MAX_FILTER_TEXT, Filters, SearchOptions
 
 CUES = frozenset({"in", "at", "from", "near", "around", "across", "visiting", "throughout", "of", "to"})
 STRONG_CUES = CUES - {"of", "to"}  # "photos of Georgia" may be a person; "in Georgia" is a place
@@ -69,6 +69,9 @@ PEOPLE = frozenset({
 """Words after "portrait photos of" that make "portrait" the genre (a person's likeness), not the shape."""
 TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 MAX_PLACE_WORDS = 4
+MAX_READINGS = 6
+"""More distinct readings than this in one query is a list of names, not a search: nothing is read (and the
+rivals check stays cheap on a 1000-character query)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,7 @@ def place_keys(name: str, values: Iterable[str]) -> dict[tuple[str, ...], tuple[
     keys = {}
     for value in values:
         words = tuple(word.casefold() for word in TOKEN.findall(value))
-        if 0 < len(words) <= MAX_PLACE_WORDS:
+        if 0 < len(words) <= MAX_PLACE_WORDS and len(value) <= MAX_FILTER_TEXT:  # a filter could not say more
             keys[words] = (name, value)
     return keys
 
@@ -166,7 +169,10 @@ def understand(text: str, vocabulary: Vocabulary, skip: Iterable[str] = ()) -> t
     """The readings of `text` this collection can answer, kinds in `skip` left out; one per filter at most (two
     different places of one kind, or two years, read as nothing: a filter cannot say "or")."""
     words = _Words.of(text)
-    found = [*_places(words, vocabulary), *_dates(words, vocabulary), *_orientations(words, vocabulary)]
+    found = list({reading.filters: reading for reading in (
+        *_places(words, vocabulary), *_dates(words, vocabulary), *_orientations(words, vocabulary))}.values())
+    if len(found) > MAX_READINGS:
+        return ()
     readings = []
     for reading in found:
         names = dict(reading.filters)
@@ -225,8 +231,8 @@ def _means_place(words: _Words, start: int, size: int, vocabulary: Vocabulary) -
         return False
     if " ".join(words.folded[start:end]) in AMBIGUOUS_PLACES:
         return named and before in STRONG_CUES
-    if before in CUES:
-        return not (before == "of" and words.at(start - 2) in THINGS_OF)
+    if before in CUES:  # one lower-case word is as often a thing as a place: "in spring", "at home", "in love"
+        return (named or size > 1) and not (before == "of" and words.at(start - 2) in THINGS_OF)
     previous_is_name = start > 0 and words.capitalised(start - 1) and not _place_at(words, start - 1, vocabulary)
     alone = words.at(end) in AFTER_A_PLACE or _place_at(words, end, vocabulary) or words.ends_clause(end - 1)
     return named and alone and not previous_is_name  # "Paris at night", "Lisbon, Portugal"; not "Hotel Lisbon"

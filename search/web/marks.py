@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from search.errors import BadQueryError
-from search.query.feedback import MAX_MARKS
+from search.query.feedback import MAX_MARKS, checked_marks
 from search.types import Hit
 from search.web.page_text import html_text
 
@@ -51,8 +51,12 @@ def event_marks(data: Any) -> dict[str, str]:
 
 
 def markable(hit: Hit) -> bool:
-    """Whether a hit can be marked: its id must survive a comma-separated list (a folder's file name may not)."""
-    return "," not in hit.id
+    """Whether a hit can be marked: its id must come back whole through the marks' one check (a comma, spaces around
+    it, 200+ characters: a folder's file name may have them) and a link (which folds runs of spaces)."""
+    try:
+        return checked_marks(hit.id, "like") == (hit.id,) and "  " not in hit.id
+    except BadQueryError:
+        return False
 
 
 def mark_buttons(hit: Hit, marks: Mapping[str, str], alt: str) -> str:

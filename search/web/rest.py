@@ -131,8 +131,8 @@ def rest_app(handlers: Handlers, startup: Startup) -> FastAPI:
     async def search(request: Request, q: Annotated[str, Query(description="what the picture shows")],
                      params: TextParams) -> Any:
         response = await lanes.answer(request, handlers.search_text, q, params)
-        if response.status_code == 200:  # the options were checked: reading the query again costs microseconds
-            readings = handlers.understood(q, params.options)
+        if response.status_code == 200:  # the options were checked; reading is bounded (MAX_READINGS), off the loop
+            readings = await to_thread.run_sync(handlers.understood, q, params.options)
             response.headers[READ_HEADER] = json.dumps(readings, ensure_ascii=True)  # a header is Latin-1
         return response
 
