@@ -20,6 +20,7 @@ MARKS_CSS = """
 #results .marks button:focus-visible, #results .marks-bar button:focus-visible {
     outline: 3px solid var(--color-accent); outline-offset: 2px; }
 #results .detail-keys { margin: 8px 0 0; font-size: 0.85em; }
+@media (hover: none) and (pointer: coarse) { #results .detail-keys { display: none; } }  /* no keyboard to speak of */
 """
 
 MARKS_JS = r"""
