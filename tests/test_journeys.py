@@ -97,6 +97,8 @@ def accessible(page, name: str = "") -> None:
     """No serious or critical axe-core violation in this state; a screenshot of it under JOURNEY_SHOTS."""
     from axe_playwright_python.sync_playwright import Axe
 
+    # An output Gradio is still updating is drawn at 20 % opacity: axe would measure a state no one reads.
+    page.wait_for_function("() => !document.querySelector('.pending')")
     violations = Axe().run(page).response["violations"]
     bad = [(v["id"], v["impact"], [(n["target"], n.get("failureSummary")) for n in v["nodes"]][:3])
            for v in violations if v["impact"] in ("serious", "critical")]
