@@ -7,11 +7,8 @@ imports it (at the top, inside a function that runs on import, or through anothe
 from __future__ import annotations
 
 import ast
-import functools
-import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,23 +25,11 @@ def wing_modules(wing: str) -> list[str]:
     return sorted(f"search.{wing}.{path.stem}" for path in (PACKAGE / wing).glob("*.py") if path.stem != "__init__")
 
 
-@functools.cache
-def modules_after_import(*names: str) -> frozenset[str]:
+def modules_after_import(*names: str) -> set[str]:
     code = f"import sys\nimport {', '.join(names)}\nprint('\\n'.join(sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
                             check=True)
-    return frozenset(result.stdout.split())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def probes_side_by_side() -> None:
-    """The module's import probes run up front, a few at once: each is a fresh interpreter, mostly importing torch,
-    on a core of its own while pytest waits. The tests then read the cached results (and probe anything else)."""
-    below = [module for wing in WINGS[:-1] for module in wing_modules(wing)]
-    probes = [*(tuple(wing_modules(wing)) for wing in WINGS), (*wing_modules("bundle"), *SHARED),
-              (*below, "search.cli"), ("search",), ("search.model.encoder",)]
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        list(pool.map(lambda names: modules_after_import(*names), probes))
+    return set(result.stdout.split())
 
 
 def test_every_module_lives_in_a_wing_or_is_shared() -> None:
