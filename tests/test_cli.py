@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,35 @@ from search.config import REPO_ROOT
 from search.types import Hit
 from tests.conftest import DEMO_INDEX_DIR
 
+# Every `python -m search` process of this module, by name: its arguments, and whether it runs in an empty folder.
+PROCESSES = {
+    "text": ["a red circle", "--index", "assets/demo/index", "--top-k", "5", "--json"],
+    "image": ["--image", str(sorted((DEMO_INDEX_DIR / "images").iterdir())[7]), "--index", "assets/demo/index",
+              "--json"],
+    "threshold": ["a red circle", "--index", "assets/demo/index", "--threshold", "0.9999", "--json"],
+    "notes": ["--image", "{notes}", "--index", "assets/demo/index"],
+    "bad-number": ["a red circle", "--top-k", "many"],
+    # In an empty folder: `--qdrant local:` used to lock and write that folder (.lock, meta.json).
+    "device": ["red", "--index", str(DEMO_INDEX_DIR), "--device", "meta"],
+    "qdrant": ["red", "--index", str(DEMO_INDEX_DIR), "--qdrant", "local:", "--collection", "demo"],
+}
+IN_EMPTY_FOLDER = {"device", "qdrant"}
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "search", *args], check=False, cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120)
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+    """Each of PROCESSES run once, side by side (each is mostly a fresh interpreter's start-up), with its folder."""
+    notes = tmp_path_factory.mktemp("notes") / "notes.txt"
+    notes.write_text("remember the milk\n")
+
+    def run(name: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        folder = tmp_path_factory.mktemp(name) if name in IN_EMPTY_FOLDER else REPO_ROOT
+        args = [arg.replace("{notes}", str(notes)) for arg in PROCESSES[name]]
+        return subprocess.run([sys.executable, "-m", "search", *args], check=False, cwd=folder, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}), folder
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # ~1 GB of memory each
+        return dict(zip(PROCESSES, pool.map(run, PROCESSES), strict=True))
 
 
 def _assert_one_line_error(result_code: int, stderr: str, *fragments: str) -> None:
@@ -30,8 +56,8 @@ def _assert_one_line_error(result_code: int, stderr: str, *fragments: str) -> No
         assert fragment in lines[0]
 
 
-def test_text_query_prints_json_hits() -> None:
-    result = _run("a red circle", "--index", "assets/demo/index", "--top-k", "5", "--json")
+def test_text_query_prints_json_hits(runs) -> None:
+    result, _ = runs["text"]
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
     assert len(hits) == 5
@@ -42,29 +68,27 @@ def test_text_query_prints_json_hits() -> None:
     assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits), reverse=True)
 
 
-def test_image_query_finds_that_image_first() -> None:
+def test_image_query_finds_that_image_first(runs) -> None:
     image = sorted((DEMO_INDEX_DIR / "images").iterdir())[7]
-    result = _run("--image", str(image), "--index", "assets/demo/index", "--json")
+    result, _ = runs["image"]
     assert result.returncode == 0, result.stderr
     best = json.loads(result.stdout)[0]
     assert Path(best["image"]).resolve() == image.resolve() and best["score"] >= 0.99
 
 
-def test_a_threshold_above_every_score_prints_an_empty_array() -> None:
-    result = _run("a red circle", "--index", "assets/demo/index", "--threshold", "0.9999", "--json")
+def test_a_threshold_above_every_score_prints_an_empty_array(runs) -> None:
+    result, _ = runs["threshold"]
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
 
 
-def test_a_text_file_as_image_is_a_one_line_error(tmp_path: Path) -> None:
-    notes = tmp_path / "notes.txt"
-    notes.write_text("remember the milk\n")
-    result = _run("--image", str(notes), "--index", "assets/demo/index")
+def test_a_text_file_as_image_is_a_one_line_error(runs) -> None:
+    result, _ = runs["notes"]
     _assert_one_line_error(result.returncode, result.stderr, "notes.txt")
 
 
-def test_a_bad_number_is_a_one_line_error() -> None:
-    result = _run("a red circle", "--top-k", "many")
+def test_a_bad_number_is_a_one_line_error(runs) -> None:
+    result, _ = runs["bad-number"]
     _assert_one_line_error(result.returncode, result.stderr, "--top-k", "many")
 
 
@@ -114,18 +138,14 @@ def test_filter_collapse_and_page_flags(capsys: pytest.CaptureFixture[str]) -> N
     assert json.loads(capsys.readouterr().out) == blue
 
 
-@pytest.mark.parametrize(("flags", "fragment"), [
-    (["--device", "meta"], "device 'meta' cannot run the model"),
-    (["--qdrant", "local:", "--collection", "demo"], "--qdrant 'local:' is refused"),
+@pytest.mark.parametrize(("name", "fragment"), [
+    ("device", "device 'meta' cannot run the model"),
+    ("qdrant", "--qdrant 'local:' is refused"),
 ])
-def test_an_unusable_device_or_storage_exits_with_one_line_and_writes_nothing(tmp_path: Path, flags: list[str],
-                                                                               fragment: str) -> None:
-    # A subprocess in an empty folder: `--qdrant local:` used to lock and write that folder (.lock, meta.json).
-    result = subprocess.run([sys.executable, "-m", "search", "red", "--index", str(DEMO_INDEX_DIR), *flags],
-                            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+def test_an_unusable_device_or_storage_exits_with_one_line_and_writes_nothing(runs, name: str, fragment: str) -> None:
+    result, folder = runs[name]
     _assert_one_line_error(result.returncode, result.stderr, fragment)
-    assert list(tmp_path.iterdir()) == []
+    assert list(folder.iterdir()) == []
 
 
 def test_a_bad_environment_setting_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch,

@@ -1,5 +1,6 @@
 """Fault injection for build_index.py: a flaky loopback server (~10 % of requests fail), and a kill loop
-(SIGKILL at 10 random moments, resumed each time) that must end with the bundle an uninterrupted build makes."""
+(SIGKILL at random moments, resumed each time) that must end with the bundle an uninterrupted build makes: 3 kills
+in the suite, 10 with `pytest -m fuzz` (each kill costs a fresh build_index.py process's start-up)."""
 
 from __future__ import annotations
 
@@ -112,8 +113,8 @@ def _kill_at_a_random_moment(command: list[str], out: Path, rng: random.Random) 
     return True
 
 
-@pytest.mark.slow
-def test_ten_sigkills_then_resume_give_the_uninterrupted_bundle(server: LoopbackServer, tmp_path: Path) -> None:
+def kill_loop_then_resume(server: LoopbackServer, tmp_path: Path, kills: int) -> None:
+    """SIGKILL the build `kills` times at seeded random moments, resume it, and compare with an uninterrupted build."""
     rows = FlakyRows(server, tmp_path)
     out = tmp_path / "killed"
     command = [sys.executable, "build_index.py", "--data-files", str(rows.path), "--out", str(out),
@@ -121,7 +122,7 @@ def test_ten_sigkills_then_resume_give_the_uninterrupted_bundle(server: Loopback
     server.delay_s = 0.03  # a few seconds of downloads per run: room for 10 kills at different stages
     rng = random.Random(SEED)
     progress = []
-    for _ in range(10):
+    for _ in range(kills):
         assert _kill_at_a_random_moment(command, out, rng), f"the build finished after {len(progress)} kills"
         progress.append(_shards(out))
     assert progress == sorted(set(progress)), progress  # every run got further before it was killed
@@ -135,3 +136,14 @@ def test_ten_sigkills_then_resume_give_the_uninterrupted_bundle(server: Loopback
     for item, vector in reference.items():
         np.testing.assert_allclose(resumed[item], vector, atol=1e-5)
     assert failure_reasons(out).keys() == failure_reasons(tmp_path / "reference").keys() == rows.failing.keys()
+
+
+@pytest.mark.slow
+def test_sigkills_at_random_moments_then_resume_give_the_uninterrupted_bundle(server: LoopbackServer,
+                                                                             tmp_path: Path) -> None:
+    kill_loop_then_resume(server, tmp_path, kills=3)
+
+
+@pytest.mark.fuzz
+def test_ten_sigkills_then_resume_give_the_uninterrupted_bundle(server: LoopbackServer, tmp_path: Path) -> None:
+    kill_loop_then_resume(server, tmp_path, kills=10)

@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -208,13 +209,49 @@ FAST_FAILURES = {
 }
 GONE = "the hub at {endpoint} could not be reached or broke off the download"
 
+LOAD_MODEL = """
+import logging, sys
+logging.disable(logging.WARNING)  # open_clip's own download warnings; the refusal is what is checked
+from search.config import EncoderSpec
+from search.model.encoder import ClipEncoder
+from search.errors import EncoderLoadError
+try:
+    ClipEncoder.load(EncoderSpec(sys.argv[1]))
+except EncoderLoadError as exc:
+    sys.exit(f"error: {exc}")
+"""
+
+
+# Runs that only fail: started side by side once (one of them is ~25 s of huggingface_hub's retry back-off, idle
+# time the others' start-up fills), each with its own empty caches under its folder.
+FAILING_RUNS = {
+    **{case: ["-m", "search", "a red circle", "--index", source] for case, (source, _) in FAST_FAILURES.items()},
+    # A branch name: olah answers an unknown commit with HTTP 500, which huggingface_hub retries for ~25 s.
+    "missing data set revision": ["build_index.py", "--dataset", DATASET_REPO, "--revision", "no-such-branch",
+                                  "--model", f"hf-hub:{MODEL_REPO}", "--out", "{home}/out", "--no-progress"],
+    "model without weights": ["-c", LOAD_MODEL, f"hf-hub:{NO_WEIGHTS_REPO}"],
+}
+
+
+@pytest.fixture(scope="module")
+def failing_runs(hub: OlahServer, tmp_path_factory: pytest.TempPathFactory,
+                 ) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+    """Each of FAILING_RUNS run once against the hub, all at the same time, with the folder of its caches."""
+    def one(name: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        home = tmp_path_factory.mktemp(name.replace(" ", "-"))
+        return run([arg.replace("{home}", str(home)) for arg in FAILING_RUNS[name]], hub_env(hub.endpoint, home)), home
+
+    with ThreadPoolExecutor(max_workers=len(FAILING_RUNS)) as pool:
+        return dict(zip(FAILING_RUNS, pool.map(one, FAILING_RUNS), strict=True))
+
 
 @pytest.mark.parametrize("case", sorted(FAST_FAILURES))
-def test_cli_reports_a_hub_failure_in_one_line(case: str, hub: OlahServer, tmp_path: Path) -> None:
+def test_cli_reports_a_hub_failure_in_one_line(case: str, failing_runs) -> None:
     source, reason = FAST_FAILURES[case]
-    line = error_line(run(["-m", "search", "a red circle", "--index", source], hub_env(hub.endpoint, tmp_path)))
+    done, home = failing_runs[case]
+    line = error_line(done)
     assert line.startswith(f"error: cannot download index bundle {source} from the Hub: ")
-    assert reason in line.lower() and str(tmp_path) not in line  # no cache path
+    assert reason in line.lower() and str(home) not in line  # no cache path
 
 
 def test_the_real_hubs_missing_revision_answer_is_explained() -> None:
@@ -277,31 +314,15 @@ def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_a_missing_data_set_revision_is_one_line(hub: OlahServer, tmp_path: Path) -> None:
-    # A branch name: olah answers an unknown commit with HTTP 500, which huggingface_hub retries for ~25 s.
-    done = run(["build_index.py", "--dataset", DATASET_REPO, "--revision", "no-such-branch", "--model",
-                f"hf-hub:{MODEL_REPO}", "--out", str(tmp_path / "out"), "--no-progress"],
-               hub_env(hub.endpoint, tmp_path))
+def test_a_missing_data_set_revision_is_one_line(failing_runs) -> None:
+    done, _ = failing_runs["missing data set revision"]
     assert done.returncode == 1, done.stderr[-3000:]
     line = done.stderr.strip().splitlines()[-1]  # after the log line of the model loaded first
     assert line.startswith(f"error: cannot stream {DATASET_REPO}: ") and "--revision" in line
 
 
-LOAD_MODEL = """
-import logging, sys
-logging.disable(logging.WARNING)  # open_clip's own download warnings; the refusal is what is checked
-from search.config import EncoderSpec
-from search.model.encoder import ClipEncoder
-from search.errors import EncoderLoadError
-try:
-    ClipEncoder.load(EncoderSpec(sys.argv[1]))
-except EncoderLoadError as exc:
-    sys.exit(f"error: {exc}")
-"""
-
-
-def test_an_hf_hub_model_whose_weights_cannot_be_had_is_refused(hub: OlahServer, tmp_path: Path) -> None:
-    line = error_line(run(["-c", LOAD_MODEL, f"hf-hub:{NO_WEIGHTS_REPO}"], hub_env(hub.endpoint, tmp_path)))
+def test_an_hf_hub_model_whose_weights_cannot_be_had_is_refused(failing_runs) -> None:
+    line = error_line(failing_runs["model without weights"][0])
     assert line.startswith(f"error: cannot load CLIP model hf-hub:{NO_WEIGHTS_REPO}") and "weights" in line
 
 

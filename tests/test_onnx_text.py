@@ -29,6 +29,21 @@ def refuse_export(*_args, **_kwargs) -> None:
     raise AssertionError("exported again although the cache was good")
 
 
+@pytest.fixture(scope="module")
+def exported(demo_encoder: ClipEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder with one fresh export of the demo text tower (~8 s each): tests that need an export but do
+    not test exporting start from a copy of it."""
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    assert enable_onnx_text(fresh(demo_encoder), cache)
+    return cache
+
+
+def copy_of(exported: Path, folder: Path) -> Path:
+    """`folder` holding a copy of the exported cache."""
+    shutil.copytree(exported, folder, dirs_exist_ok=True)
+    return folder
+
+
 @pytest.mark.parametrize("encoder_name", ["random_vit_b32", "demo_encoder"])
 def test_onnx_text_equals_open_clip_full_context(encoder_name: str, request: pytest.FixtureRequest,
                                                  tmp_path: Path) -> None:
@@ -43,15 +58,14 @@ def test_onnx_text_equals_open_clip_full_context(encoder_name: str, request: pyt
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_second_start_loads_the_cached_export(demo_encoder: ClipEncoder, tmp_path: Path,
+def test_second_start_loads_the_cached_export(demo_encoder: ClipEncoder, exported: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    assert enable_onnx_text(fresh(demo_encoder), tmp_path)
-    folder = tmp_path / cache_key(demo_encoder)
+    folder = exported / cache_key(demo_encoder)  # the first start's export, into an empty cache
     assert (folder / MODEL_FILE).is_file() and (folder / f"{MODEL_FILE}.data").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temporary folder left behind
+    assert [p.name for p in exported.iterdir()] == [folder.name]  # no temporary folder left behind
     monkeypatch.setattr(onnx_text, "export_text_tower", refuse_export)
     encoder = fresh(demo_encoder)
-    assert enable_onnx_text(encoder, tmp_path)
+    assert enable_onnx_text(encoder, exported)
     assert np.abs(encoder.encode_text(TEXTS[:2]) - demo_encoder.encode_text(TEXTS[:2])).max() <= 1e-4
 
 
@@ -67,8 +81,8 @@ def test_temporary_folder_of_a_killed_export_is_removed(demo_encoder: ClipEncode
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, in_progress.name])
 
 
-def test_damaged_cache_is_exported_again(demo_encoder: ClipEncoder, tmp_path: Path) -> None:
-    load_onnx_text(fresh(demo_encoder), tmp_path)
+def test_damaged_cache_is_exported_again(demo_encoder: ClipEncoder, exported: Path, tmp_path: Path) -> None:
+    copy_of(exported, tmp_path)
     weights = tmp_path / cache_key(demo_encoder) / f"{MODEL_FILE}.data"
     size = weights.stat().st_size
     weights.write_bytes(weights.read_bytes()[: size // 2])  # as after a full disk or a killed copy
@@ -89,8 +103,8 @@ def test_export_of_other_weights_under_this_key_is_not_trusted(demo_encoder: Cli
     assert np.abs(encoder.encode_text(TEXTS[:3]) - demo_encoder.encode_text(TEXTS[:3])).max() <= 1e-4
 
 
-def test_the_check_refuses_a_tower_that_differs(demo_encoder: ClipEncoder, tmp_path: Path) -> None:
-    tower = load_onnx_text(fresh(demo_encoder), tmp_path)
+def test_the_check_refuses_a_tower_that_differs(demo_encoder: ClipEncoder, exported: Path, tmp_path: Path) -> None:
+    tower = load_onnx_text(fresh(demo_encoder), copy_of(exported, tmp_path))
     off_by_a_bit = lambda tokens: tower(tokens) + np.float32(1e-2)  # noqa: E731
     with pytest.raises(onnx_text.OnnxTextError, match="differs from PyTorch"):
         onnx_text._checked(demo_encoder, off_by_a_bit)
@@ -157,10 +171,12 @@ def test_onnx_text_can_be_switched_off_and_cached_elsewhere(monkeypatch: pytest.
 
 
 
-def test_text_queries_get_the_threads_asked_for_or_torchs(demo_encoder: ClipEncoder, tmp_path: Path) -> None:
+def test_text_queries_get_the_threads_asked_for_or_torchs(demo_encoder: ClipEncoder, exported: Path,
+                                                          tmp_path: Path) -> None:
     def session_threads(tower: OnnxTextTower) -> int:
         return tower._session.get_session_options().intra_op_num_threads
 
+    copy_of(exported, tmp_path)
     assert session_threads(load_onnx_text(fresh(demo_encoder), tmp_path, threads=3)) == 3
     default = session_threads(load_onnx_text(fresh(demo_encoder), tmp_path))
     assert default == onnx_text.default_text_threads() == torch.get_num_threads()
