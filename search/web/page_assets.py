@@ -28,8 +28,8 @@ body:not(.dark) .slider_input_container .min_value, body:not(.dark) .slider_inpu
     color: #4b5563 !important; }
 .dark .show-api, .dark footer a, .dark footer button, .dark .slider_input_container .min_value,
 .dark .slider_input_container .max_value { color: #d1d5db !important; }
-.dark [data-testid="checkbox-group"] label:hover, .dark [data-testid="checkbox-group"] label.selected {
-    background: #4338ca; color: #ffffff; }
+.dark [data-testid="checkbox-group"] label:hover, .dark [data-testid="checkbox-group"] label.selected,
+.dark button.secondary:hover { background: #4338ca; color: #ffffff; }
 /* A hidden progress tracker keeps the word "Error" of a re-run the page cancelled (same values as the last): out of
    the layout and the accessibility tree too, so a screen reader reading the status line does not hear it. */
 #status [data-testid="status-tracker"].hide, #results [data-testid="status-tracker"].hide { display: none; }
