@@ -83,6 +83,9 @@ def accessibility_problems(page) -> list:
     """axe-core's serious and critical violations on the page as shown: the rule and its first nodes, with why."""
     from axe_playwright_python.sync_playwright import Axe
 
+    # Not mid-update: Gradio draws an updating output at 20 % opacity and fades it back.
+    page.wait_for_function("() => !document.querySelector('.pending') && "
+                           "!document.getAnimations().some((a) => a instanceof CSSTransition)")
     violations = Axe().run(page).response["violations"]
     return [(v["id"], [(n["target"], n["any"][0]["message"][:160] if n["any"] else "") for n in v["nodes"][:3]])
             for v in violations if v["impact"] in ("serious", "critical")]
