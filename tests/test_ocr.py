@@ -5,7 +5,6 @@ picture on this CPU."""
 
 from __future__ import annotations
 
-import ast
 import json
 import sys
 from dataclasses import replace
@@ -22,12 +21,12 @@ from search.build.ocr import MAX_FRAGMENTS, MIN_CONFIDENCE, OcrUnavailableError,
 from search.build.pipeline import BuildError, _check_state, build_bundle
 from search.bundle.attributes import MAX_WORDS_CHARS
 from search.bundle.store import Bundle
-from search.config import REPO_ROOT
 from search.errors import BadQueryError
 from search.query.engine import SearchEngine
 from search.query.options import SearchOptions
 from search.web.options_panel import available_options
 from search.web.render import detail_html
+from tests.module_imports import modules_imported_on_load
 from tests.test_images_dir_bundle import config
 
 WORDS = {"pic-1.png": ("COFFEE", (236, 214, 170), 0), "pic-2.png": ("PARKING", (190, 215, 245), 8),
@@ -161,9 +160,5 @@ def test_without_the_ocr_package_a_build_asking_for_it_says_how_to_get_it(monkey
 
 def test_the_ocr_package_is_imported_only_when_a_build_asks_for_it() -> None:
     """The Space installs requirements.txt alone: no module of the app or the build imports rapidocr on load."""
-    for path in [*(REPO_ROOT / "search").rglob("*.py"), REPO_ROOT / "build_index.py", REPO_ROOT / "app.py"]:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
-        names = [alias.name for node in top if isinstance(node, ast.Import) for alias in node.names]
-        names += [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
-        assert not [name for name in names if name.split(".")[0] in {"rapidocr_onnxruntime", "cv2"}], path.name
+    for path, packages in modules_imported_on_load().items():
+        assert not packages & {"rapidocr_onnxruntime", "cv2"}, path

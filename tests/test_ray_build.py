@@ -25,6 +25,7 @@ from search.build.ray_build import RayOptions, build_bundle_on_ray
 from search.config import REPO_ROOT
 from tests.conftest import DEMO_MODEL_DIR
 from tests.loopback import LoopbackServer
+from tests.module_imports import modules_imported_on_load
 from tests.test_build import served_rows, url_config
 
 FLAGS = ["--model", f"local-dir:{DEMO_MODEL_DIR}", "--device", "cpu", "--timeout", "0.5", "--retries", "1",
@@ -161,12 +162,6 @@ def test_the_ray_stages_run_in_process_on_an_image_folder(demo_encoder, tmp_path
 
 def test_ray_is_imported_only_when_a_build_asks_for_it() -> None:
     """The Space installs requirements.txt alone: no module of the app or the build may import Ray on load."""
-    import ast
-
-    for path in [*(REPO_ROOT / "search").rglob("*.py"), REPO_ROOT / "build_index.py", REPO_ROOT / "app.py"]:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
-        names = [alias.name for node in top if isinstance(node, ast.Import) for alias in node.names]
-        names += [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
-        assert not [name for name in names if name.split(".")[0] == "ray"], path.name
+    for path, packages in modules_imported_on_load().items():
+        assert "ray" not in packages, path
     assert "import ray" in (REPO_ROOT / "search" / "build" / "ray_build.py").read_text()  # inside its functions
