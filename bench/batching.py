@@ -45,6 +45,34 @@ def lone_overhead_ms(calls: int = 2000) -> dict[str, float]:
     return {"lone_batched_ms": round(medians["batched"], 4), "lone_unbatched_ms": round(medians["unbatched"], 4)}
 
 
+def model_ceiling(args: argparse.Namespace, batches: tuple[int, ...] = (1, 4, 8, 16), repeats: int = 30
+                  ) -> dict[str, float]:
+    """The text tower alone, the servers' ONNX export on the servers' CPUs and threads: ms per query at each batch
+    size (median of `repeats` calls, 13 tokens a query, as bench/query_latency.py's). What batching can buy is at
+    most batch 1's time over the best batch's: the HTTP, tokenising and index work per request do not shrink."""
+    import numpy as np
+
+    from search.model.onnx_text import OnnxTextTower
+
+    exports = sorted((args.work / "cache").glob("*/text_tower.onnx"), key=lambda path: path.stat().st_mtime)
+    if not exports:
+        return {}
+    os.sched_setaffinity(0, load_test.cpus(args.server_cpus))
+    tower = OnnxTextTower(exports[-1], args.threads or len(load_test.cpus(args.server_cpus)))
+    tokens = np.random.default_rng(0).integers(1, 49_000, size=(max(batches), 13))
+    per_query = {}
+    for batch in batches:
+        tower(tokens[:batch])  # warm-up: the first run of a shape plans its kernels
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            tower(tokens[:batch])
+            times.append((time.perf_counter() - start) * 1000 / batch)
+        per_query[f"batch_{batch}_ms_per_query"] = round(float(np.median(times)), 2)
+    best = min(per_query.values())
+    return {**per_query, "ceiling": round(per_query["batch_1_ms_per_query"] / best, 2)}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; the server options are load_test's."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,11 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lone = lone_overhead_ms()
     records = compare(args)
+    ceiling = model_ceiling(args)  # after the servers stopped: the same CPUs, nothing else on them
     report(args, records)
+    if ceiling:
+        print("\nthe text tower alone, ms per query by batch size: " + ", ".join(
+            f"{key.split('_')[1]}: {value}" for key, value in ceiling.items() if key != "ceiling") +
+              f"; batching's ceiling {ceiling['ceiling']}x (batch 1 over the best batch)")
     print(f"\na lone call, the model a no-op (median): batched {lone['lone_batched_ms']} ms, unbatched "
           f"{lone['lone_unbatched_ms']} ms")
-    common.emit_json({"bench": "batching", **lone, "records": [{key: value for key, value in record.items()
-                                                        if key not in MODES} | {
+    common.emit_json({"bench": "batching", **lone, "model_ceiling": ceiling, "records": [
+        {key: value for key, value in record.items() if key not in MODES} | {
         mode: {key: value for key, value in record[mode].items() if key != "runs"} for mode in MODES}
         for record in records]})
     return 1 if any(record[mode]["errors"] for record in records for mode in MODES) else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from PIL import Image
 from bench.common import clip_like_queries, clip_like_vectors, synthetic_metadata
 from search.build.picture_facts import file_facts
 from search.bundle.colour import dominant_colour
-from search.bundle.hnsw_index import VectorIndex
+from search.bundle.hnsw_index import Allowed, VectorIndex
 from search.bundle.metadata import ItemCatalog
 from search.bundle.store import Bundle, write_bundle
 from search.config import EncoderSpec, HnswParams
@@ -23,7 +24,7 @@ from search.errors import BadQueryError, BundleError
 from search.query.engine import SearchEngine
 from search.query.options import Filters, SearchOptions
 from search.query.ranking import cut_count, sort_order
-from search.query.retrieval import Retriever
+from search.query.retrieval import OVERFETCH, POSTFILTER_MARGIN, Retriever
 from tests.conftest import metadata_table, unit_vectors
 
 
@@ -146,6 +147,37 @@ def test_each_filtered_path_finds_the_exact_top_10_inside_the_filtered_set(synth
                 assert len(set(rows.tolist()) & set(truth.tolist())) >= len(truth) - 1  # approximate: one may be missed
             found = synthetic.postfiltered(vector, 10, allowed)
             assert found is None or allowed.mask[found[0]].all()
+
+
+def test_the_post_filter_asks_little_first_and_more_only_when_short(synthetic: Retriever) -> None:
+    asks: list[int] = []
+
+    class Counting:
+        """The synthetic graph, recording each k asked of it."""
+
+        def __len__(self) -> int:
+            return len(synthetic.index)
+
+        def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            asks.append(k)
+            return synthetic.index.query(vector, k)
+
+    counting = Retriever(Counting(), synthetic.embeddings, synthetic.catalog)  # type: ignore[arg-type]
+    vector = clip_like_queries(synthetic.embeddings, 1, seed=21)[0]
+    nearest = synthetic.index.query(vector, 3000)[0]
+    for kept, count in ((nearest[::2], 1), (nearest[-300:], 2)):  # half kept, spread; a tenth kept, far away
+        mask = np.zeros(3000, bool)
+        mask[kept] = True
+        rows = np.flatnonzero(mask)
+        allowed = Allowed(None, mask, rows, mask.astype(np.uint8).tobytes(), None)
+        asks.clear()
+        found = counting.postfiltered(vector, 5, allowed)
+        tight = math.ceil((5 + POSTFILTER_MARGIN * math.sqrt(5)) / allowed.fraction)
+        assert asks == [tight, math.ceil(5 / allowed.fraction * OVERFETCH)][:count]
+        if count == 1:  # the tight ask sufficed: the five nearest kept rows, in order
+            assert found is not None and np.array_equal(found[0], nearest[::2][:5])
+        else:  # kept rows all lie beyond both asks: short twice, left to the filtered walk
+            assert found is None
 
 
 def test_a_selective_filter_still_returns_k_hits(synthetic: Retriever) -> None:

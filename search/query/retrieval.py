@@ -3,8 +3,9 @@
 How a filtered query finds its candidates depends on how many items the filter keeps (bench/filters.py):
 - exact search over just those rows, when they are at most EXACT_MAX_ROWS and cheaper than the post-filter's
   graph search by the measured cost ratio EXACT_ROWS_PER_BEAM; always complete;
-- else post-filter (share kept at least POSTFILTER_FLOOR): the unfiltered graph search asked for k / share *
-  OVERFETCH neighbours, the disallowed ones dropped afterwards;
+- else post-filter (share kept at least POSTFILTER_FLOOR): the unfiltered graph search asked for about k / share
+  neighbours and a margin (POSTFILTER_MARGIN), the disallowed ones dropped afterwards; when under k pass (a filter
+  unevenly spread), once more asked for k / share * OVERFETCH;
 - else hnswlib's filter callback, which walks the graph skipping disallowed items (it calls back into Python
   for every node it visits, so it was the slowest path measured; it is the last resort).
 A graph path that comes back short falls back to the next, ending with the exact search, so a filter always
@@ -39,7 +40,12 @@ EXACT_ROWS_PER_BEAM = 20
 ~0.11 us per row against ~2.4 us per beam slot): the cheaper of the two is taken."""
 POSTFILTER_FLOOR = 0.02
 """Beyond the exact path's reach, post-filtering beat hnswlib's filter callback down to this share kept."""
-OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
+POSTFILTER_MARGIN = 2.0
+"""The post-filter's first ask: k / share plus this many standard deviations of a random k's count
+(sqrt(k) / share), so that a filter spread like chance fills k hits ~98 % of the time. The graph search's cost
+grows with what it is asked for: at 1M items and 10 % kept this ask costs ~1.7x an unfiltered query, the
+OVERFETCH ask ~2.9x (bench/filters.py)."""
+OVERFETCH = 2.0  # the second ask, per wanted hit over 1/fraction: room for a filter unevenly spread
 FIRST_WINDOW = 16
 SORT_POOL = 100
 """Sorting by date or popularity reorders the best this-many candidates above the threshold."""
@@ -184,13 +190,16 @@ class Retriever:
         return self.walked(vector, k, allowed)
 
     def postfiltered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores] | None:
-        """The unfiltered search asked for k / fraction * OVERFETCH neighbours, filtered; None if under k pass."""
-        asked = min(len(self.index), math.ceil(k / allowed.fraction * OVERFETCH))
-        rows, scores = self.index.query(vector, asked)
-        passed = allowed.mask[rows]
-        if passed.sum() < k:
-            return None
-        return rows[passed][:k], scores[passed][:k]
+        """The unfiltered search asked for k / fraction and a margin, filtered; if under k pass, asked again for
+        k / fraction * OVERFETCH; None if still under k pass."""
+        tight = math.ceil((k + POSTFILTER_MARGIN * math.sqrt(k)) / allowed.fraction)
+        for asked in dict.fromkeys(min(len(self.index), ask) for ask in (tight, math.ceil(k / allowed.fraction *
+                                                                                           OVERFETCH))):
+            rows, scores = self.index.query(vector, asked)
+            passed = allowed.mask[rows]
+            if passed.sum() >= k:
+                return rows[passed][:k], scores[passed][:k]
+        return None
 
     def walked(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
         """The index's own filtered search (hnswlib's filter callback, Qdrant's payload filter); exact if short."""
