@@ -73,15 +73,61 @@ def model_ceiling(args: argparse.Namespace, batches: tuple[int, ...] = (1, 4, 8,
     return {**per_query, "ceiling": round(per_query["batch_1_ms_per_query"] / best, 2)}
 
 
+def lone_visitor(args: argparse.Namespace, blocks: int = 8, per_block: int = 40) -> dict[str, float]:
+    """One engine in this process, as the servers run it (bundle, model, CPUs, threads), its text encodes through
+    the Batcher and through the unbatched path in alternating blocks of new text queries, one at a time: what
+    batching costs a lone visitor without HTTP or a second server on the CPU, and the model call's share of a query
+    (what a batch can make cheaper)."""
+    import random
+    import statistics
+
+    os.environ.update(load_test.environment(args, load_test.bundle_path(args)))
+    from bench.load_engine import apply_bench_env
+    from bench.load_gen import QUERIES
+
+    apply_bench_env()  # pinned to the servers' CPUs
+    from search.config import EngineConfig
+    from search.model.batching import MAX_TEXT_BATCH, Batcher, Unbatched
+    from search.web.startup import start_engine
+
+    engine = start_engine(EngineConfig.from_env()).engine
+    while engine.encoder.onnx_text is None or engine.encoder.onnx_text.decision is None:  # as the servers
+        time.sleep(0.2)
+    model_ms: list[float] = []
+
+    def encode(texts: list[str]) -> object:
+        start = time.perf_counter()
+        vectors = engine.encoder.encode_text(texts)
+        model_ms.append((time.perf_counter() - start) * 1000)
+        return vectors
+
+    paths = {"on": Batcher(encode, engine.limiter, MAX_TEXT_BATCH), "off": Unbatched(encode, engine.limiter)}
+    rng, times = random.Random(0), {name: [] for name in paths}
+    for block in range(blocks + 1):  # block 0 warms up, unrecorded
+        for name in list(paths)[:: 1 if block % 2 else -1]:
+            engine._text_work = paths[name]
+            for number in range(per_block):
+                start = time.perf_counter()
+                engine.search_text(f"{rng.choice(QUERIES)} number {block} {number}", 10, 0.0)
+                if block:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    query_ms = statistics.median(times["on"] + times["off"])
+    return {**{f"lone_{name}_{stat}_ms": round(fn(times[name]), 2) for name in paths
+               for stat, fn in (("p50", statistics.median), ("mean", statistics.mean))},
+            "model_share": round(statistics.median(model_ms) / query_ms, 2)}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; the server options are load_test's."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mixes", default="text-unique,mixed", help="comma-separated load_gen mixes")
     parser.add_argument("--rounds", type=int, default=1, help="off/on pairs per mix")
+    parser.add_argument("--lone-only", action="store_true", help="no servers: the in-process lone visitor and the "
+                        "text tower by batch size only")
     own, rest = parser.parse_known_args(argv)
     defaults = ["--bundle", "synthetic", "--clients", "1,4,8,16,32,64", "--seconds", "10"]
     server = load_test.parse_args(defaults + rest)
-    return argparse.Namespace(**vars(server), mixes=own.mixes.split(","), rounds=own.rounds)
+    return argparse.Namespace(**vars(server), mixes=own.mixes.split(","), rounds=own.rounds, lone_only=own.lone_only)
 
 
 def capacity(runs: list[dict]) -> float:
@@ -168,16 +214,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run every pair, print the tables and the JSON line; 1 when any request failed."""
     args = parse_args(argv)
     lone = lone_overhead_ms()
-    records = compare(args)
-    ceiling = model_ceiling(args)  # after the servers stopped: the same CPUs, nothing else on them
-    report(args, records)
+    records = [] if args.lone_only else compare(args)
+    alone = lone_visitor(args)  # after the servers stopped: the same CPUs, nothing else on them
+    ceiling = model_ceiling(args)
+    if records:
+        report(args, records)
     if ceiling:
         print("\nthe text tower alone, ms per query by batch size: " + ", ".join(
             f"{key.split('_')[1]}: {value}" for key, value in ceiling.items() if key != "ceiling") +
               f"; batching's ceiling {ceiling['ceiling']}x (batch 1 over the best batch)")
     print(f"\na lone call, the model a no-op (median): batched {lone['lone_batched_ms']} ms, unbatched "
           f"{lone['lone_unbatched_ms']} ms")
-    common.emit_json({"bench": "batching", **lone, "model_ceiling": ceiling, "records": [
+    print(f"a lone visitor, one engine in this process, new text queries one at a time: p50 on "
+          f"{alone['lone_on_p50_ms']} ms, off {alone['lone_off_p50_ms']} ms; mean on {alone['lone_on_mean_ms']}, "
+          f"off {alone['lone_off_mean_ms']}; the model call is {alone['model_share']:.0%} of a query (p50s)")
+    common.emit_json({"bench": "batching", **lone, "model_ceiling": ceiling, **alone, "records": [
         {key: value for key, value in record.items() if key not in MODES} | {
         mode: {key: value for key, value in record[mode].items() if key != "runs"} for mode in MODES}
         for record in records]})
