@@ -24,7 +24,7 @@ from search.errors import BadQueryError, BundleError
 from search.query.engine import SearchEngine
 from search.query.options import Filters, SearchOptions
 from search.query.ranking import cut_count, sort_order
-from search.query.retrieval import OVERFETCH, POSTFILTER_MARGIN, Retriever
+from search.query.retrieval import OVERFETCH, POSTFILTER_MARGIN, TIGHT_FLOOR, Retriever
 from tests.conftest import metadata_table, unit_vectors
 
 
@@ -165,17 +165,21 @@ def test_the_post_filter_asks_little_first_and_more_only_when_short(synthetic: R
     counting = Retriever(Counting(), synthetic.embeddings, synthetic.catalog)  # type: ignore[arg-type]
     vector = clip_like_queries(synthetic.embeddings, 1, seed=21)[0]
     nearest = synthetic.index.query(vector, 3000)[0]
-    for kept, count in ((nearest[::2], 1), (nearest[-300:], 2)):  # half kept, spread; a tenth kept, far away
+    # half kept, spread: the tight ask fills k; a tenth kept, all far away: both asks come back short; 3 % kept,
+    # spread: below TIGHT_FLOOR only the wide ask is made
+    for kept, tight_first, filled in ((nearest[::2], True, True), (nearest[-300:], True, False),
+                                      (nearest[::33], False, True)):
         mask = np.zeros(3000, bool)
         mask[kept] = True
-        rows = np.flatnonzero(mask)
-        allowed = Allowed(None, mask, rows, mask.astype(np.uint8).tobytes(), None)
+        allowed = Allowed(None, mask, np.flatnonzero(mask), mask.astype(np.uint8).tobytes(), None)
         asks.clear()
         found = counting.postfiltered(vector, 5, allowed)
         tight = math.ceil((5 + POSTFILTER_MARGIN * math.sqrt(5)) / allowed.fraction)
-        assert asks == [tight, math.ceil(5 / allowed.fraction * OVERFETCH)][:count]
-        if count == 1:  # the tight ask sufficed: the five nearest kept rows, in order
-            assert found is not None and np.array_equal(found[0], nearest[::2][:5])
+        wide = math.ceil(5 / allowed.fraction * OVERFETCH)
+        assert (allowed.fraction >= TIGHT_FLOOR) == tight_first
+        assert asks == ([tight] if filled else [tight, wide]) if tight_first else [wide]
+        if filled:  # the five nearest kept rows, in order
+            assert found is not None and np.array_equal(found[0], kept[:5])
         else:  # kept rows all lie beyond both asks: short twice, left to the filtered walk
             assert found is None
 
