@@ -43,8 +43,8 @@ POSTFILTER_FLOOR = 0.02
 POSTFILTER_MARGIN = 2.0
 """The post-filter's first ask: k / share plus this many standard deviations of a random k's count
 (sqrt(k) / share), so that a filter spread like chance fills k hits ~98 % of the time. The graph search's cost
-grows with what it is asked for: at 1M items and 10 % kept this ask cost 1.55-1.67x an unfiltered query, the
-OVERFETCH ask 2.22-2.34x, recall@10 1.000 both (bench/filters.py)."""
+grows with what it is asked for: at 1M items and 10 % kept this ask cost 1.6-2.3x an unfiltered query, the
+OVERFETCH ask 2.2-3.2x in the same runs, recall@10 1.000 both (bench/filters.py; docs/search-options.md)."""
 TIGHT_FLOOR = 0.05
 """Below this share kept the first ask is the OVERFETCH one: a deep ask (k / share in the thousands) misses more of
 the true neighbours far down hnswlib's list, and the margin no longer covers it (1M items, 2 % kept: recall@10
