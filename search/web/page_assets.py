@@ -33,14 +33,14 @@ body:not(.dark) .slider_input_container .min_value, body:not(.dark) .slider_inpu
 /* A hidden progress tracker keeps the word "Error" of a re-run the page cancelled (same values as the last): out of
    the layout and the accessibility tree too, so a screen reader reading the status line does not hear it. */
 #status [data-testid="status-tracker"].hide, #results [data-testid="status-tracker"].hide { display: none; }
-/* "Link copied" floats just above the button, out of the row's flow: it neither wraps over the button nor moves
-   the status line. */
+/* A copied link shows on the button itself ("Copied ✓", as wide as "Copy link"): a note beside it covered the
+   examples above it on a phone. "Link copied" is also said, for screen readers, by a status text out of sight and
+   out of the row's flow, so it neither moves the status line nor covers anything. */
 #status-row { position: relative; overflow: visible; }
 #copy-note-box { position: absolute; right: 0; bottom: 100%; width: auto; min-width: 0; min-height: 0; padding: 0;
-                 pointer-events: none; z-index: 2; }
-#copy-note:not(:empty) { display: inline-block; white-space: nowrap; padding: 2px 8px; border-radius: 6px;
-    background: var(--background-fill-primary); color: var(--body-text-color); font-size: 0.85em;
-    border: 1px solid var(--border-color-primary); }
+                 pointer-events: none; }
+#copy-note { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
+             white-space: nowrap; }
 #results .grid { list-style: none; margin: 0; padding: 0; display: grid; gap: 12px;
                  grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); }
 @media (max-width: 600px) { #results .grid { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 8px; } }
@@ -215,10 +215,18 @@ async () => {
     field.select(); document.execCommand("copy"); field.remove();
   }
   const note = document.querySelector("#copy-note");
-  if (note) {  // a short note beside the button, the link itself in its tooltip; it goes after a few seconds
-    note.textContent = "Link copied"; note.title = url;
-    clearTimeout(note.hideTimer); note.hideTimer = setTimeout(() => { note.textContent = ""; }, 4000);
+  // The button's own label says it for a few seconds (its text node only: Gradio keeps its other children).
+  const label = button && [...button.childNodes].find((node) => node.nodeType === 3 && node.data.trim());
+  if (label) {
+    if (!button.dataset.label) button.dataset.label = label.data;
+    label.data = "Copied ✓";
   }
+  if (note) note.textContent = "Link copied";  // read out by screen readers (role=status), never shown
+  clearTimeout(window.copyNoteTimer);
+  window.copyNoteTimer = setTimeout(() => {
+    if (note) note.textContent = "";
+    if (label) label.data = button.dataset.label;
+  }, 4000);
   if (button) button.dataset.copied = url;
 }
 """
