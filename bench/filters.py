@@ -14,7 +14,6 @@ mask is cached (its cold cost is reported apart). Every path runs in the same pr
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from search.bundle.hnsw_index import VectorIndex
 from search.bundle.metadata import ItemCatalog
 from search.config import HnswParams
 from search.query.options import Filters, SearchOptions
-from search.query.retrieval import EXACT_MAX_ROWS, OVERFETCH, Retriever, first_window
+from search.query.retrieval import EXACT_MAX_ROWS, Retriever, first_window
 
 CACHE = Path("~/.cache/clip-search-bench").expanduser()
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}  # cpu: a query's own work, on a shared machine
@@ -81,20 +80,14 @@ def paths(retriever: Retriever, allowed: Any) -> dict[str, Any]:
         found = retriever.postfiltered(vector, window, allowed)
         return (found[0] if found is not None else retriever.walked(vector, window, allowed)[0])[:K]
 
-    def overfetched(vector: np.ndarray) -> np.ndarray:  # the post-filter's second ask alone (its only one before)
-        asked = min(len(retriever.index), math.ceil(window / allowed.fraction * OVERFETCH))
-        rows = retriever.index.query(vector, asked)[0]
-        return rows[allowed.mask[rows]][:K]
-
     return {"exact": lambda vector: retriever.exact(vector, K, allowed.rows, allowed.vectors)[0],
-            "post-filter": postfiltered, "post-filter, 2x overfetch": overfetched,
-            "hnsw filter": lambda vector: retriever.walked(vector, K, allowed)[0]}
+            "post-filter": postfiltered, "hnsw filter": lambda vector: retriever.walked(vector, K, allowed)[0]}
 
 
 def measure_filter(retriever: Retriever, queries: np.ndarray, name: str, filters: Filters,
                    *, engine_only: bool = False, clock: str = "wall") -> list[Any]:
-    """One table row per path (with `engine_only`, the engine's choice and the post-filter, as it runs and with its
-    wider ask alone): share kept, p50 ms, recall@10."""
+    """One table row per path (with `engine_only`, the engine's choice and the post-filter alone): share kept,
+    p50 ms, recall@10."""
     started = time.perf_counter()
     allowed = retriever._allowed(filters)  # uncached: the cold cost of a new filter
     cold_ms = (time.perf_counter() - started) * 1000
@@ -103,8 +96,7 @@ def measure_filter(retriever: Retriever, queries: np.ndarray, name: str, filters
     truth = [retriever.exact(vector, K, allowed.rows)[0] for vector in queries]
     rows = []
     every = paths(retriever, allowed)
-    candidates = {**({name: every[name] for name in ("post-filter", "post-filter, 2x overfetch")} if engine_only
-                     else every),
+    candidates = {**({"post-filter": every["post-filter"]} if engine_only else every),
                   "auto (engine)": lambda vector: retriever.ranked(vector, K, -1.0, options).rows}
     for fn in candidates.values():  # every path over every query once, untimed: at 1M the graph (2.3 GB) is far
         for vector in queries:      # beyond the caches, and the first path timed would pay for the pages alone

@@ -344,6 +344,25 @@ def test_ui_options_filter_fold_and_go_into_the_link(demo_startup: Startup) -> N
         ui.ui_rerun(6, 0.0, 0.0, session, {"cutoff": "steep"})
 
 
+def test_load_more_never_shows_a_hit_twice_and_fills_its_page(demo_startup: Startup,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    ui = SearchUI(demo_startup)
+    _, _, session = ui.ui_text("a circle", "", 5, 0.0, Session(), {"collapse_radius": False})
+    shown = list(session.view.hits)
+    searched = ui._hits
+
+    def deeper_search_repeats_two(request, top_k, threshold, options):
+        """What a deeper filtered search can do: rank two hits of the first page just below it."""
+        found = searched(request, top_k, threshold, options)
+        return [*shown[-2:], *found[:-2]] if options.offset == 5 else found
+
+    monkeypatch.setattr(ui, "_hits", deeper_search_repeats_two)
+    html, status, session = ui.ui_more(session)
+    ids = [hit.id for hit in session.view.hits]
+    assert len(ids) == len(set(ids)) == 10 and ids[:5] == [hit.id for hit in shown]  # full page, no repeat
+    assert status.startswith("10 results") and 'data-action="more"' in html
+
+
 def test_load_more_appends_the_next_page_in_a_stable_order(demo_startup: Startup) -> None:
     import gradio as gr
 

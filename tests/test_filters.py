@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from PIL import Image
 from bench.common import clip_like_queries, clip_like_vectors, synthetic_metadata
 from search.build.picture_facts import file_facts
 from search.bundle.colour import dominant_colour
-from search.bundle.hnsw_index import Allowed, VectorIndex
+from search.bundle.hnsw_index import VectorIndex
 from search.bundle.metadata import ItemCatalog
 from search.bundle.store import Bundle, write_bundle
 from search.config import EncoderSpec, HnswParams
@@ -24,7 +23,7 @@ from search.errors import BadQueryError, BundleError
 from search.query.engine import SearchEngine
 from search.query.options import Filters, SearchOptions
 from search.query.ranking import cut_count, sort_order
-from search.query.retrieval import OVERFETCH, POSTFILTER_MARGIN, TIGHT_FLOOR, Retriever
+from search.query.retrieval import Retriever
 from tests.conftest import metadata_table, unit_vectors
 
 
@@ -147,41 +146,6 @@ def test_each_filtered_path_finds_the_exact_top_10_inside_the_filtered_set(synth
                 assert len(set(rows.tolist()) & set(truth.tolist())) >= len(truth) - 1  # approximate: one may be missed
             found = synthetic.postfiltered(vector, 10, allowed)
             assert found is None or allowed.mask[found[0]].all()
-
-
-def test_the_post_filter_asks_little_first_and_more_only_when_short(synthetic: Retriever) -> None:
-    asks: list[int] = []
-
-    class Counting:
-        """The synthetic graph, recording each k asked of it."""
-
-        def __len__(self) -> int:
-            return len(synthetic.index)
-
-        def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            asks.append(k)
-            return synthetic.index.query(vector, k)
-
-    counting = Retriever(Counting(), synthetic.embeddings, synthetic.catalog)  # type: ignore[arg-type]
-    vector = clip_like_queries(synthetic.embeddings, 1, seed=21)[0]
-    nearest = synthetic.index.query(vector, 3000)[0]
-    # half kept, spread: the tight ask fills k; a tenth kept, all far away: both asks come back short; 3 % kept,
-    # spread: below TIGHT_FLOOR only the wide ask is made
-    for kept, tight_first, filled in ((nearest[::2], True, True), (nearest[-300:], True, False),
-                                      (nearest[::33], False, True)):
-        mask = np.zeros(3000, bool)
-        mask[kept] = True
-        allowed = Allowed(None, mask, np.flatnonzero(mask), mask.astype(np.uint8).tobytes(), None)
-        asks.clear()
-        found = counting.postfiltered(vector, 5, allowed)
-        tight = math.ceil((5 + POSTFILTER_MARGIN * math.sqrt(5)) / allowed.fraction)
-        wide = math.ceil(5 / allowed.fraction * OVERFETCH)
-        assert (allowed.fraction >= TIGHT_FLOOR) == tight_first
-        assert asks == ([tight] if filled else [tight, wide]) if tight_first else [wide]
-        if filled:  # the five nearest kept rows, in order
-            assert found is not None and np.array_equal(found[0], kept[:5])
-        else:  # kept rows all lie beyond both asks: short twice, left to the filtered walk
-            assert found is None
 
 
 def test_a_selective_filter_still_returns_k_hits(synthetic: Retriever) -> None:

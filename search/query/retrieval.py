@@ -3,9 +3,8 @@
 How a filtered query finds its candidates depends on how many items the filter keeps (bench/filters.py):
 - exact search over just those rows, when they are at most EXACT_MAX_ROWS and cheaper than the post-filter's
   graph search by the measured cost ratio EXACT_ROWS_PER_BEAM; always complete;
-- else post-filter (share kept at least POSTFILTER_FLOOR): the unfiltered graph search asked for about k / share
-  neighbours and a margin (POSTFILTER_MARGIN; from TIGHT_FLOOR up), the disallowed ones dropped afterwards; when
-  under k pass (a filter unevenly spread), once more asked for k / share * OVERFETCH;
+- else post-filter (share kept at least POSTFILTER_FLOOR): the unfiltered graph search asked for k / share *
+  OVERFETCH neighbours, the disallowed ones dropped afterwards;
 - else hnswlib's filter callback, which walks the graph skipping disallowed items (it calls back into Python
   for every node it visits, so it was the slowest path measured; it is the last resort).
 A graph path that comes back short falls back to the next, ending with the exact search, so a filter always
@@ -40,16 +39,7 @@ EXACT_ROWS_PER_BEAM = 20
 ~0.11 us per row against ~2.4 us per beam slot): the cheaper of the two is taken."""
 POSTFILTER_FLOOR = 0.02
 """Beyond the exact path's reach, post-filtering beat hnswlib's filter callback down to this share kept."""
-POSTFILTER_MARGIN = 2.0
-"""The post-filter's first ask: k / share plus this many standard deviations of a random k's count
-(sqrt(k) / share), so that a filter spread like chance fills k hits ~98 % of the time. The graph search's cost
-grows with what it is asked for: at 1M items and 10 % kept this ask cost 1.6-2.3x an unfiltered query, the
-OVERFETCH ask 2.2-3.2x in the same runs, recall@10 1.000 both (bench/filters.py; docs/search-options.md)."""
-TIGHT_FLOOR = 0.05
-"""Below this share kept the first ask is the OVERFETCH one: a deep ask (k / share in the thousands) misses more of
-the true neighbours far down hnswlib's list, and the margin no longer covers it (1M items, 2 % kept: recall@10
-0.984 against 0.990; at 5 %, 0.998 against 1.000)."""
-OVERFETCH = 2.0  # the wider ask, per wanted hit over 1/fraction: room for a filter unevenly spread
+OVERFETCH = 2.0  # neighbours asked for per wanted hit, over 1/fraction: room for a filter unevenly spread
 FIRST_WINDOW = 16
 SORT_POOL = 100
 """Sorting by date or popularity reorders the best this-many candidates above the threshold."""
@@ -194,17 +184,13 @@ class Retriever:
         return self.walked(vector, k, allowed)
 
     def postfiltered(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores] | None:
-        """The unfiltered search asked for k / fraction and a margin (at a share of at least TIGHT_FLOOR), filtered;
-        if under k pass, asked again for k / fraction * OVERFETCH; None if still under k pass."""
-        wide = math.ceil(k / allowed.fraction * OVERFETCH)
-        tight = math.ceil((k + POSTFILTER_MARGIN * math.sqrt(k)) / allowed.fraction)
-        asks = (tight, wide) if allowed.fraction >= TIGHT_FLOOR else (wide,)
-        for asked in dict.fromkeys(min(len(self.index), ask) for ask in asks):
-            rows, scores = self.index.query(vector, asked)
-            passed = allowed.mask[rows]
-            if passed.sum() >= k:
-                return rows[passed][:k], scores[passed][:k]
-        return None
+        """The unfiltered search asked for k / fraction * OVERFETCH neighbours, filtered; None if under k pass."""
+        asked = min(len(self.index), math.ceil(k / allowed.fraction * OVERFETCH))
+        rows, scores = self.index.query(vector, asked)
+        passed = allowed.mask[rows]
+        if passed.sum() < k:
+            return None
+        return rows[passed][:k], scores[passed][:k]
 
     def walked(self, vector: FeatureVector, k: int, allowed: Allowed) -> tuple[Rows, Scores]:
         """The index's own filtered search (hnswlib's filter callback, Qdrant's payload filter); exact if short."""

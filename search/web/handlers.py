@@ -28,6 +28,8 @@ from search.web.request_values import checked_exclude, checked_weight, combined_
 from search.web.startup import Startup, mode_defaults
 
 logger = logging.getLogger(__name__)
+MORE_FETCHES = 3
+"""Pages one "Load more" may fetch to fill its page when a deeper search repeats hits already shown."""
 
 
 
@@ -249,9 +251,19 @@ class SearchUI:
         if shown > MAX_OFFSET:
             raise BadQueryError(f"at most {MAX_OFFSET} results can be paged through; refine the search instead")
         start = time.perf_counter()
-        page = self._hits(view.request, top_k, threshold, search_options(view.request.options, offset=shown))
-        return self.render(session, view.request, (*view.hits, *page), (top_k, threshold),
-                           (time.perf_counter() - start, len(page) == top_k))
+        seen, page, offset = {hit.id for hit in view.hits}, [], shown
+        for _ in range(MORE_FETCHES):
+            # A deeper search can rank a hit already shown lower down (an approximate graph asked for more
+            # candidates under a filter): it is left out, and the page filled from the one after.
+            found = self._hits(view.request, top_k, threshold, search_options(view.request.options, offset=offset))
+            page += [hit for hit in found if hit.id not in seen]
+            seen.update(hit.id for hit in found)
+            more = len(found) == top_k
+            if len(page) >= top_k or not more or offset + top_k > MAX_OFFSET:
+                break
+            offset += top_k
+        return self.render(session, view.request, (*view.hits, *page[:top_k]), (top_k, threshold),
+                           (time.perf_counter() - start, more))
 
     def ui_tab(self, tab: str, session: Session) -> Shown:
         """A tab was opened: show its own last results (or nothing yet), not the other tab's."""
