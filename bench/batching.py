@@ -45,20 +45,18 @@ def lone_overhead_ms(calls: int = 2000) -> dict[str, float]:
     return {"lone_batched_ms": round(medians["batched"], 4), "lone_unbatched_ms": round(medians["unbatched"], 4)}
 
 
-def model_ceiling(args: argparse.Namespace, batches: tuple[int, ...] = (1, 4, 8, 16), repeats: int = 30
-                  ) -> dict[str, float]:
-    """The text tower alone, the servers' ONNX export on the servers' CPUs and threads: ms per query at each batch
-    size (median of `repeats` calls, 13 tokens a query, as bench/query_latency.py's). What batching can buy is at
-    most batch 1's time over the best batch's: the HTTP, tokenising and index work per request do not shrink."""
+def model_ceiling(args: argparse.Namespace, export: Path, batches: tuple[int, ...] = (1, 4, 8, 16),
+                  repeats: int = 30) -> dict[str, float]:
+    """The text tower alone, the servers' fp32 ONNX export (`export`) on the servers' CPUs and threads: ms per query
+    at each batch size (median of `repeats` calls, 13 tokens a query, as bench/query_latency.py's). What batching
+    can buy is at most batch 1's time over the best batch's: the HTTP, tokenising and index work per request do not
+    shrink."""
     import numpy as np
 
     from search.model.onnx_text import OnnxTextTower
 
-    exports = sorted((args.work / "cache").glob("*/text_tower.onnx"), key=lambda path: path.stat().st_mtime)
-    if not exports:
-        return {}
     os.sched_setaffinity(0, load_test.cpus(args.server_cpus))
-    tower = OnnxTextTower(exports[-1], args.threads or len(load_test.cpus(args.server_cpus)))
+    tower = OnnxTextTower(export, args.threads or len(load_test.cpus(args.server_cpus)))
     tokens = np.random.default_rng(0).integers(1, 49_000, size=(max(batches), 13))
     per_query = {}
     for batch in batches:
@@ -73,11 +71,11 @@ def model_ceiling(args: argparse.Namespace, batches: tuple[int, ...] = (1, 4, 8,
     return {**per_query, "ceiling": round(per_query["batch_1_ms_per_query"] / best, 2)}
 
 
-def lone_visitor(args: argparse.Namespace, blocks: int = 8, per_block: int = 40) -> dict[str, float]:
+def lone_visitor(args: argparse.Namespace, blocks: int = 8, per_block: int = 40) -> tuple[dict[str, float], Path]:
     """One engine in this process, as the servers run it (bundle, model, CPUs, threads), its text encodes through
     the Batcher and through the unbatched path in alternating blocks of new text queries, one at a time: what
     batching costs a lone visitor without HTTP or a second server on the CPU, and the model call's share of a query
-    (what a batch can make cheaper)."""
+    (what a batch can make cheaper). Also the path of the engine's fp32 text tower export."""
     import random
     import statistics
 
@@ -112,9 +110,10 @@ def lone_visitor(args: argparse.Namespace, blocks: int = 8, per_block: int = 40)
                 if block:
                     times[name].append((time.perf_counter() - start) * 1000)
     query_ms = statistics.median(times["on"] + times["off"])
+    export = engine.encoder.onnx_text.path.with_name("text_tower.onnx")  # the fp32 one, whichever tower serves
     return {**{f"lone_{name}_{stat}_ms": round(fn(times[name]), 2) for name in paths
                for stat, fn in (("p50", statistics.median), ("mean", statistics.mean))},
-            "model_share": round(statistics.median(model_ms) / query_ms, 2)}
+            "model_share": round(statistics.median(model_ms) / query_ms, 2)}, export
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -215,14 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lone = lone_overhead_ms()
     records = [] if args.lone_only else compare(args)
-    alone = lone_visitor(args)  # after the servers stopped: the same CPUs, nothing else on them
-    ceiling = model_ceiling(args)
+    alone, export = lone_visitor(args)  # after the servers stopped: the same CPUs, nothing else on them
+    ceiling = model_ceiling(args, export)
     if records:
         report(args, records)
-    if ceiling:
-        print("\nthe text tower alone, ms per query by batch size: " + ", ".join(
-            f"{key.split('_')[1]}: {value}" for key, value in ceiling.items() if key != "ceiling") +
-              f"; batching's ceiling {ceiling['ceiling']}x (batch 1 over the best batch)")
+    sizes = ", ".join(f"{key.split('_')[1]}: {value}" for key, value in ceiling.items() if key != "ceiling")
+    print(f"\nthe text tower alone, ms per query by batch size: {sizes}; batching's ceiling {ceiling['ceiling']}x "
+          "(batch 1 over the best batch)")
     print(f"\na lone call, the model a no-op (median): batched {lone['lone_batched_ms']} ms, unbatched "
           f"{lone['lone_unbatched_ms']} ms")
     print(f"a lone visitor, one engine in this process, new text queries one at a time: p50 on "

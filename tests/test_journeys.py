@@ -332,6 +332,11 @@ def test_copy_link_says_so_on_the_button_and_covers_nothing(journey) -> None:
     page.locator("#copy-link").filter(has_text="Copy link").wait_for(timeout=8000)  # and back after a few seconds
     assert page.locator("#copy-note").inner_text() == ""
     assert status.bounding_box() == before[1]
+    button.click()
+    page.locator("#copy-link").filter(has_text="Copied ✓").wait_for()
+    page.locator("#examples button").last.click()  # another search, another link: the label goes back at once
+    page.wait_for_function("(copied) => window.location.href !== copied", arg=button.get_attribute("data-copied"))
+    page.locator("#copy-link").filter(has_text="Copy link").wait_for(timeout=2000)
 
 
 @pytest.fixture(scope="module")

@@ -222,11 +222,15 @@ async () => {
     label.data = "Copied ✓";
   }
   if (note) note.textContent = "Link copied";  // read out by screen readers (role=status), never shown
-  clearTimeout(window.copyNoteTimer);
-  window.copyNoteTimer = setTimeout(() => {
+  // Back to "Copy link" after a few seconds, or at once when the page shows another search (another link).
+  const since = Date.now();
+  clearInterval(window.copyNoteTimer);
+  window.copyNoteTimer = setInterval(() => {
+    if (Date.now() - since < 4000 && window.location.href === url) return;
+    clearInterval(window.copyNoteTimer);
     if (note) note.textContent = "";
     if (label) label.data = button.dataset.label;
-  }, 4000);
+  }, 200);
   if (button) button.dataset.copied = url;
 }
 """
