@@ -59,14 +59,9 @@ def model_ceiling(args: argparse.Namespace, export: Path, batches: tuple[int, ..
     tower = OnnxTextTower(export, args.threads or len(load_test.cpus(args.server_cpus)))
     tokens = np.random.default_rng(0).integers(1, 49_000, size=(max(batches), 13))
     per_query = {}
-    for batch in batches:
-        tower(tokens[:batch])  # warm-up: the first run of a shape plans its kernels
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            tower(tokens[:batch])
-            times.append((time.perf_counter() - start) * 1000 / batch)
-        per_query[f"batch_{batch}_ms_per_query"] = round(float(np.median(times)), 2)
+    for batch in batches:  # one warm-up call: the first run of a shape plans its kernels
+        times = common.timed(lambda batch=batch: tower(tokens[:batch]), repeats, warmup=1)
+        per_query[f"batch_{batch}_ms_per_query"] = round(common.p50(times) / batch, 2)
     best = min(per_query.values())
     return {**per_query, "ceiling": round(per_query["batch_1_ms_per_query"] / best, 2)}
 

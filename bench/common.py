@@ -70,13 +70,19 @@ def timed_each(fn: Callable[[Any], Any], args: Sequence[Any], warmup: int = 2,
 
 
 def in_blocks(paths: dict[str, Callable[[Any], Any]], args: Sequence[Any], rounds: int,
-              clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+              clock: Callable[[], float] = time.perf_counter, warm_every: bool = False) -> dict[str, list[float]]:
     """Milliseconds per path and argument; each round times every path over all `args` in turn.
 
     Blocks, not call-by-call alternation: numpy's BLAS threads and torch's OpenMP threads spin for a while
     after each call, so a call right after the other library's is slowed by ~100 ms on 2 cores. Alternating
     blocks still spreads a noisy neighbour over every path alike. Each block starts with 2 untimed calls.
+    `warm_every`: first every path over every argument, untimed: for data far beyond the caches (a 1M graph is
+    2.3 GB), where the first path timed would otherwise pay for bringing in the pages the others then reuse.
     """
+    if warm_every:
+        for fn in paths.values():
+            for arg in args:
+                fn(arg)
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
         for name, fn in paths.items():

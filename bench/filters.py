@@ -98,10 +98,7 @@ def measure_filter(retriever: Retriever, queries: np.ndarray, name: str, filters
     every = paths(retriever, allowed)
     candidates = {**({"post-filter": every["post-filter"]} if engine_only else every),
                   "auto (engine)": lambda vector: retriever.ranked(vector, K, -1.0, options).rows}
-    for fn in candidates.values():  # every path over every query once, untimed: at 1M the graph (2.3 GB) is far
-        for vector in queries:      # beyond the caches, and the first path timed would pay for the pages alone
-            fn(vector)
-    times = common.in_blocks(candidates, list(queries), rounds=2, clock=CLOCKS[clock])
+    times = common.in_blocks(candidates, list(queries), rounds=2, clock=CLOCKS[clock], warm_every=True)
     for path, fn in candidates.items():
         found = [fn(vector) for vector in queries]
         rows.append([name, f"{allowed.fraction:.4f}", path, common.p50(times[path]), recall(found, truth),
@@ -172,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = CLOCKS[args.clock]
     plain = {"index": lambda vector: index.query(vector, K),
              "engine": lambda vector: retriever.ranked(vector, K, -1.0, SearchOptions())}
-    for fn in plain.values():  # warm, as every filtered path is (measure_filter)
-        for vector in queries:
-            fn(vector)
-    plain_times = common.in_blocks(plain, list(queries), rounds=2, clock=clock)
+    plain_times = common.in_blocks(plain, list(queries), rounds=2, clock=clock, warm_every=True)
     index_p50, unfiltered = common.p50(plain_times["index"]), common.p50(plain_times["engine"])
     rows = []
     for name, filters in [] if args.skip_filters else share_filters(catalog):
